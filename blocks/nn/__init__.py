@@ -1,0 +1,1 @@
+"""torch modules behind the block declarations (imported only when building)."""

@@ -1,0 +1,89 @@
+"""Helpers for testing blocks in isolation: run a shape rule or a builder on
+types written as text (``"[N, 16]"``, ``"[2, E] long"``, ``"[..., 8]"``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import BuildCall, Decl, DeclValue, lookup
+from .shapes import DimEnv, ShapeCall, Sym, TensorType
+
+
+def tensor_type(text: str | TensorType) -> TensorType:
+    """Parse ``"[N, 16] long"`` into a TensorType (symbols upper-case, ``_``, ``...``)."""
+    if isinstance(text, TensorType):
+        return text
+    body, _, dtype = text.strip().partition("]")
+    dims: list[Any] = []
+    variadic = False
+    for tok in body.strip().lstrip("[").replace(",", " ").split():
+        if tok == "...":
+            variadic = True
+        elif tok == "_":
+            dims.append(None)
+        elif tok.lstrip("-").isdigit():
+            dims.append(int(tok))
+        else:
+            dims.append(Sym(tok))
+    return TensorType(tuple(dims), dtype.strip() or "float", variadic)
+
+
+def decl(name: str) -> Decl:
+    d = lookup(name)
+    if d is None:
+        raise KeyError(name)
+    return d
+
+
+def params(name: str, **kw: Any) -> Any:
+    return decl(name).params.model_validate(kw)
+
+
+def value(name: str, **kw: Any) -> DeclValue:
+    """A block value of a registered block, as ``expert=MLP(...)`` gives."""
+    return DeclValue(decl(name), params(name, **kw))
+
+
+def _named(d: Decl, shapes: tuple, optional: dict[str, Any]) -> dict[str, TensorType]:
+    names = [a.name for a in d.inputs]
+    ins: dict[str, TensorType] = {}
+    if d.inputs and d.inputs[0].variadic:
+        for i, s in enumerate(shapes):
+            ins[f"{d.inputs[0].name}{i}"] = tensor_type(s)
+    else:
+        for n, s in zip(names, shapes):
+            ins[n] = tensor_type(s)
+    for k, v in optional.items():
+        ins[k] = tensor_type(v)
+    return ins
+
+
+def _split(d: Decl, kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    tensor_names = {a.name for a in d.inputs}
+    opt = {k: v for k, v in kw.items() if k in tensor_names}
+    hyper = {k: v for k, v in kw.items() if k not in tensor_names}
+    return opt, hyper
+
+
+def infer(name: str, *shapes: str | TensorType, env: DimEnv | None = None, **kw: Any) -> list[TensorType]:
+    """Run ``name``'s shape rule; tensor keywords (``stored=...``) are optional inputs."""
+    d = decl(name)
+    opt, hyper = _split(d, kw)
+    call = ShapeCall(name, _named(d, shapes, opt), env or DimEnv())
+    outs = d.infer(call, d.params.model_validate(hyper))
+    return [call.env.resolve_type(t) for t in outs]
+
+
+def build(name: str, *shapes: str | TensorType, **kw: Any) -> Any:
+    """Build ``name``'s torch module for concrete input types."""
+    d = decl(name)
+    opt, hyper = _split(d, kw)
+    p = d.params.model_validate(hyper)
+    ins = _named(d, shapes, opt)
+    outs = d.infer(ShapeCall(name, ins, DimEnv()), p)
+    call = BuildCall(name, ins, outs)
+    if d.kind == "function":
+        assert d.lower is not None
+        return d.lower(call, p)
+    assert d.build is not None
+    return d.build(call, p)

@@ -1,0 +1,1 @@
+"""The Lark grammar of the text language, shipped inside the wheel."""
