@@ -1,0 +1,24 @@
+"""dsl: a declarative language for composing neural networks out of research blocks.
+
+``import dsl`` is cheap and never imports torch; only :func:`compile` (and the
+trainer) do.
+"""
+
+from __future__ import annotations
+
+from .api import check, compile, load, loads
+from .diagnostics import Diagnostic, SpecError, Span
+from .ir import Spec
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Graph":
+        from .builder import Graph
+
+        return Graph
+    raise AttributeError(f"module 'dsl' has no attribute {name!r}")
+
+
+__all__ = ["Diagnostic", "Graph", "Spec", "SpecError", "Span", "check", "compile", "load", "loads", "__version__"]

@@ -1,0 +1,186 @@
+"""Build: turn a checked :class:`~dsl.program.Program` into a ``torch.fx.GraphModule``.
+
+The graph is written node by node (no tracing): node names follow the spec's
+names, ``node.meta`` keeps the span and the symbolic type, and ``model.code`` is
+plain readable PyTorch. The result has no interpreter: calling it runs the
+generated ``forward`` directly.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from .diagnostics import Diagnostic, SpecError
+from .program import ModuleSpec, PNode, Program, Ref, arg_refs
+from .registry import BuildCall, BuildError
+from .shapes import TensorType
+
+_BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "@": operator.matmul}
+
+
+class BuildFailure(Exception):
+    def __init__(self, diags: list[Diagnostic]):
+        super().__init__("build failed")
+        self.diags = diags
+
+
+def _resolved(prog: Program, t: TensorType) -> TensorType:
+    return prog.env.resolve_type(t)
+
+
+def build_module(prog: Program, key: str, spec: ModuleSpec, diags: list[Diagnostic]) -> nn.Module | None:
+    try:
+        if spec.kind == "decl":
+            assert spec.decl is not None and spec.decl.build is not None
+            ins = {k: _resolved(prog, t) for k, t in spec.in_types.items()}
+            outs = [_resolved(prog, t) for t in spec.out_types]
+            module = spec.decl.build(BuildCall(spec.decl.name, ins, outs), spec.params)
+        elif spec.kind == "value":
+            assert spec.value is not None
+            module = spec.value.build([_resolved(prog, t) for t in spec.in_types.values()])
+        else:
+            assert spec.program is not None
+            module = build_program(spec.program, return_dict=False, outputs_as_tuple=True)
+    except BuildError as e:
+        diags.append(Diagnostic(e.code, e.message, spec.span, help=e.help))
+        return None
+    except BuildFailure as e:
+        diags.extend(e.diags)
+        return None
+    except SpecError as e:
+        diags.extend(e.diagnostics)
+        return None
+    if not isinstance(module, nn.Module):
+        diags.append(Diagnostic("E0602", f"builder of `{key}` returned {type(module).__name__}, not a torch module", spec.span))
+        return None
+    return module
+
+
+def build_program(
+    prog: Program,
+    return_dict: bool = False,
+    with_aux: bool = False,
+    outputs_as_tuple: bool = False,
+) -> fx.GraphModule:
+    """Compile ``prog``; raise BuildFailure with diagnostics when a size is unknown."""
+    diags: list[Diagnostic] = []
+    root = nn.Module()
+    for key, spec in prog.modules.items():
+        m = build_module(prog, key, spec, diags)
+        if m is not None:
+            root.add_module(key, m)
+    if diags:
+        raise BuildFailure(diags)
+
+    graph = fx.Graph()
+    env: dict[str, Any] = {}  # node name -> fx node (or tuple of output fx nodes)
+    for node in prog.nodes:
+        env[node.name] = _emit(graph, node, env, prog)
+    outputs = {name: _fetch(env, ref) for name, ref in prog.outputs.items()}
+    if outputs_as_tuple:
+        values = list(outputs.values())
+        result: Any = values[0] if len(values) == 1 else tuple(values)
+    else:
+        if with_aux:
+            for a in prog.aux:
+                outputs[a.key] = _fetch(env, a.ref)
+        if len(outputs) == 1 and not return_dict and not with_aux:
+            result = next(iter(outputs.values()))
+        else:
+            result = outputs
+    graph.output(result)
+    graph.lint()
+    gm = fx.GraphModule(root, graph, class_name=prog.name)
+    gm.dsl_inputs = prog.input_types()  # type: ignore[assignment]
+    gm.dsl_outputs = prog.output_types()  # type: ignore[assignment]
+    gm.dsl_aux_weights = {a.key: a.weight for a in prog.aux} if with_aux else {}  # type: ignore[assignment]
+    return gm
+
+
+def _fetch(env: dict[str, Any], ref: Ref) -> Any:
+    v = env[ref.node]
+    if isinstance(v, tuple):
+        return v[ref.index]
+    return v
+
+
+def _arg(env: dict[str, Any], a: Any) -> Any:
+    if isinstance(a, Ref):
+        return _fetch(env, a)
+    if isinstance(a, list):
+        return [_arg(env, x) for x in a]
+    return a
+
+
+def _meta(fx_node: fx.Node, node: PNode, prog: Program, index: int = 0) -> None:
+    fx_node.meta["span"] = node.span
+    if node.types:
+        fx_node.meta["dsl_type"] = str(prog.env.resolve_type(node.types[min(index, len(node.types) - 1)]))
+
+
+def _emit(graph: fx.Graph, node: PNode, env: dict[str, Any], prog: Program) -> Any:
+    if node.kind == "input":
+        n = graph.create_node("placeholder", node.op, name=node.name)
+        _meta(n, node, prog)
+        return n
+    args = tuple(_arg(env, a) for a in node.args)
+    kwargs = {k: _arg(env, v) for k, v in node.kwargs.items()}
+    if node.kind in ("block", "user"):
+        n = graph.create_node("call_module", node.module, args, kwargs, name=node.name)
+    elif node.kind == "function":
+        assert node.decl is not None and node.decl.lower is not None
+        lowered = _lower(node, prog)
+        targs = args
+        if lowered.pack:
+            flat = [x for a in args for x in (a if isinstance(a, list) else [a])]
+            targs = (flat,)
+        n = graph.create_node("call_function", lowered.target, targs + tuple(lowered.args), {**kwargs, **lowered.kwargs}, name=node.name)
+    elif node.kind == "binop":
+        n = graph.create_node("call_function", _BINOPS[node.op], args, name=node.name)
+    elif node.kind == "unary":
+        n = graph.create_node("call_function", operator.neg, args, name=node.name)
+    else:  # pragma: no cover - the checker creates no other kinds
+        raise ValueError(node.kind)
+    _meta(n, node, prog)
+    if len(node.types) > 1:
+        outs = []
+        for i in range(len(node.types)):
+            g = graph.create_node("call_function", operator.getitem, (n, i), name=f"{node.name}_{i}")
+            _meta(g, node, prog, i)
+            outs.append(g)
+        return tuple(outs)
+    return n
+
+
+def _lower(node: PNode, prog: Program):
+    decl = node.decl
+    assert decl is not None and decl.lower is not None
+    ins: dict[str, TensorType] = {}
+    refs = arg_refs(node.args)
+    if decl.inputs and decl.inputs[0].variadic:
+        for i, r in enumerate(refs):
+            ins[f"{decl.inputs[0].name}{i}"] = prog.type_of(r)
+    else:
+        names = [a.name for a in decl.inputs if not a.optional]
+        for n, r in zip(names, refs):
+            ins[n] = prog.type_of(r)
+        for k, r in node.kwargs.items():
+            ins[k] = prog.type_of(r)
+    return decl.lower(BuildCall(decl.name, ins, [prog.env.resolve_type(t) for t in node.types]), node.params)
+
+
+def count_parameters(module: nn.Module) -> int:
+    seen: set[int] = set()
+    total = 0
+    for p in module.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+__all__ = ["build_program", "BuildFailure", "count_parameters", "torch"]
