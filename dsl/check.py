@@ -150,6 +150,7 @@ class Checker:
         spans = {k: v.span for k, v in self.res.params.items()}
         scope = Scope(consts=consts, const_spans=spans)
         for name, size in self.dims.items():
+            self.env.declare(name)
             self.env.value[name] = size
             self.env.origin[name] = "given"
         prog = Program(name=model.name, env=self.env, span=model.name_span or model.span)
@@ -169,7 +170,12 @@ class Checker:
             from .train.check import check_train
         except ImportError:
             return
-        self.diags.extend(check_train(self.res.spec, prog.input_types(), prog.output_types(), self.env))
+        outputs = prog.output_types()
+        model = self.res.model
+        for o in model.outputs if model is not None else []:
+            # an output whose computation failed was reported already; do not cascade
+            outputs.setdefault(o.name, TensorType((), "float", True))
+        self.diags.extend(check_train(self.res.spec, prog.input_types(), outputs, self.env))
 
     # ------------------------------------------------------------------ statements
 
@@ -241,7 +247,7 @@ class Checker:
 
     def symbol(self, name: str, scope: Scope) -> Sym:
         if scope.symbols is None:
-            return Sym(name)
+            return self.env.declare(name)
         if name not in scope.symbols:
             scope.symbols[name] = self.env.fresh(name)
         return scope.symbols[name]

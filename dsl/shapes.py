@@ -198,6 +198,7 @@ class DimEnv:
         self.value: dict[str, Dim] = {}
         self.origin: dict[str, str] = {}
         self._fresh = 0
+        self.generated: set[str] = set()
         for k, v in (bound or {}).items():
             self.value[k] = v
             self.origin[k] = "given"
@@ -257,22 +258,34 @@ class DimEnv:
         root = self.find(name)
         if isinstance(other, Sym) and other.name is not None:
             oroot = self.find(other.name)
-            if oroot != root:
-                self.parent[root] = oroot
+            if oroot == root:
+                return Sym(root)
+            # Keep the name a user wrote as the representative, not a generated one.
+            if oroot in self.generated and root not in self.generated:
+                root, oroot = oroot, root
+            self.parent[root] = oroot
+            if root in self.value and oroot not in self.value:
+                self.value[oroot] = self.value.pop(root)
             return Sym(oroot)
         if isinstance(other, Sym) and root in other.symbols:
             return other  # recursive definition like N = N + 1: leave it to runtime
         self.value[root] = other
         return other
 
+    def declare(self, name: str) -> Sym:
+        """Register a symbol the user wrote, so that fresh names never collide with it."""
+        self.parent.setdefault(name, name)
+        return Sym(name)
+
     def fresh(self, base: str) -> Sym:
-        """A new symbolic dim, named after ``base`` (``G``, ``G1``...)."""
-        while True:
-            name = base if self._fresh == 0 and base not in self.parent and base not in self.value else f"{base}{self._fresh}"
-            self._fresh += 1
-            if name not in self.parent and name not in self.value:
-                self.parent[name] = name
-                return Sym(name)
+        """A new symbolic dim named after ``base``: ``G`` if unused, else ``G1``, ``G2``..."""
+        name, k = base, 0
+        while name in self.parent or name in self.value:
+            k += 1
+            name = f"{base}{k}"
+        self.parent[name] = name
+        self.generated.add(name)
+        return Sym(name)
 
 
 # --------------------------------------------------------------------------- patterns

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """Write a spec file into a temporary folder and return its path."""
+
+    def _write(text: str, name: str = "spec.dsl") -> str:
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return str(p)
+
+    return _write
+
+
+def run_cli(*args: str, cwd: str | None = None) -> tuple[int, str, str]:
+    """Run `dsl` in-process, capturing exit code, stdout and stderr."""
+    import contextlib
+    import io
+
+    from dsl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        old = os.getcwd()
+        try:
+            if cwd:
+                os.chdir(cwd)
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse usage errors
+                code = int(e.code or 0)
+        finally:
+            os.chdir(old)
+    return code, out.getvalue(), err.getvalue()
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
