@@ -67,7 +67,7 @@ def _sources_of(spec: ir.Spec) -> dict[str, str]:
 
 def analyse(spec: ir.Spec, dims: Mapping[str, int] | None = None, overrides: Mapping[str, Any] | None = None):
     """Resolve and check; return (program, diagnostics, checker)."""
-    from .check import check_resolved
+    from .checker import check_resolved
     from .resolve import resolve
 
     res = resolve(spec, overrides or {})

@@ -54,6 +54,10 @@ def build_module(prog: Program, key: str, spec: ModuleSpec, diags: list[Diagnost
     except SpecError as e:
         diags.extend(e.diagnostics)
         return None
+    except Exception as e:  # a faulty builder is reported at the call, never as a traceback
+        name = spec.decl.name if spec.decl is not None else key
+        diags.append(Diagnostic("E0602", f"building `{name}` failed: {type(e).__name__}: {e}", spec.span))
+        return None
     if not isinstance(module, nn.Module):
         diags.append(Diagnostic("E0602", f"builder of `{key}` returned {type(module).__name__}, not a torch module", spec.span))
         return None

@@ -51,6 +51,7 @@ class TensorVal:
     type: TensorType
     span: Span
     var: str | None = None
+    use_span: Span | None = None  # where it is passed, when bound to a block's input
 
 
 @dataclass
@@ -284,8 +285,8 @@ class Checker:
         if not ok or (stmt.dtype is not None and actual.dtype != declared.dtype):
             code = "E0302" if ok else "E0301"
             what = "dtype" if ok else "shape"
-            span = scope.call_span or stmt.span
-            d = self.error(code, f"{what} mismatch in argument `{stmt.name}` of `{scope.block}`", arg.span if arg.span.known and arg.span.file == span.file else span,
+            span = arg.use_span or scope.call_span or stmt.span
+            d = self.error(code, f"{what} mismatch in argument `{stmt.name}` of `{scope.block}`", span,
                            label=f"expected {self._show_decl(declared)}, found {actual}")
             d.note(f"`{scope.block}` declares `input {stmt.name}: {self._show_decl(declared)}`", stmt.span)
             self._explain(d, arg)
@@ -735,6 +736,12 @@ class Checker:
     def instance_call(self, expr: ir.Call, inst: InstanceVal, scope: Scope, prog: Program, var: str | None) -> list[Value]:
         if expr.kwargs:
             self.error("E0209", f"`{inst.var}` is a block instance: give hyperparameters where it is defined", expr.kwargs[0].span)
+        if isinstance(inst.value, DeclValue) and not any(a.variadic for a in inst.value.decl.inputs):
+            n = len(inst.value.decl.inputs)
+            if len(expr.args) > n:
+                self.error("E0202", f"`{inst.var}` takes {n} tensor argument{'s' if n != 1 else ''}, found {len(expr.args)}",
+                           expr.args[n].span, help=self.signature_help(inst.value.decl))
+                return [POISON]
         vals = [self.tensor_expr(a, scope, prog) for a in expr.args]
         if any(not isinstance(v, TensorVal) for v in vals):
             for v, a in zip(vals, expr.args):
@@ -788,7 +795,7 @@ class Checker:
         good: list[TensorVal | Poison] = []
         for v, a in zip(vals, expr.args):
             if isinstance(v, TensorVal):
-                good.append(TensorVal(v.ref, v.type, v.span if v.var else a.span, v.var))
+                good.append(TensorVal(v.ref, v.type, v.span, v.var, use_span=a.span))
             else:
                 if not isinstance(v, Poison):
                     self._not_tensor(v, a)

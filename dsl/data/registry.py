@@ -1,0 +1,69 @@
+"""The data-source registry. Pure Python: declaring a source imports no torch.
+
+A source declares, statically, its hyperparameters (a pydantic model), the
+fields of one batch with their :class:`~dsl.shapes.TensorType`, and its
+``kind``. The checker binds model inputs to those fields before any tensor
+exists; the trainer calls ``load`` (which imports torch lazily) to get a
+:class:`~dsl.data.base.Dataset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dsl.shapes import TensorType
+
+Kind = Literal["table", "graph", "graphs", "bags", "episodes"]
+
+
+class SourceParams(BaseModel):
+    """Base of a source's hyperparameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+FieldsFn = Callable[[Any], dict[str, TensorType]]
+LoadFn = Callable[[Any, int], Any]  # (params, seed) -> Dataset
+
+
+@dataclass(frozen=True)
+class Source:
+    """A registered data source such as ``digits(batch=64)``."""
+
+    name: str
+    kind: Kind
+    params: type[SourceParams]
+    fields: FieldsFn
+    load: LoadFn
+    doc: str = ""
+    positional: tuple[str, ...] = ()  # params that may be given positionally
+
+    def field_types(self, params: Any) -> dict[str, TensorType]:
+        return self.fields(params)
+
+
+_SOURCES: dict[str, Source] = {}
+
+
+def register_source(src: Source) -> Source:
+    _SOURCES[src.name] = src
+    return src
+
+
+def _ensure_loaded() -> None:
+    # Importing the declarations module registers the built-in sources.
+    from . import sources  # noqa: F401
+
+
+def lookup_source(name: str) -> Source | None:
+    _ensure_loaded()
+    return _SOURCES.get(name)
+
+
+def source_names() -> list[str]:
+    _ensure_loaded()
+    return sorted(_SOURCES)
