@@ -7,7 +7,7 @@ trainer) do.
 from __future__ import annotations
 
 from .api import check, compile, load, loads
-from .diagnostics import Diagnostic, SpecError, Span
+from .diagnostics import Diagnostic, Span, SpecError
 from .ir import Spec
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ resolver and checker, never by the front end.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,7 +91,7 @@ class ListExpr(Node):
 
 
 Expr = Annotated[
-    Union[Num, Str, Bool, NoneLit, Name, UnaryOp, BinOp, Call, ListExpr],
+    Num | Str | Bool | NoneLit | Name | UnaryOp | BinOp | Call | ListExpr,
     Field(discriminator="kind"),
 ]
 
@@ -111,7 +111,7 @@ class Ellipsis_(Node):
 
 
 DimExpr = Annotated[
-    Union[Num, Name, BinOp, UnaryOp, Wildcard, Ellipsis_],
+    Num | Name | BinOp | UnaryOp | Wildcard | Ellipsis_,
     Field(discriminator="kind"),
 ]
 
@@ -163,7 +163,7 @@ class Repeat(Node):
     body: tuple[Stmt, ...] = ()
 
 
-Stmt = Annotated[Union[Input, Output, Assign, Repeat], Field(discriminator="kind")]
+Stmt = Annotated[Input | Output | Assign | Repeat, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- definitions

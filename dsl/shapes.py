@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Union
 
 Monomial = tuple[str, ...]  # sorted symbol names, repeated for powers
 
@@ -108,7 +107,7 @@ class Sym:
     __repr__ = __str__
 
 
-Dim = Union[int, Sym]
+Dim = int | Sym
 
 
 def dim_add(a: Dim, b: Dim) -> Dim:

@@ -170,13 +170,14 @@ _SCAN = re.compile(r"""[()\[\]{}\n#"'\\]""")
 
 
 def _check_limits(text: str, file: str, line0: int = 1, col0: int = 1) -> None:
-    """File size, line length and bracket depth, in one linear pass, before Lark
+    """File size, bracket depth and line length, in linear passes, before Lark
     sees the text (Lark itself is iterative, but the tree and the IR are not)."""
     if len(text) > MAX_CHARS:
         raise _limit_error(
             f"file too long: {len(text):,} characters (the limit is {MAX_CHARS:,})",
             file, line0, col0, "the file starts here",
         )
+    _check_depth(text, file, line0, col0)
     for i, line in enumerate(text.split("\n")):
         if len(line) > MAX_LINE:
             col = MAX_LINE + 1 + (col0 - 1 if i == 0 else 0)
@@ -184,7 +185,6 @@ def _check_limits(text: str, file: str, line0: int = 1, col0: int = 1) -> None:
                 f"line too long: {len(line):,} characters (the limit is {MAX_LINE:,})",
                 file, line0 + i, col, "the line is cut here",
             )
-    _check_depth(text, file, line0, col0)
 
 
 def _check_depth(text: str, file: str, line0: int, col0: int) -> None:

@@ -290,7 +290,7 @@ class _Reader:
         A string that mixes text and ``${...}`` is an error (reported here)."""
         text = node.value
         m = _WRAPPED.match(text)
-        if m and "${" not in m.group(1):
+        if m:  # the inner text may itself hold "${" inside a string literal
             return m.group(1), 2
         if "${" in text:
             self.error(node, "`${...}` must be the whole string", label="mixes text and `${...}`",
@@ -799,7 +799,7 @@ class _Flow:
         self.value = value
 
 
-_PLAIN_RESERVED = frozenset({"yes", "no", "on", "off", "y", "n", "true", "false", "null", "~"})
+_PLAIN_RESERVED = frozenset({"yes", "no", "on", "off", "true", "false", "null", "~"})
 
 
 def _scalar_text(v: Any) -> str:
