@@ -153,7 +153,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import BuildFailure, build_program
 
     try:
-        model = build_program(prog, return_dict=True)
+        model = build_program(prog)
     except BuildFailure as e:
         emit_diagnostics(e.diags, args.json)
         return 1
