@@ -161,13 +161,22 @@ class Handle:
 
     @property
     def is_constant(self) -> bool:
-        return self._node.kind == "const" or (
-            self._node.kind in ("op", "unary") and all(_constant(a) for a in self._node.args)
-        )
+        n = self._node
+        if n.kind == "alias":
+            return n.args[0].is_constant
+        return n.kind == "const" or (n.kind in ("op", "unary") and all(_constant(a) for a in n.args))
 
     @property
     def is_block_value(self) -> bool:
-        return self._node.kind == "block"
+        n = self._node
+        return n.kind == "block" or (n.kind == "alias" and n.args[0].is_block_value)
+
+    def _block_func(self) -> str | None:
+        """The block a call (or a block value, through lets) instantiates."""
+        n = self._node
+        if n.kind == "alias":
+            return n.args[0]._block_func()
+        return n.func if n.callee is None else n.callee._block_func()
 
     def __repr__(self) -> str:
         what = "constant" if self.is_constant else "block value" if self.is_block_value else "tensor"
@@ -514,7 +523,7 @@ class Graph:
         statement is written). ``latest``: only the value made last, so the name
         binds where the user wrote ``let``."""
         n = h._node
-        if n.kind not in ("call", "op", "unary") or h._index != 0 or n.names or n.scope is not self._scope:
+        if n.kind not in ("call", "op", "unary", "block") or h._index != 0 or n.names or n.scope is not self._scope:
             return False
         if latest:
             return bool(self._scope.items) and self._scope.items[-1] is n
@@ -528,7 +537,7 @@ class Graph:
             raise TypeError(f"{h!r} is one value; only a block call can be unpacked")
         if len(n.names) > 1:
             return len(n.names)
-        func = n.func if n.callee is None else n.callee._node.func
+        func = h._block_func()
         decl = lookup(func or "")
         if decl is None:
             raise TypeError(
@@ -651,7 +660,7 @@ class _Writer:
 
     def _base(self, n: _Node) -> str:
         if n.kind == "call" and n.callee is not None:
-            return self._base(n.callee._node)
+            return (n.callee._block_func() or "call").lower()
         if n.func is not None:
             return n.func.lower()
         return _OPS.get(n.op or "", "neg" if n.op == "-" else "pos")
@@ -659,8 +668,7 @@ class _Writer:
     def _output_name(self, n: _Node, i: int) -> str:
         from .registry import lookup
 
-        func = n.func if n.callee is None else n.callee._node.func
-        decl = lookup(func or "")
+        decl = lookup(Handle(self.g, n)._block_func() or "")
         if decl is not None and i < len(decl.outputs):
             return decl.outputs[i]
         return str(i)
@@ -698,13 +706,21 @@ class _Writer:
 
     def body(self, scope: _Scope) -> list[Stmt]:
         out: list[Stmt] = []
+        # Top-level outputs move to the end (the canonical layout) unless their
+        # name is rebound after them: (position, statement, what the name meant).
+        outputs: list[tuple[int, Stmt, tuple[int, int] | None]] = []
         for item in scope.items:
             if isinstance(item, _RepeatItem):
                 body = self.body(item.scope)
                 out.append(Repeat(count=item.count, var=item.var, body=tuple(body), span=item.span))
+            elif item.kind == "output" and scope.parent is None:
+                outputs.append((len(out), self.stmt(item), self.env.get(item.names[0])))
             elif self.statement(item):
                 out.append(self.stmt(item))
-        return out
+        stay = [(i, s) for i, s, meant in outputs if self.env.get(s.name) != meant]  # type: ignore[attr-defined]
+        for i, s in reversed(stay):
+            out.insert(i, s)
+        return out + [s for _, s, meant in outputs if self.env.get(s.name) == meant]  # type: ignore[attr-defined]
 
     def stmt(self, n: _Node) -> Stmt:
         if n.kind == "input":

@@ -641,7 +641,7 @@ class _Reader:
             elif key == "blocks":
                 fields["blocks"] = tuple(self.blocks(vnode, 1))
             elif key == "model":
-                fields["model"] = self.model(vnode, 1)
+                fields["model"] = self.model(vnode, 1, knode)
             elif key == "train":
                 fields["train"] = self.train(vnode, 1)
             else:
@@ -683,12 +683,12 @@ class _Reader:
                                     body=tuple(body), span=self.span(knode, vnode)))  # fmt: skip
         return out
 
-    def model(self, node: Node, depth: int) -> BlockDef | None:
+    def model(self, node: Node, depth: int, key: Node) -> BlockDef | None:
         if not self.visit(node, depth):
             return None
         head, body = self.body(node, depth, "`model`", name_key=True)
         if "name" not in head and isinstance(node, MappingNode):
-            self.error(node, "`model` needs a `name`", label="no `name` here", help="add `name: MyModel`")
+            self.error(key, "`model` needs a `name`", label="no `name` in this mapping", help="add `name: MyModel`")
         if not head.get("name"):
             return None
         return BlockDef(name=head["name"], name_span=head["name_span"], params=head["params"],
@@ -770,9 +770,65 @@ def _syntax_error(exc: yaml.YAMLError, file: str) -> Diagnostic:
     return d
 
 
+def _flow_depth_error(text: str, file: str) -> Diagnostic | None:
+    """Refuse deeply nested ``[[[...`` before PyYAML sees it: its scanner is
+    quadratic in the flow nesting depth. Quotes and comments are skipped."""
+    depth, quote, line, col = 0, "", 1, 0
+    prev = "\n"
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if ch == quote and quote != "#":
+                quote = ""
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            quote = "#"
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                span = Span(file=file, line=line, col=col, end_line=line, end_col=col + 1)
+                return Diagnostic("E0102", f"the YAML is nested more than {MAX_DEPTH} levels deep", span,
+                                  label="nested too deeply")  # fmt: skip
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        prev = ch
+    return None
+
+
+def _expansion_error(root: Node | None, file: str) -> Diagnostic | None:
+    """Count nodes with aliases expanded, cheaply and before any conversion, so
+    that an alias bomb (or a recursive alias) is refused at once."""
+    stack = [root] if root is not None else []
+    seen = 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            m = node.start_mark
+            span = Span(file=file, line=m.line + 1, col=m.column + 1, end_line=m.line + 1, end_col=m.column + 2)
+            return Diagnostic("E0801", f"the YAML expands to more than {MAX_NODES} nodes", span,
+                              label="too many nodes (an alias bomb?)",
+                              help="aliases (*name) copy what they point to; nest fewer of them")  # fmt: skip
+        if isinstance(node, SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            for k, v in node.value:
+                stack.append(k)
+                stack.append(v)
+    return None
+
+
 def parse_yaml(text: str, file: str = "<input>") -> Spec:
     """Parse a YAML spec into the IR; raise SpecError with every problem found."""
     reader = _Reader(file)
+    too_deep = _flow_depth_error(text, file)
+    if too_deep is not None:
+        raise SpecError([too_deep], {file: text})
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -780,6 +836,9 @@ def parse_yaml(text: str, file: str = "<input>") -> Spec:
     except RecursionError:
         d = Diagnostic("E0102", "the YAML is nested too deeply", Span(file=file, line=1, col=1))
         raise SpecError([d], {file: text}) from None
+    too_big = _expansion_error(root, file)
+    if too_big is not None:
+        raise SpecError([too_big], {file: text})
     try:
         spec = reader.spec(root, text)
     except _Abort:
