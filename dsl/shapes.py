@@ -362,6 +362,11 @@ class ShapeCall:
         self.block = block
         self.inputs = inputs
         self.env = env or DimEnv()
+        for t in inputs.values():  # fresh names must never collide with the caller's symbols
+            for d in t.shape:
+                if isinstance(d, Sym):
+                    for s in d.symbols:
+                        self.env.declare(s)
         self.param_text = param_text
 
     def has(self, name: str) -> bool:

@@ -206,3 +206,23 @@ def test_every_code_has_a_test():
     text = "\n".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
     missing = [c for c in CODES if not re.search(rf"\b{c}\b", text.replace(f'"{c}": "', ""))]
     assert not missing, f"codes without a test: {missing}"
+
+
+YAML_HEAD = "model:\n  name: M\n  inputs:\n    x: {shape: [N, 16]}\n  nodes:\n"
+YAML_CASES = [
+    ("E0201", "    - {id: y, op: Linaer, in: [x], with: {out: 4}}\n  outputs: {y: {}}\n", 6, 19),
+    ("E0201", "    - {id: y, op: Linear, in: [q], with: {out: 4}}\n  outputs: {y: {}}\n", 6, 32),
+    ("E0402", "    - {id: y, op: Linear, in: [x], with: {out: 4, bais: true}}\n  outputs: {y: {}}\n", 6, 51),
+    ("E0401", "    - {id: y, op: Linear, in: [x], with: {out: four}}\n  outputs: {y: {}}\n", 6, 48),
+    ("E0403", "    - {id: y, op: Linear, in: [x]}\n  outputs: {y: {}}\n", 6, 19),
+    ("E0301", "    - {id: y, expr: \"x + Linear(x, out=4)\"}\n  outputs: {y: {}}\n", 6, 22),
+    ("E0304", "    - {id: y, op: Linear, in: [x], with: {out: 4}}\n  outputs: {y: {shape: [N, 5]}}\n", 7, 24),
+    ("E0212", "    - {id: y, op: relu, in: [x]}\n  outputs: {z: {}}\n", 7, 13),
+]
+
+
+@pytest.mark.parametrize("code,body,line,col", YAML_CASES, ids=[f"yaml-{c[0]}-{i}" for i, c in enumerate(YAML_CASES)])
+def test_checker_codes_in_yaml(write, code, body, line, col):
+    path = write(YAML_HEAD + body, "spec.yaml")
+    got = codes_at(path)
+    assert (code, line, col) in got, got

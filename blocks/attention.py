@@ -1,0 +1,77 @@
+"""MultiheadAttention: scaled dot-product attention over h heads (Vaswani et al., 2017).
+
+    headᵢ = softmax((q W_qᵢ)(k W_kᵢ)ᵀ / sqrt(D/h)) (v W_vᵢ)
+    y     = concat(head₁ .. head_h) W_o
+
+Batch first, as ``torch.nn.MultiheadAttention(batch_first=True)``, which it
+wraps. ``k`` defaults to ``q`` (self-attention) and ``v`` to ``k``. ``k`` and
+``v`` may have their own feature sizes (torch's kdim/vdim); D must be
+divisible by ``heads``.
+
+Shapes:
+    q: [B, T, D], k: [B, S, Dk] = q, v: [B, S, Dv] = k -> y: [B, T, D]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from dsl.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.shapes import ShapeCall, ShapeError, TensorType
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class MultiheadAttentionParams(Params):
+    heads: int = Field(gt=0, description="number of attention heads; must divide D")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the attention weights")
+    bias: bool = Field(True, description="learn biases in the input and output projections")
+
+
+def infer_mha(call: ShapeCall, p: MultiheadAttentionParams) -> list[TensorType]:
+    b = call.match("q", "B T D", dtype="float")
+    d = b.D
+    if isinstance(d, int) and d % p.heads != 0:
+        raise ShapeError(
+            "`MultiheadAttention` needs D divisible by heads",
+            arg="q",
+            label=f"D = {d} is not divisible by heads={p.heads}",
+            help=f"choose heads among the divisors of {d}, or project q to a multiple of {p.heads} first",
+        )
+    s = call.match("k", "B S Dk", dtype="float", B=b.B).S if call.has("k") else b.T
+    if call.has("v"):
+        call.match("v", "B S Dv", dtype="float", B=b.B, S=s)
+    why = f"MultiheadAttention(heads={p.heads}) projects back to the query's D"
+    return [call.keep("q", why=why)]
+
+
+def build_mha(call: BuildCall, p: MultiheadAttentionParams) -> nn.Module:
+    from .nn.attention import MultiheadAttention
+
+    d = call.size("q", -1)
+    kdim = call.size("k", -1) if call.has("k") else d
+    vdim = call.size("v", -1) if call.has("v") else kdim
+    return MultiheadAttention(d, p.heads, dropout=p.dropout, bias=p.bias, kdim=kdim, vdim=vdim)
+
+
+register(
+    Decl(
+        name="MultiheadAttention",
+        kind="block",
+        params=MultiheadAttentionParams,
+        inputs=(
+            TensorArg("q", doc="queries [B, T, D]"),
+            TensorArg("k", optional=True, default="q", doc="keys [B, S, Dk]; defaults to q"),
+            TensorArg("v", optional=True, default="k", doc="values [B, S, Dv]; defaults to k"),
+        ),
+        outputs=("y",),
+        infer=infer_mha,
+        build=build_mha,
+        doc=__doc__ or "",
+        paper="Vaswani et al., Attention Is All You Need, NeurIPS 2017",
+        signature="[B, T, D] -> [B, T, D]",
+    )
+)

@@ -1,0 +1,104 @@
+"""Normalisation layers: LayerNorm (Ba et al., 2016) and BatchNorm (Ioffe & Szegedy, 2015).
+
+LayerNorm normalises each vector over its last dim:
+
+    y = (x - E[x]) / sqrt(Var[x] + eps) · γ + β        (γ, β ∈ R^F when affine)
+
+BatchNorm normalises each feature over the batch (and length) dims, as
+``torch.nn.BatchNorm1d``; in training it uses the batch statistics and updates
+running ones with ``momentum``, in eval it uses the running ones:
+
+    y[b, f, ...] = (x[b, f, ...] - μ_f) / sqrt(σ²_f + eps) · γ_f + β_f
+
+Shapes:
+    LayerNorm: x: [..., F] -> y: [..., F]
+    BatchNorm: x: [B, F] -> y: [B, F],  or  x: [B, F, L] -> y: [B, F, L]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import Field
+
+from dsl.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.shapes import ShapeCall, ShapeError, TensorType
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class LayerNormParams(Params):
+    eps: float = Field(1e-5, gt=0, description="added to the variance for stability")
+    affine: bool = Field(True, description="learn a per-feature scale γ and shift β")
+
+
+class BatchNormParams(Params):
+    momentum: float | None = Field(
+        0.1, ge=0.0, le=1.0, description="weight of the new batch in the running statistics; null: cumulative average"
+    )
+    eps: float = Field(1e-5, gt=0, description="added to the variance for stability")
+    affine: bool = Field(True, description="learn a per-feature scale γ and shift β")
+
+
+def infer_layer_norm(call: ShapeCall, p: LayerNormParams) -> list[TensorType]:
+    call.match("x", "... F", dtype="float")
+    return [call.keep("x", why="LayerNorm keeps the shape")]
+
+
+def infer_batch_norm(call: ShapeCall, p: BatchNormParams) -> list[TensorType]:
+    t = call.type("x")
+    if t.variadic or len(t.shape) not in (2, 3):
+        # BatchNorm1d's features are dim 1: with unknown leading dims we cannot tell which that is.
+        raise ShapeError(
+            "rank mismatch in argument `x` of `BatchNorm`",
+            arg="x",
+            label=f"expected [B, F] or [B, F, L], found {t}",
+            help="BatchNorm normalises dim 1 of a [B, F] or [B, F, L] tensor; reshape or transpose first",
+            code="E0303",
+        )
+    call.match("x", "B F" if len(t.shape) == 2 else "B F L", dtype="float")
+    return [call.keep("x", why="BatchNorm keeps the shape")]
+
+
+def build_layer_norm(call: BuildCall, p: LayerNormParams) -> nn.Module:
+    from torch import nn
+
+    return nn.LayerNorm(call.size("x", -1), eps=p.eps, elementwise_affine=p.affine)
+
+
+def build_batch_norm(call: BuildCall, p: BatchNormParams) -> nn.Module:
+    from torch import nn
+
+    return nn.BatchNorm1d(call.size("x", 1), eps=p.eps, momentum=p.momentum, affine=p.affine)
+
+
+register(
+    Decl(
+        name="LayerNorm",
+        kind="block",
+        params=LayerNormParams,
+        inputs=(TensorArg("x", doc="input features"),),
+        outputs=("y",),
+        infer=infer_layer_norm,
+        build=build_layer_norm,
+        doc=__doc__ or "",
+        paper="Ba, Kiros & Hinton, Layer Normalization, 2016",
+        signature="[..., F] -> [..., F]",
+    )
+)
+
+register(
+    Decl(
+        name="BatchNorm",
+        kind="block",
+        params=BatchNormParams,
+        inputs=(TensorArg("x", doc="input features, [B, F] or [B, F, L]"),),
+        outputs=("y",),
+        infer=infer_batch_norm,
+        build=build_batch_norm,
+        doc=__doc__ or "",
+        paper="Ioffe & Szegedy, Batch Normalization, ICML 2015",
+        signature="[B, F] -> [B, F]  or  [B, F, L] -> [B, F, L]",
+    )
+)
