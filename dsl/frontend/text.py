@@ -11,12 +11,15 @@ from a table of known mistakes); cheap limits checked before parsing become
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
@@ -97,9 +100,10 @@ class _LexState:
 
 
 class _PostLex:
-    """Drops newlines inside brackets and takes comments out of the stream."""
+    """Turns each run of newlines and `;` into one _SEP, drops newlines inside
+    brackets and takes comments out of the stream."""
 
-    always_accept = ("_NL", "COMMENT")
+    always_accept = ("_NL", "SEMI", "COMMENT")
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -112,6 +116,7 @@ class _PostLex:
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         st = _LexState()
         self._local.state = st
+        after_sep = False
         for tok in stream:
             kind = tok.type
             if kind == "COMMENT":
@@ -119,11 +124,17 @@ class _PostLex:
                 continue
             if kind == "_NL" and st.depth:
                 continue
+            if kind in ("_NL", "SEMI"):
+                if after_sep:
+                    continue
+                tok = Token.new_borrow_pos("_SEP", tok.value, tok)
+                kind = "_SEP"
+            after_sep = kind == "_SEP"
             if kind in _OPENERS:
                 st.open.append(tok)
             elif kind in _CLOSERS and st.open and st.open[-1].type == _CLOSERS[kind]:
                 st.open.pop()
-            if kind != "_NL":  # "the token before" means a visible one
+            if kind != "_SEP":  # "the token before" means a visible one
                 st.prev, st.last = st.last, tok
             yield tok
 
@@ -133,9 +144,26 @@ _PARSER: Lark | None = None
 _PARSER_LOCK = threading.Lock()
 
 
+def _cache_path() -> str | None:
+    """Where Lark may keep the built parser tables: a directory of this user's
+    own (Lark's default is a shared temp dir, and the cache is a pickle)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(base, "dsl")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.stat(folder)
+    except OSError:
+        return None
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        return None  # someone else could plant a pickle there
+    version = f"{lark.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
+    return os.path.join(folder, f"grammar-{version}.lark-cache")
+
+
 def _parser() -> Lark:
-    """The LALR parser, built on first use. ``cache=True`` stores the built tables
-    in the temp dir, which makes a cold ``dsl check`` several times faster."""
+    """The LALR parser, built on first use. Building the tables takes ~100 ms;
+    Lark's cache (checked against a hash of the grammar) makes a cold
+    ``dsl check`` start several times faster."""
     global _PARSER
     if _PARSER is None:
         with _PARSER_LOCK:
@@ -147,10 +175,10 @@ def _parser() -> Lark:
                     start=["start", "expr_only", "dim_only"],
                     postlex=_POSTLEX,
                 )
-                try:
-                    _PARSER = Lark.open_from_package("dsl.grammar", "dsl.lark", cache=True, **kwargs)
-                except OSError:  # read-only temp dir: build without the cache
-                    _PARSER = Lark.open_from_package("dsl.grammar", "dsl.lark", **kwargs)
+                cache = _cache_path()
+                if cache is not None:
+                    kwargs["cache"] = cache
+                _PARSER = Lark.open_from_package("dsl.grammar", "dsl.lark", **kwargs)
     return _PARSER
 
 
@@ -241,8 +269,7 @@ _WORDS: dict[str, str] = {
     "COMMA": "`,`",
     "EQUAL": "`=`",
     "COLON": "`:`",
-    "SEMICOLON": "`;`",
-    "_NL": "a new line",
+    "_SEP": "a new line",
     "$END": "the end of the file",
     "PLUS": "an operator",
     "MINUS": "an operator",
@@ -272,7 +299,7 @@ def _expected_words(expected: set[str]) -> str:
                                "PLUS", "MINUS"}
         if "NAME" in expected:
             expected = expected - {"NAME"}
-    for t in sorted(expected, key=lambda t: (t.startswith("$"), t == "_NL", _word(t))):
+    for t in sorted(expected, key=lambda t: (t.startswith("$"), t == "_SEP", _word(t))):
         w = _word(t)
         if w not in words:
             words.append(w)
@@ -286,8 +313,8 @@ def _expected_words(expected: set[str]) -> str:
 def _describe(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
-    if tok.type == "_NL":
-        return "end of line"
+    if tok.type == "_SEP":
+        return "`;`" if tok.value == ";" else "end of line"
     if tok.type in ("NAME", "INT", "FLOAT"):
         return f"`{tok.value}`"
     if tok.type == "STRING":
@@ -438,7 +465,6 @@ def _examples_missing_brace_close() -> list[str]:
         "train {\n    epochs = 1\n",
         "train {\n",
         "train {\n    epochs = 1",
-        "model M {\n    input x: [N]\n\nparam a = 1\n",
     ]
 
 
@@ -463,8 +489,6 @@ def _examples_statement() -> list[str]:
     return [
         "model M {\n    1\n}",
         "model M {\n    3 = x\n}",
-        "model M {\n    param a = 1\n}",
-        "model M {\n    model N {\n    }\n}",
         "model M {\n    (x)\n}",
         "model M {\n    [x]\n}",
         "model M {\n    = 1\n}",
@@ -599,6 +623,11 @@ _EXAMPLES: dict[str, tuple[str, str, list[str]]] = {
         "a train entry is a name, `=` and a value",
         _examples_train_entry(),
     ),
+    "top-in-body": (
+        "only allowed at the top level",
+        "move this out of the `{ }` body",
+        [],
+    ),
     "name-expected": ("expected a name", "expected a name here", _examples_name_after()),
     "param-decl": (
         "invalid parameter declaration",
@@ -645,7 +674,7 @@ class _Pos:
         return Span(file=self.file, line=ln, col=cl, end_line=el, end_col=ec)
 
     def tok(self, tok: Token) -> Span:
-        if tok.type == "_NL":  # a newline token: point at the line's end only
+        if tok.type == "_SEP":  # a newline token: point at the line's end only
             return self.span(tok.line, tok.column, tok.line, tok.column + 1)
         return self.span(tok.line, tok.column, tok.end_line, tok.end_column)
 
@@ -681,6 +710,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, pos: _Pos, start: str) -> Spe
     if key is None:
         key = _heuristic(exc, tok, last)
     key = _which_bracket(key, exc, tok, last, opened)
+    if _top_word_in_body(tok, last, opened):
+        assert last is not None
+        key = "missing-close-brace" if last.column == 1 else "top-in-body"
+        span = pos.tok(last)
     if key is not None:
         message, label, _ = _EXAMPLES[key]
         if key in _AT_PREVIOUS_END and last is not None and _later_line(tok, last):
@@ -688,7 +721,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, pos: _Pos, start: str) -> Spe
         opener = _opener_for(key, opened)
         if opener is not None:
             notes.append(Note(f"`{opener.value}` opened here", pos.tok(opener)))
-        message = f"{message}, found {_describe(tok)}" if key in ("statement", "top-level") else message
+        if key in ("statement", "top-level"):
+            message = f"{message}, found {_describe(tok)}"
+        elif key == "top-in-body" and last is not None:
+            message = f"`{last.value}` is {message}"
     else:
         message = f"unexpected {_describe(tok)}"
         label = f"expected {_expected_words(set(exc.accepts or exc.expected))}"
@@ -720,10 +756,28 @@ def _which_bracket(
     return "missing-paren" if inner.type == "LPAR" else "missing-bracket"
 
 
+_TOP_WORDS = ("param", "use", "block", "model", "train")
+
+
+def _top_word_in_body(tok: Token, last: Token | None, opened: list[Token]) -> bool:
+    """``param``/``block``/... where a statement starts inside ``{ }``: either a
+    ``}`` was forgotten above (at column 1) or a definition was put in a body.
+    Inside a body these words are plain names, so the parser stumbles just after."""
+    return (
+        last is not None
+        and last.type == "NAME"
+        and last.value in _TOP_WORDS
+        and bool(opened)
+        and opened[-1].type == "LBRACE"
+        and tok.type not in ("EQUAL", "COMMA")
+        and getattr(tok, "line", None) == last.line
+    )
+
+
 def _later_line(tok: Token, last: Token) -> bool:
     if tok.type == "$END":
         return True
-    if tok.type == "_NL":
+    if tok.type == "_SEP":
         return False
     return (tok.line or 0) > (last.end_line or 0)
 
@@ -793,11 +847,11 @@ def _heuristic(exc: UnexpectedToken, tok: Token, last: Token | None) -> str | No
                 return key
     if tok.type == "$END" and "RBRACE" in accepts:
         return "missing-close-brace"
-    if accepts >= {"NAME", "INT", "STRING"} and "_NL" not in accepts:
+    if accepts >= {"NAME", "INT", "STRING"} and "_SEP" not in accepts:
         return "missing-expr"
-    if "LBRACE" in accepts and "_NL" not in accepts and "RBRACE" not in accepts:
+    if "LBRACE" in accepts and "RBRACE" not in accepts:
         return "missing-open-brace"
-    if "_NL" in accepts and tok.type not in ("_NL", "$END") and last is not None:
+    if "_SEP" in accepts and tok.type not in ("_SEP", "$END") and last is not None:
         if tok.line == last.end_line:
             return "same-line"
     for closer, key in (("RPAR", "missing-paren"), ("RSQB", "missing-bracket")):
@@ -824,6 +878,8 @@ def _char_error(exc: UnexpectedCharacters, text: str, pos: _Pos) -> Diagnostic:
         label = "`...` is the only use of `.`; names cannot contain dots"
     elif ch == "!":
         label = "`!` is not an operator here"
+    elif ch == "\\":
+        label = "no line continuation is needed: a statement continues inside ( ) and [ ]"
     return Diagnostic(
         "E0101",
         f"unexpected character `{shown}`",
@@ -1059,7 +1115,7 @@ class _Builder:
         span = self.pos.node(node)
         ch = node.children
         if kind == "int":
-            return Num(span=span, value=int(ch[0]))
+            return Num(span=span, value=self.integer(ch[0], span))
         if kind == "float":
             return Num(span=span, value=float(ch[0]))
         if kind == "string":
@@ -1107,6 +1163,13 @@ class _Builder:
         return Call(span=span, func=str(func), func_span=self.pos.tok(func),
                     args=tuple(args), kwargs=tuple(kwargs))
 
+    def integer(self, tok: Token, span: Span) -> int:
+        try:
+            return int(tok)
+        except ValueError:  # Python refuses to convert over 4300 digits
+            raise _error("number too long", span, "an integer literal this long cannot be a size",
+                         code="E0102") from None
+
     def string(self, tok: Token) -> str:
         return _unescape(str(tok)[1:-1])
 
@@ -1129,6 +1192,8 @@ def _parse(text: str, pos: _Pos, start: str) -> tuple[Tree, list[Token]]:
     if not isinstance(text, str):
         raise TypeError(f"expected source text (str), got {type(text).__name__}")
     _check_limits(text, pos.file, pos.line0, pos.col0)
+    if text.startswith("\ufeff"):  # a byte-order mark: a space keeps the columns right
+        text = " " + text[1:]
     try:
         tree = _raw_parse(text, start)
     except UnexpectedInput as exc:
