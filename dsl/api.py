@@ -71,7 +71,19 @@ def analyse(spec: ir.Spec, dims: Mapping[str, int] | None = None, overrides: Map
     from .resolve import resolve
 
     res = resolve(spec, overrides or {})
-    return check_resolved(res, dict(dims or {}))
+    return check_resolved(res, {**_data_dims(spec, overrides), **dict(dims or {})})
+
+
+def _data_dims(spec: ir.Spec, overrides: Mapping[str, Any] | None) -> dict[str, int]:
+    """Sizes the train section's data declares, so shape rules see concrete numbers."""
+    if spec.train is None:
+        return {}
+    from .train.check import data_dims
+
+    try:
+        return data_dims(spec, dict(overrides or {}))
+    except Exception:  # a broken train section is diagnosed by the checker itself
+        return {}
 
 
 def check(spec: ir.Spec | str | os.PathLike[str], dims: Mapping[str, int] | None = None, **overrides: Any) -> list[Diagnostic]:
