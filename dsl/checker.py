@@ -709,10 +709,10 @@ class Checker:
                                help=self.signature_help(decl))
                     continue
                 info = fields.get(field_name)
-                expected = _annotation_text(info.annotation) if info is not None else ""
+                expected = _annotation_text(info.annotation) if info is not None and e["type"] != "value_error" else ""
                 got = data.get(field_name)
-                self.error("E0401", f"invalid value for `{field_name}` of `{decl.name}`",
-                           kw.value.span if kw is not None else fspan,
+                what = f"invalid value for `{field_name}` of `{decl.name}`" if field_name else f"invalid hyperparameters of `{decl.name}`"
+                self.error("E0401", what, kw.value.span if kw is not None else fspan,
                            label=f"{e['msg'].lower()}" + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
             return POISON
         except Exception as exc:

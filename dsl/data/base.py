@@ -160,7 +160,8 @@ class ListDataset(Dataset):
 
 
 def pad_bags(bags: Sequence[tuple[torch.Tensor, int]]) -> Batch:
-    """Pad instance sets to the longest bag; ``mask`` marks real instances."""
+    """Pad instance sets to the longest bag; ``mask`` marks real instances and ``padding``
+    (its negation, the convention of attention and Hopfield masks) the padded slots."""
     longest = max(int(b.shape[0]) for b, _ in bags)
     feat = int(bags[0][0].shape[1])
     x = torch.zeros(len(bags), longest, feat)
@@ -169,7 +170,7 @@ def pad_bags(bags: Sequence[tuple[torch.Tensor, int]]) -> Batch:
         x[i, : b.shape[0]] = b
         mask[i, : b.shape[0]] = True
     y = torch.tensor([label for _, label in bags], dtype=torch.long)
-    return {"x": x, "mask": mask, "y": y}
+    return {"x": x, "mask": mask, "padding": ~mask, "y": y}
 
 
 class EpisodeDataset(Dataset):

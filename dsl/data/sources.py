@@ -206,7 +206,12 @@ class BagsParams(SourceParams):
 
 
 def _bags_fields(p: BagsParams) -> dict[str, TensorType]:
-    return {"x": _t("B", "L", 64), "mask": _t("B", "L", dtype="bool"), "y": _t("B", dtype="long")}
+    return {
+        "x": _t("B", "L", 64),
+        "mask": _t("B", "L", dtype="bool"),
+        "padding": _t("B", "L", dtype="bool"),
+        "y": _t("B", dtype="long"),
+    }
 
 
 def _bags_load(p: BagsParams, seed: int) -> Any:
@@ -224,7 +229,7 @@ register_source(
         _bags_load,
         doc="multiple-instance bags of 8x8 digits (after Ilse et al. 2018's MNIST-bags): sizes drawn "
         "from N(mean, std) (at least 1), label 1 iff the bag holds `target`; padded to the longest "
-        "bag of the batch, `mask` marks real instances; train/val/test bags use disjoint images",
+        "bag of the batch, `mask` marks real instances, `padding` the padded slots; train/val/test bags use disjoint images",
     )
 )
 

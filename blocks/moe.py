@@ -1,0 +1,246 @@
+"""Gate and MoE: the sparsely-gated mixture of experts.
+
+Papers: Shazeer et al. 2017, "Outrageously Large Neural Networks: The
+Sparsely-Gated Mixture-of-Experts Layer" (behaviour follows its tensor2tensor
+code, ``expert_utils.noisy_top_k_gating``); Fedus et al. 2021, "Switch
+Transformers" (``router="switch"``).
+
+Noisy top-k gate (``router="topk"``), for a token x ∈ R^D and E experts::
+
+    clean   = x W_g                                    W_g, W_noise ∈ R^{D×E}, zero-initialised
+    std     = softplus(x W_noise) + 1e-2               (only while training a noisy gate)
+    noisy   = clean + N(0, 1) · std                    (noisy = clean otherwise)
+    G(x)    = softmax over the top k of noisy; 0 for the other experts
+    y       = Σ_i G(x)_i E_i(x)                        (only the k chosen experts run)
+
+The softmax runs over the k winners only, and top-(k+1) is taken on the noisy
+logits (the widely copied port that softmaxes before top-k, or takes the load
+thresholds from softmaxed values, is not followed). The balance loss is::
+
+    importance_i = Σ_x G(x)_i
+    load_i       = Σ_x P(x, i),  P(x, i) = Φ((clean_i − thr_in) / std_i) if noisy_i > thr_in
+                                           Φ((clean_i − thr_out) / std_i) otherwise
+                   thr_in = (k+1)-th largest noisy logit, thr_out = k-th largest
+                   (load_i = number of tokens routed to i when not noisy, not training, or k = E)
+    balance      = w · (CV²(importance) + CV²(load)),  CV²(v) = Var(v) / (mean(v)² + 1e-10)
+
+with the population variance, and CV² = 0 for a single expert.
+
+Switch router (``router="switch"``, k = 1): p = softmax(x W_g) over all experts
+(with the same logit noise while training when ``noisy``); each token goes to
+argmax p with gate p_argmax; ``balance = w · E · Σ_i f_i P_i`` where f_i is the
+fraction of tokens sent to i and P_i the mean of p_i over tokens (= w under
+perfectly uniform routing).
+
+MoE runs ``experts`` independent copies of the ``expert`` block value (default:
+``MLP(hidden=2*D, out=out or D)``). Tokens are grouped by expert (a stable sort
+of the (token, expert) assignments), each expert runs once on its own tokens,
+and the gate-weighted outputs are summed back with ``index_add``. With
+``capacity=c`` each expert takes at most ceil(c · T · k / E) assignments
+(T = number of tokens in the batch); the policy is to keep the assignments with
+the highest gate weight (ties: earlier token first) and drop the rest, which
+then contribute zero (no renormalisation, as in GShard/Switch). The built
+module's buffer ``dropped_fraction`` holds the fraction of assignments dropped
+by the last forward.
+
+Both blocks declare their ``balance`` output as an auxiliary loss (weight 1:
+the output is already multiplied by ``balance=``), so training adds it.
+
+torch.compile(fullgraph=True) and torch.export work (torch 2.13); the number
+of tokens per expert is data, so they trace it as unbacked symbolic sizes (see
+``dsl.blocks.nn.moe`` for the details and for older torch versions).
+
+Shapes:
+    Gate: x: [..., D] -> weights: [..., experts], balance: []
+    MoE:  x: [..., D] -> y: [..., out], balance: []
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from dsl.registry import (
+    AuxLoss,
+    BlockValue,
+    BuildCall,
+    BuildError,
+    Decl,
+    Params,
+    TensorArg,
+    lookup,
+    register,
+)
+from dsl.shapes import Dim, DimConflict, ShapeCall, ShapeError, TensorType, scalar
+
+PAPER = (
+    "Shazeer et al. 2017, Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer;"
+    " Fedus et al. 2021, Switch Transformers"
+)
+
+
+class GateParams(Params):
+    experts: int = Field(ge=1, description="number of experts E")
+    k: int = Field(2, ge=1, description="experts per token (top k); the switch router uses k=1")
+    noisy: bool = Field(True, description="add learned Gaussian noise to the logits while training")
+    balance: float = Field(0.01, ge=0, description="coefficient of the load-balancing loss")
+    router: Literal["topk", "switch"] = Field(
+        "topk", description="`topk`: noisy top-k gate (Shazeer 2017); `switch`: top-1 Switch router"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch_defaults_to_k1(cls, data: Any) -> Any:
+        # The switch router is top-1: an omitted k means 1 there, not the top-k default 2.
+        if isinstance(data, dict) and data.get("router") == "switch" and "k" not in data:
+            return {**data, "k": 1}
+        return data
+
+    # Field validators rather than a model validator, so that the error names the field.
+    @field_validator("k")
+    @classmethod
+    def _k_at_most_experts(cls, k: int, info: ValidationInfo) -> int:
+        experts = info.data.get("experts")
+        if experts is not None and k > experts:
+            raise ValueError(f"k={k} exceeds experts={experts}: a token cannot pick more experts than exist")
+        return k
+
+    @field_validator("router")
+    @classmethod
+    def _switch_is_top1(cls, router: str, info: ValidationInfo) -> str:
+        k = info.data.get("k")
+        if router == "switch" and k is not None and k != 1:
+            raise ValueError(f"router='switch' sends each token to one expert; got k={k} (use k=1)")
+        return router
+
+
+class MoEParams(GateParams):
+    expert: BlockValue | None = Field(
+        None, description="the expert block value, copied `experts` times; default MLP(hidden=2*D, out=out or D)"
+    )
+    out: int | None = Field(None, gt=0, description="output features; default: the expert's output size")
+    capacity: float | None = Field(
+        None, gt=0, description="capacity factor c: each expert takes at most ceil(c*T*k/E) assignments"
+    )
+
+
+# --------------------------------------------------------------------------- Gate
+
+
+def infer_gate(call: ShapeCall, p: GateParams) -> list[TensorType]:
+    call.match("x", "... D", dtype="float")
+    why = f"Gate(experts={p.experts}) gives one weight per expert"
+    return [call.keep("x", [p.experts], why=why), scalar(why="the balance loss is a scalar")]
+
+
+def build_gate(call: BuildCall, p: GateParams) -> Any:
+    from dsl.blocks.nn.moe import NoisyTopKGate
+
+    return NoisyTopKGate(call.size("x", -1), p.experts, p.k, p.noisy, p.balance, p.router)
+
+
+register(
+    Decl(
+        name="Gate",
+        kind="block",
+        params=GateParams,
+        inputs=(TensorArg("x", doc="tokens to route"),),
+        outputs=("weights", "balance"),
+        infer=infer_gate,
+        build=build_gate,
+        aux=(AuxLoss(output="balance", weight=1.0),),
+        doc=__doc__ or "",
+        paper=PAPER,
+        signature="[..., D] -> weights [..., experts], balance []",
+    )
+)
+
+
+# --------------------------------------------------------------------------- MoE
+
+
+def _expert_out(call: ShapeCall, p: MoEParams, d: Dim | None) -> tuple[Dim | None, str]:
+    """The expert's output size for tokens [_, D], and why."""
+    if p.expert is None:
+        out = p.out if p.out is not None else d
+        return out, f"the default expert MLP(hidden=2*D, out={'out' if p.out is not None else 'D'}) gives {out}"
+    try:
+        outs = p.expert.infer(call, [TensorType((None, d))])
+    except ShapeError as e:
+        raise ShapeError(
+            f"expert `{p.expert.describe()}` cannot take the MoE's tokens [_, {d}]: {e.message}",
+            arg="x",
+            label=e.label,
+            help=e.help,
+            code=e.code,
+        ) from None
+    if not outs or not outs[0].shape:
+        raise ShapeError(
+            f"expert `{p.expert.describe()}` must return one tensor [_, out] per token batch",
+            arg="expert",
+            label=f"it returns {', '.join(str(t) for t in outs) or 'nothing'}",
+        )
+    return call.env.resolve(outs[0].shape[-1]), f"expert `{p.expert.describe()}` maps [_, {d}] to {outs[0]}"
+
+
+def infer_moe(call: ShapeCall, p: MoEParams) -> list[TensorType]:
+    d = call.match("x", "... D", dtype="float").D
+    out, why = _expert_out(call, p, d)
+    if p.out is not None:
+        try:
+            out = call.env.unify(out, p.out)
+        except DimConflict:
+            raise ShapeError(
+                f"`out={p.out}` disagrees with the expert's output size",
+                arg="out",
+                label=f"expected {call.env.resolve(out)}, because {why}",
+                help="drop `out=` or change the expert's output size",
+            ) from None
+    why_y = f"MoE(experts={p.experts}, k={p.k}): {why}"
+    return [call.keep("x", [out], why=why_y), scalar(why="the balance loss is a scalar")]
+
+
+def _default_expert(d: int, out: int) -> Any:
+    """MLP(hidden=2*D, out=out) from the registry; a plain GELU MLP if none is registered."""
+    mlp = lookup("MLP")
+    if mlp is not None:
+        from dsl.registry import DeclValue
+
+        value = DeclValue(mlp, mlp.params.model_validate({"hidden": 2 * d, "out": out}))
+        return value.build([TensorType((None, d))])
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, out))
+
+
+def build_moe(call: BuildCall, p: MoEParams) -> Any:
+    from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate
+
+    d = call.size("x", -1)
+    out = call.outputs[0].shape[-1] if call.outputs else p.out
+    if not isinstance(out, int):
+        raise BuildError(f"`MoE` needs a concrete output size, found {out}", arg="out", help="give `out=`")
+    gate = NoisyTopKGate(d, p.experts, p.k, p.noisy, p.balance, p.router)
+    token_type = TensorType((None, d))
+    experts = [
+        _default_expert(d, out) if p.expert is None else p.expert.build([token_type]) for _ in range(p.experts)
+    ]
+    return MixtureOfExperts(gate, experts, out, p.capacity)
+
+
+register(
+    Decl(
+        name="MoE",
+        kind="block",
+        params=MoEParams,
+        inputs=(TensorArg("x", doc="tokens to route; any leading dims are flattened"),),
+        outputs=("y", "balance"),
+        infer=infer_moe,
+        build=build_moe,
+        aux=(AuxLoss(output="balance", weight=1.0),),
+        doc=__doc__ or "",
+        paper=PAPER,
+        signature="[..., D] -> y [..., out], balance []",
+    )
+)

@@ -1,0 +1,248 @@
+"""torch modules for the sparsely-gated mixture of experts (see ``dsl.blocks.moe``).
+
+Two routers:
+
+* ``topk``: the noisy top-k gate of Shazeer et al. 2017 ("Outrageously Large
+  Neural Networks"), following the original tensor2tensor ``noisy_top_k_gating``:
+  top-(k+1) is taken on the *noisy* logits, the softmax runs over the top k
+  only, and the load uses the smooth estimator ``_prob_in_top_k``;
+* ``switch``: the top-1 router of Fedus et al. 2021 ("Switch Transformers"),
+  with the gate being the softmax probability over *all* experts and the loss
+  ``alpha * E * sum_i f_i P_i``.
+
+Dispatch (:func:`dispatch`) sorts the (token, expert) assignments by expert,
+runs every expert once on its own tokens and adds the weighted outputs back
+with ``index_add``; no expert ever sees a token it was not routed to.
+
+torch.compile / torch.export: how many tokens each expert receives is data
+(it depends on the router's values). :func:`dispatch` reads the per-expert
+counts with one ``.tolist()`` and states their invariants with
+``torch._check``, so the sizes become unbacked symbolic ints instead of graph
+breaks; the capacity limit is computed on tensors so that a dynamic token
+count is not pinned. Checked with torch 2.13 (tests/test_moe.py):
+``torch.compile(fullgraph=True)`` works as is, because dynamo turns on
+``capture_scalar_outputs`` for full graphs (older torch needs
+``torch._dynamo.config.capture_scalar_outputs = True``); without
+``fullgraph=True`` and without that flag, dynamo splits the forward at the
+``.tolist()`` into several graphs. ``torch.export.export`` works, with
+``dynamic_shapes`` on the token axis too; the ``dropped_fraction`` buffer
+update is kept as a buffer mutation. Counting uses ``scatter_add``, not
+``bincount``, whose output length is itself data-dependent. In eager mode an
+expert with no tokens is skipped (its parameters get ``grad is None``); while
+compiling it runs on an empty batch instead (its gradient is exactly zero),
+because a branch on a data-dependent size cannot be traced. Under inductor
+the routing noise comes from inductor's own RNG, so a compiled training step
+draws different noise than eager mode with the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+# The paper's noise_epsilon: keeps the noise std strictly positive.
+NOISE_EPSILON = 1e-2
+# cv_squared's epsilon in tensor2tensor.
+CV_EPSILON = 1e-10
+
+
+def cv_squared(v: Tensor) -> Tensor:
+    """Squared coefficient of variation: population variance / (mean² + 1e-10); 0 for one value."""
+    v = v.float()
+    if v.numel() <= 1:  # a static shape: fine to branch on
+        return v.new_zeros(())
+    return v.var(unbiased=False) / (v.mean() ** 2 + CV_EPSILON)
+
+
+def prob_in_top_k(clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor, k: int) -> Tensor:
+    """P(x, i): the probability that expert i stays in the top k when only its own
+    noise is resampled (Shazeer et al. 2017, Appendix A; t2t ``_prob_in_top_k``).
+
+    ``top_values`` holds the k+1 largest noisy logits per token, descending.
+    If i is in the top k, the k-th largest of the *other* logits is the (k+1)-th
+    overall; otherwise it is the k-th overall.
+    """
+    threshold_if_in = top_values[:, k : k + 1]
+    threshold_if_out = top_values[:, k - 1 : k]
+    is_in = noisy > threshold_if_in
+    normal = torch.distributions.Normal(clean.new_zeros(()), clean.new_ones(()))
+    prob_if_in = normal.cdf((clean - threshold_if_in) / std)
+    prob_if_out = normal.cdf((clean - threshold_if_out) / std)
+    return torch.where(is_in, prob_if_in, prob_if_out)
+
+
+class NoisyTopKGate(nn.Module):
+    """The router: ``x [T, D] -> (expert indices [T, k], gate weights [T, k], balance loss [])``.
+
+    ``forward`` (the ``Gate`` block) returns the dense weights ``[..., E]`` (zero
+    outside the top k) and the weighted balance loss.
+    """
+
+    def __init__(
+        self, dim: int, experts: int, k: int = 2, noisy: bool = True, balance: float = 0.01, router: str = "topk"
+    ):
+        super().__init__()
+        if not 1 <= k <= experts:
+            raise ValueError(f"k={k} must be between 1 and experts={experts}")
+        if router not in ("topk", "switch"):
+            raise ValueError(f"unknown router {router!r}")
+        if router == "switch" and k != 1:
+            raise ValueError("the switch router sends each token to one expert (k=1)")
+        self.dim, self.experts, self.k = dim, experts, k
+        self.noisy, self.balance, self.router = noisy, balance, router
+        # Zero init, as in the paper: every expert starts equally likely.
+        self.w_gate = nn.Parameter(torch.zeros(dim, experts))
+        self.w_noise = nn.Parameter(torch.zeros(dim, experts)) if noisy else None
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, experts={self.experts}, k={self.k}, noisy={self.noisy}, router={self.router!r}"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(-1, self.dim)
+        idx, w, loss = self.route(flat)
+        dense = torch.zeros(flat.shape[0], self.experts, dtype=w.dtype, device=w.device).scatter(1, idx, w)
+        return dense.reshape(*x.shape[:-1], self.experts), loss
+
+    # -- routing
+    def logits(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(clean, noisy, std): noisy = clean + N(0, 1) * (softplus(x W_noise) + 1e-2) while
+        training a noisy gate; otherwise noisy is clean and std is None."""
+        clean = x @ self.w_gate
+        if self.w_noise is None or not self.training:
+            return clean, clean, None
+        std = nn.functional.softplus(x @ self.w_noise) + NOISE_EPSILON
+        if noise is None:
+            noise = torch.randn_like(clean)
+        return clean, clean + noise * std, std
+
+    def route(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [T, D] -> (indices [T, k] long, weights [T, k], weighted balance loss [])."""
+        clean, noisy, std = self.logits(x, noise)
+        if self.router == "switch":
+            return self._route_switch(noisy)
+        return self._route_topk(clean, noisy, std)
+
+    def _route_topk(self, clean: Tensor, noisy: Tensor, std: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        k, experts = self.k, self.experts
+        top_values, top_idx = noisy.topk(min(k + 1, experts), dim=-1)
+        idx = top_idx[:, :k]
+        # Softmax over the k winners only (not over all experts, then top-k).
+        w = torch.softmax(top_values[:, :k], dim=-1)
+        if self.balance == 0:
+            return idx, w, clean.new_zeros(())
+        dense = torch.zeros_like(clean).scatter(1, idx, w)
+        importance = dense.sum(0)
+        if std is not None and k < experts:
+            load = prob_in_top_k(clean, noisy, std, top_values, k).sum(0)
+        else:
+            load = _counts(idx, experts).to(clean.dtype)
+        return idx, w, self.balance * (cv_squared(importance) + cv_squared(load))
+
+    def _route_switch(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        probs = torch.softmax(logits, dim=-1)  # over all experts, as Switch does
+        w, idx = probs.max(dim=-1, keepdim=True)
+        if self.balance == 0:
+            return idx, w, logits.new_zeros(())
+        tokens = logits.shape[0]
+        f = _counts(idx, self.experts).to(probs.dtype) / tokens  # fraction dispatched to i
+        p = probs.mean(0)  # mean router probability of i
+        return idx, w, self.balance * self.experts * (f * p).sum()
+
+
+def _counts(idx: Tensor, experts: int) -> Tensor:
+    """Assignments per expert. scatter_add, not bincount: its length must be static."""
+    flat = idx.reshape(-1)
+    return torch.zeros(experts, dtype=torch.long, device=idx.device).scatter_add(0, flat, torch.ones_like(flat))
+
+
+def _capacity_tensor(counts: Tensor, capacity: float) -> Tensor:
+    """ceil(c * T * k / E), the most assignments one expert takes, from T*k = counts.sum().
+
+    A tensor, not a Python int: an int from the (symbolic) token count would pin T
+    under torch.export. float64 so that it rounds like Python's math.ceil."""
+    return (counts.sum().double() * capacity / counts.numel()).ceil().long()
+
+
+def dispatch(
+    x: Tensor,
+    idx: Tensor,
+    w: Tensor,
+    experts: Sequence[nn.Module],
+    out: int,
+    capacity: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """y[t] = sum over kept assignments (t, e) of w[t, e] * expert_e(x[t]).
+
+    x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments []).
+    With ``capacity`` c each expert keeps at most ceil(c*T*k/E) assignments,
+    highest gate weight first (ties: lower token index first); the rest are
+    dropped and contribute zero.
+    """
+    tokens, k = idx.shape
+    n_exp = len(experts)
+    flat_e, flat_w = idx.reshape(-1), w.reshape(-1)
+    flat_t = torch.arange(tokens * k, device=x.device) // k
+    if capacity is None:
+        order = torch.argsort(flat_e, stable=True)
+    else:
+        # Two stable sorts = sort by (expert, -weight): the heaviest come first.
+        by_w = torch.argsort(flat_w.detach(), descending=True, stable=True)
+        order = by_w[torch.argsort(flat_e[by_w], stable=True)]
+    tok, wt = flat_t[order], flat_w[order]
+    counts = _counts(flat_e, n_exp)
+    kept_counts = counts if capacity is None else torch.minimum(counts, _capacity_tensor(counts, capacity))
+    sizes, kept = _sizes(counts, kept_counts, tokens * k)
+    compiling = torch.compiler.is_compiling()
+    y = x.new_zeros(tokens, out)
+    start = 0
+    for e, expert in enumerate(experts):
+        if compiling or kept[e] > 0:
+            te = tok.narrow(0, start, kept[e])
+            ye = expert(x.index_select(0, te)) * wt.narrow(0, start, kept[e]).unsqueeze(-1)
+            y = y.index_add(0, te, ye.to(y.dtype))
+        start = start + sizes[e]
+    return y, kept_counts.sum()
+
+
+def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], list[int]]:
+    """The per-expert sizes as Python ints (one host sync), with the facts that let
+    torch.compile/export trace them as unbacked symbolic ints."""
+    both = torch.stack([counts, kept_counts]).tolist()
+    sizes, kept = both[0], both[1]
+    for s, c in zip(sizes, kept, strict=True):
+        torch._check(c >= 0)
+        torch._check(c <= s)
+    torch._check(sum(sizes) == total)
+    return sizes, kept
+
+
+class MixtureOfExperts(nn.Module):
+    """``x [..., D] -> (y [..., out], balance [])``: a gate plus ``experts`` expert modules."""
+
+    dropped_fraction: Tensor
+
+    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None):
+        super().__init__()
+        if len(experts) != gate.experts:
+            raise ValueError(f"gate routes to {gate.experts} experts, got {len(experts)} modules")
+        self.gate = gate
+        self.experts = nn.ModuleList(experts)
+        self.out = out
+        self.capacity = capacity
+        # Fraction of (token, expert) assignments dropped by the capacity limit in the
+        # last forward; not persistent, so it stays out of checkpoints.
+        self.register_buffer("dropped_fraction", torch.zeros(()), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"out={self.out}, capacity={self.capacity}"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        flat = x.reshape(-1, x.shape[-1])
+        idx, w, loss = self.gate.route(flat)
+        y, kept = dispatch(flat, idx, w, self.experts, self.out, self.capacity)
+        if self.capacity is not None:
+            with torch.no_grad():
+                self.dropped_fraction.copy_(1.0 - kept.to(self.dropped_fraction.dtype) / idx.numel())
+        return y.reshape(*x.shape[:-1], self.out), loss
