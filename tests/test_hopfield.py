@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from dsl.blocks.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_energy
 
 from dsl import testing
+from dsl.blocks.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_energy
 from dsl.shapes import ShapeError, Sym
 
 PURE = dict(project=False, normalize_state=False, normalize_stored=False, normalize_values=False)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 import torch
+from torch import Tensor
+
 from dsl.blocks.nn.prototype import (
     ProtoNetModule,
     PrototypeHeadModule,
@@ -20,8 +22,6 @@ from dsl.blocks.nn.prototype import (
     push_prototypes,
     separation_cost,
 )
-from torch import Tensor
-
 from dsl.shapes import ShapeError, Sym
 from dsl.testing import build, infer
 
