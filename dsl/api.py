@@ -61,10 +61,6 @@ def _as_spec(spec: ir.Spec | str | os.PathLike[str]) -> ir.Spec:
     return load(spec)
 
 
-def _sources_of(spec: ir.Spec) -> dict[str, str]:
-    return {}
-
-
 def analyse(spec: ir.Spec, dims: Mapping[str, int] | None = None, overrides: Mapping[str, Any] | None = None):
     """Resolve and check; return (program, diagnostics, checker)."""
     from .checker import check_resolved

@@ -72,13 +72,10 @@ class Program:
     aux: list[AuxEntry] = field(default_factory=list)
     span: Span = field(default_factory=Span)
     _names: set[str] = field(default_factory=set)
+    _index: dict[str, PNode] = field(default_factory=dict)
 
     def node(self, name: str) -> PNode:
         return self._index[name]
-
-    @property
-    def _index(self) -> dict[str, PNode]:
-        return {n.name: n for n in self.nodes}
 
     def unique(self, base: str) -> str:
         base = sanitize(base)
@@ -91,13 +88,11 @@ class Program:
 
     def add(self, node: PNode) -> PNode:
         self.nodes.append(node)
+        self._index[node.name] = node
         return node
 
     def type_of(self, ref: Ref) -> TensorType:
-        for n in self.nodes:
-            if n.name == ref.node:
-                return self.env.resolve_type(n.types[ref.index])
-        raise KeyError(ref.node)
+        return self.env.resolve_type(self._index[ref.node].types[ref.index])
 
     def input_types(self) -> dict[str, TensorType]:
         idx = self._index
