@@ -72,7 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one block or function")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """Subcommands that live in :mod:`dsl.commands`, one module each."""
+    from .commands import command_modules
+
+    for module in command_modules():
+        p = sub.add_parser(module.NAME, help=module.HELP)
+        module.register(p)
+        if not any(a.dest == "debug" for a in p._actions):
+            p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+        p.set_defaults(_run=module.run)
 
 
 def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
@@ -207,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = getattr(args, "debug", False) or bool(os.environ.get("DSL_DEBUG"))
     try:
-        return COMMANDS[args.command](args)
+        run = COMMANDS.get(args.command) or args._run
+        return run(args)
     except UsageError as e:
         print(f"dsl {args.command}: error: {e}", file=sys.stderr)
         return 2

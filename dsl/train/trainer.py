@@ -23,6 +23,7 @@ from dsl.data.base import Dataset
 
 from .config import TrainConfig
 from .evaluate import Evaluator
+from .hooks import Hook, make_hooks
 from .rundir import BEST_FILE, ResumeError, RunDir
 
 
@@ -143,6 +144,7 @@ class Trainer:
         self.bad_epochs = 0
         self.stopped = False
         self.history: list[dict[str, Any]] = []
+        self.hooks: list[Hook] = make_hooks(self)
 
     # ------------------------------------------------------------------ steps
 
@@ -185,6 +187,8 @@ class Trainer:
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
+            for hook in self.hooks:
+                hook.after_step(self, epoch, steps)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -255,6 +259,7 @@ class Trainer:
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
+            "hooks": {h.name: h.state_dict() for h in self.hooks},
         }
         if self.device.type == "cuda":
             st["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -272,6 +277,10 @@ class Trainer:
         self.best = dict(st.get("best") or {})
         self.bad_epochs = int(st.get("bad_epochs", 0))
         self.stopped = bool(st.get("stopped", False))
+        saved = st.get("hooks") or {}
+        for hook in self.hooks:
+            if hook.name in saved:
+                hook.load_state_dict(saved[hook.name])
 
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint (all ranks load it)."""
@@ -304,6 +313,8 @@ class Trainer:
         steps = self.data.num_batches("train", self.world)
         report = Reporter(self.verbose, self.quiet, max(last - self.epoch, 0), steps)
         mon = self.monitor()
+        for hook in self.hooks:
+            hook.on_fit_start(self)
         try:
             while self.epoch < last and not self.stopped:
                 record = self._one_epoch(report, mon)
@@ -312,6 +323,8 @@ class Trainer:
                     self.run.append_metrics(record)
                 self.checkpoint()
                 report.epoch(self._line(record, last))
+            for hook in self.hooks:
+                hook.on_fit_end(self)
         finally:
             report.close()
         return self.history
@@ -326,8 +339,10 @@ class Trainer:
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train}
         for split in self.data.eval_splits:
             record[split] = self.evaluate(split)
-        record["time"] = time.perf_counter() - t0
         self.epoch = epoch + 1
+        for hook in self.hooks:
+            hook.on_epoch_end(self, record)
+        record["time"] = time.perf_counter() - t0
         if mon is not None:
             value = record[self.data.eval_splits[0]].get(mon[0], math.nan)
             if self._improved(value, mon[1]):
