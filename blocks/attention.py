@@ -57,6 +57,14 @@ def build_mha(call: BuildCall, p: MultiheadAttentionParams) -> nn.Module:
     return MultiheadAttention(d, p.heads, dropout=p.dropout, bias=p.bias, kdim=kdim, vdim=vdim)
 
 
+def count_mha(call: BuildCall, p: MultiheadAttentionParams) -> int:
+    """Input projections D x (D + Dk + Dv), the output projection D x D, their biases."""
+    d = call.size("q", -1)
+    kdim = call.size("k", -1) if call.has("k") else d
+    vdim = call.size("v", -1) if call.has("v") else kdim
+    return d * (d + kdim + vdim) + d * d + (4 * d if p.bias else 0)
+
+
 register(
     Decl(
         name="MultiheadAttention",
@@ -70,6 +78,7 @@ register(
         outputs=("y",),
         infer=infer_mha,
         build=build_mha,
+        count_params=count_mha,
         doc=__doc__ or "",
         paper="Vaswani et al., Attention Is All You Need, NeurIPS 2017",
         signature="[B, T, D] -> [B, T, D]",

@@ -38,6 +38,10 @@ def build_dropout(call: BuildCall, p: DropoutParams) -> nn.Module:
     return nn.Dropout(p.p)
 
 
+def count_dropout(call: BuildCall, p: DropoutParams) -> int:
+    return 0
+
+
 register(
     Decl(
         name="Dropout",
@@ -47,6 +51,7 @@ register(
         outputs=("y",),
         infer=infer_dropout,
         build=build_dropout,
+        count_params=count_dropout,
         doc=__doc__ or "",
         paper="Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting, JMLR 2014",
         signature="[..., F] -> [..., F]",

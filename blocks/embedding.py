@@ -47,6 +47,10 @@ def build_embedding(call: BuildCall, p: EmbeddingParams) -> nn.Module:
     return nn.Embedding(p.num, p.dim, padding_idx=p.padding_idx)
 
 
+def count_embedding(call: BuildCall, p: EmbeddingParams) -> int:
+    return p.num * p.dim
+
+
 register(
     Decl(
         name="Embedding",
@@ -56,6 +60,7 @@ register(
         outputs=("y",),
         infer=infer_embedding,
         build=build_embedding,
+        count_params=count_embedding,
         doc=__doc__ or "",
         signature="[...] long -> [..., dim]",
     )

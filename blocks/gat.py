@@ -155,9 +155,33 @@ def build_gatv2(call: BuildCall, p: GATv2Params):
     return _build("gatv2", call, p, share_weights=p.share_weights)
 
 
+def count_gat(call: BuildCall, p: GATParams, variant: str = "gat", share_weights: bool = False) -> int:
+    """PyG's GATConv / GATv2Conv parameters: projections, attention vectors,
+    edge projection, output bias and residual projection."""
+    f = call.size("x", -1)
+    hc = p.heads * p.out
+    width = hc if p.concat else p.out
+    if variant == "gat":
+        n = f * hc + 2 * hc  # lin (no bias), att_src, att_dst
+        if p.edge_dim is not None:
+            n += p.edge_dim * hc + hc  # lin_edge, att_edge
+    else:
+        proj = f * hc + (hc if p.bias else 0)
+        n = proj * (1 if share_weights else 2) + hc  # lin_l, lin_r, att
+        if p.edge_dim is not None:
+            n += p.edge_dim * hc  # lin_edge
+    n += width if p.bias else 0
+    n += f * width if p.residual else 0
+    return n
+
+
+def count_gatv2(call: BuildCall, p: GATv2Params) -> int:
+    return count_gat(call, p, "gatv2", p.share_weights)
+
+
 INPUTS = (
     TensorArg("x", doc="node features [N, F]"),
-    TensorArg("edge_index", doc="edges [2, E] long: row 0 sources, row 1 targets"),
+    TensorArg("edge_index", doc="edges [2, E] long: row 0 sources, row 1 targets", index_of="x"),
     TensorArg("edge_attr", optional=True, doc="edge features [E, edge_dim] (with edge_dim)"),
 )
 SIGNATURE = "[N, F], [2, E] long -> [N, heads*out] (concat) or [N, out]"
@@ -171,6 +195,7 @@ register(
         outputs=("y",),
         infer=infer_gat,
         build=build_gat,
+        count_params=count_gat,
         doc=__doc__ or "",
         paper=GAT_PAPER,
         signature=SIGNATURE,
@@ -186,6 +211,7 @@ register(
         outputs=("y",),
         infer=infer_gat,
         build=build_gatv2,
+        count_params=count_gatv2,
         doc=__doc__ or "",
         paper=GATV2_PAPER,
         signature=SIGNATURE,

@@ -204,6 +204,38 @@ def build_layer(call: BuildCall, p: HopfieldLayerParams) -> Any:
     )
 
 
+def _count(state: int, stored: int, values: int, p: HopfieldOptions) -> int:
+    """LayerNorms (γ, β each) and the four projections of dsl.blocks.nn.hopfield.Hopfield."""
+    n = 0
+    for on, dim in ((p.normalize_state, state), (p.normalize_stored, stored), (p.normalize_values, values)):
+        n += 2 * dim if on and p.normalize_affine else 0
+    if p.project:
+        head = p.head_dim if p.head_dim is not None else state // p.heads
+        value = p.value_dim if p.value_dim is not None else head
+        out = p.out if p.out is not None else state
+        qk, v = p.heads * head, p.heads * value
+        n += state * qk + stored * qk + values * v + v * out
+        n += (2 * qk + v + out) if p.bias else 0
+    return n
+
+
+def count_hopfield(call: BuildCall, p: HopfieldParams) -> int:
+    width = call.size("state", -1)
+    stored = call.size("stored", -1) if call.has("stored") else width
+    values = call.size("values", -1) if call.has("values") else stored
+    return _count(width, stored, values, p)
+
+
+def count_pooling(call: BuildCall, p: HopfieldPoolingParams) -> int:
+    width = call.size("x", -1)
+    return _count(width, width, width, p) + p.queries * width
+
+
+def count_layer(call: BuildCall, p: HopfieldLayerParams) -> int:
+    width = call.size("x", -1)
+    return _count(width, width, width, p) + p.patterns * width * (2 if p.separate_values else 1)
+
+
 register(
     Decl(
         name="Hopfield",
@@ -218,6 +250,7 @@ register(
         outputs=("y",),
         infer=infer_hopfield,
         build=build_hopfield,
+        count_params=count_hopfield,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, L, D], [B, S, E] -> [B, L, out]",
@@ -236,6 +269,7 @@ register(
         outputs=("y",),
         infer=infer_pooling,
         build=build_pooling,
+        count_params=count_pooling,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, S, D] -> [B, queries*out]",
@@ -251,6 +285,7 @@ register(
         outputs=("y",),
         infer=infer_layer,
         build=build_layer,
+        count_params=count_layer,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[..., D] -> [..., out]",

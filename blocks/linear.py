@@ -32,6 +32,11 @@ def build_linear(call: BuildCall, p: LinearParams):
     return nn.Linear(call.size("x", -1), p.out, bias=p.bias)
 
 
+def count_linear(call: BuildCall, p: LinearParams) -> int:
+    """F*out weights, plus out biases."""
+    return call.size("x", -1) * p.out + (p.out if p.bias else 0)
+
+
 register(
     Decl(
         name="Linear",
@@ -41,6 +46,7 @@ register(
         outputs=("y",),
         infer=infer_linear,
         build=build_linear,
+        count_params=count_linear,
         doc=__doc__ or "",
         signature="[..., F] -> [..., out]",
     )

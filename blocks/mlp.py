@@ -57,6 +57,12 @@ def build_mlp(call: BuildCall, p: MLPParams) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def count_mlp(call: BuildCall, p: MLPParams) -> int:
+    """One Linear per consecutive pair of widths F, hidden, ..., out."""
+    widths = [call.size("x", -1)] + [p.hidden] * (p.layers - 1) + [p.out]
+    return sum(a * b + (b if p.bias else 0) for a, b in zip(widths, widths[1:], strict=False))
+
+
 register(
     Decl(
         name="MLP",
@@ -66,6 +72,7 @@ register(
         outputs=("y",),
         infer=infer_mlp,
         build=build_mlp,
+        count_params=count_mlp,
         doc=__doc__ or "",
         signature="[..., F] -> [..., out]",
     )

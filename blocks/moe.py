@@ -140,6 +140,11 @@ def build_gate(call: BuildCall, p: GateParams) -> Any:
     return NoisyTopKGate(call.size("x", -1), p.experts, p.k, p.noisy, p.balance, p.router)
 
 
+def count_gate(call: BuildCall, p: GateParams) -> int:
+    """w_gate [D, experts], and w_noise of the same shape when noisy."""
+    return call.size("x", -1) * p.experts * (2 if p.noisy else 1)
+
+
 register(
     Decl(
         name="Gate",
@@ -149,6 +154,7 @@ register(
         outputs=("weights", "balance"),
         infer=infer_gate,
         build=build_gate,
+        count_params=count_gate,
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,
@@ -229,6 +235,23 @@ def build_moe(call: BuildCall, p: MoEParams) -> Any:
     return MixtureOfExperts(gate, experts, out, p.capacity)
 
 
+def count_moe(call: BuildCall, p: MoEParams) -> int:
+    """The gate plus `experts` copies of the expert (BuildError when a size is unknown)."""
+    d = call.size("x", -1)
+    gate = d * p.experts * (2 if p.noisy else 1)
+    if p.expert is None:
+        out = call.outputs[0].shape[-1] if call.outputs else p.out
+        if not isinstance(out, int):
+            raise BuildError(f"`MoE` needs a concrete output size, found {out}", arg="out")
+        one = d * 2 * d + 2 * d + 2 * d * out + out  # MLP(hidden=2*D, out=out)
+    else:
+        counted = p.expert.count_params([TensorType((None, d))])
+        if counted is None:
+            raise BuildError(f"expert `{p.expert.describe()}` declares no parameter count", arg="expert")
+        one = counted
+    return gate + p.experts * one
+
+
 register(
     Decl(
         name="MoE",
@@ -238,6 +261,7 @@ register(
         outputs=("y", "balance"),
         infer=infer_moe,
         build=build_moe,
+        count_params=count_moe,
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,

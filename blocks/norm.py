@@ -73,6 +73,14 @@ def build_batch_norm(call: BuildCall, p: BatchNormParams) -> nn.Module:
     return nn.BatchNorm1d(call.size("x", 1), eps=p.eps, momentum=p.momentum, affine=p.affine)
 
 
+def count_layer_norm(call: BuildCall, p: LayerNormParams) -> int:
+    return 2 * call.size("x", -1) if p.affine else 0  # γ and β
+
+
+def count_batch_norm(call: BuildCall, p: BatchNormParams) -> int:
+    return 2 * call.size("x", 1) if p.affine else 0  # γ and β; running statistics are buffers
+
+
 register(
     Decl(
         name="LayerNorm",
@@ -82,6 +90,7 @@ register(
         outputs=("y",),
         infer=infer_layer_norm,
         build=build_layer_norm,
+        count_params=count_layer_norm,
         doc=__doc__ or "",
         paper="Ba, Kiros & Hinton, Layer Normalization, 2016",
         signature="[..., F] -> [..., F]",
@@ -97,6 +106,7 @@ register(
         outputs=("y",),
         infer=infer_batch_norm,
         build=build_batch_norm,
+        count_params=count_batch_norm,
         doc=__doc__ or "",
         paper="Ioffe & Szegedy, Batch Normalization, ICML 2015",
         signature="[B, F] -> [B, F]  or  [B, F, L] -> [B, F, L]",

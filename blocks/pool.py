@@ -78,7 +78,7 @@ def _register(name: str, reduce: str) -> None:
             params=PoolParams,
             inputs=(
                 TensorArg("x", doc="node features [N, F]"),
-                TensorArg("batch", doc="graph id of every node [N] long"),
+                TensorArg("batch", doc="graph id of every node [N] long", index_of="graphs"),
             ),
             outputs=("y",),
             infer=_infer(reduce),

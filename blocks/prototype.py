@@ -80,6 +80,12 @@ def build_prototype_head(call: BuildCall, p: PrototypeHeadParams):
     return PrototypeHeadModule(call.size("z", -1), p.classes, p.per_class, p.similarity)
 
 
+def count_prototype_head(call: BuildCall, p: PrototypeHeadParams) -> int:
+    """P = classes*per_class prototypes of width D, and the P x classes last layer."""
+    count = p.classes * p.per_class
+    return count * call.size("z", -1) + count * p.classes
+
+
 class ProtoNetParams(Params):
     ways: int = Field(gt=0, description="number of classes in an episode; support_y in 0..ways-1")
 
@@ -106,6 +112,7 @@ register(
         outputs=("logits", "distances"),
         infer=infer_prototype_head,
         build=build_prototype_head,
+        count_params=count_prototype_head,
         doc=__doc__ or "",
         paper=PROTOPNET,
         signature="[B, D] -> logits [B, classes], distances [B, classes*per_class]",
@@ -125,6 +132,7 @@ register(
         outputs=("logits",),
         infer=infer_protonet,
         build=build_protonet,
+        count_params=lambda call, p: 0,  # no weights: prototypes are the support means
         doc=__doc__ or "",
         paper=PROTONET,
         signature="[Q, D], [S, D], [S] long -> [Q, ways]",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .api import check, compile, load, loads
 from .diagnostics import Diagnostic, Span, SpecError
+from .guards import InputError
 from .ir import Spec
 
 __version__ = "0.1.0"
@@ -21,4 +22,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")
 
 
-__all__ = ["Diagnostic", "Graph", "Spec", "SpecError", "Span", "check", "compile", "load", "loads", "__version__"]
+__all__ = ["Diagnostic", "Graph", "InputError", "Spec", "SpecError", "Span", "check", "compile", "load", "loads", "__version__"]

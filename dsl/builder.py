@@ -71,6 +71,8 @@ from .ir import (
 )
 
 _THIS_FILE = os.path.normcase(os.path.abspath(__file__))
+# Frames skipped to find the user's call: this file, and contextlib for `with g.repeat(...)`.
+_SKIP_FILES = frozenset({_THIS_FILE, os.path.normcase(os.path.abspath(contextmanager.__code__.co_filename))})
 _OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod", "**": "pow", "@": "matmul"}
 _TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
 
@@ -78,7 +80,7 @@ _TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
 def _caller_span() -> Span:
     """The position of the first frame outside this file: the user's call."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.normcase(os.path.abspath(frame.f_code.co_filename)) == _THIS_FILE:
+    while frame is not None and os.path.normcase(os.path.abspath(frame.f_code.co_filename)) in _SKIP_FILES:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return NO_SPAN
@@ -95,6 +97,23 @@ def _caller_span() -> Span:
 
 def _fail(message: str, span: Span, label: str = "", code: str = "E0213", help: str | None = None) -> SpecError:
     return SpecError([Diagnostic(code, message, span, label=label, help=help)])
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a user value, cut short (it goes into a one-line message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _at_call(parse: Any, span: Span) -> Any:
+    """Run a text parse of a Python string; its errors point at the user's call,
+    since text inside a Python string has no position of its own in the file."""
+    try:
+        return parse()
+    except SpecError as err:
+        for d in err.diagnostics:
+            d.span = span
+        raise SpecError(err.diagnostics) from None
 
 
 def _identifier(name: Any, what: str, span: Span) -> str:
@@ -428,7 +447,7 @@ class Graph:
         if shape is None:
             return None
         if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
-            raise TypeError(f"a shape is a list such as ['B', 64], got {shape!r}")
+            raise _fail(f"a shape is a list such as ['B', 64], got {_short(shape)}", span, "not a list", code="E0305")
         return ShapeSpec(dims=tuple(self._dim(d, span) for d in shape), span=span)
 
     def _dim(self, d: Any, span: Span) -> DimExpr:
@@ -439,18 +458,19 @@ class Graph:
         if d is None:
             return Wildcard(span=span)
         if isinstance(d, str):
-            return _respan(parse_dim(d, span.file, span.line, span.col), span)
+            return _respan(_at_call(lambda: parse_dim(d, span.file, span.line, span.col), span), span)
         if isinstance(d, Handle) and d.is_constant:
             return self._expr(d, span, None)  # type: ignore[return-value]
         if isinstance(d, int) and not isinstance(d, bool):
             return self._expr(d, span, None)  # type: ignore[return-value]
-        raise TypeError(f"a dimension is an int, a name such as 'B', '_', '...' or a param, got {d!r}")
+        raise _fail(f"a dimension is an int, a name such as 'B', '_', '...' or a param, got {_short(d)}", span,
+                    "not a dimension", code="E0305")  # fmt: skip
 
     def _train_value(self, value: Any, span: Span) -> Expr:
         from .frontend.text import parse_expr
 
         if isinstance(value, str):
-            return _respan(parse_expr(value, span.file, span.line, span.col), span)
+            return _respan(_at_call(lambda: parse_expr(value, span.file, span.line, span.col), span), span)
         if isinstance(value, (list, tuple)):
             return ListExpr(items=tuple(self._train_value(v, span) for v in value), span=span)
         if isinstance(value, Handle):
@@ -513,7 +533,8 @@ class Graph:
             return literal_expr(v, span)
         if isinstance(v, str):
             return Str(value=v, span=span)
-        raise TypeError(f"cannot use {type(v).__name__} {v!r} in a spec")
+        raise _fail(f"cannot use {type(v).__name__} {_short(v)} in a spec", span, "not a spec value", code="E0401",
+                    help="hyperparameters are numbers, strings, booleans, None, lists of them or g.param(...)")  # fmt: skip
 
     def _user_names(self, h: Handle) -> list[str]:
         return h._node.names[h._index : h._index + 1]

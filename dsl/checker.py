@@ -9,6 +9,7 @@ failed is poisoned so that one mistake is reported once, not at every use.
 
 from __future__ import annotations
 
+import keyword
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from .shapes import (
 
 MAX_NODES = 200_000
 MAX_BLOCK_DEPTH = 32
+# Input names reach generated code as forward() parameters: these would break it.
+NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
 
 
 class Poison:
@@ -176,7 +179,9 @@ class Checker:
         for o in model.outputs if model is not None else []:
             # an output whose computation failed was reported already; do not cascade
             outputs.setdefault(o.name, TensorType((), "float", True))
-        self.diags.extend(check_train(self.res.spec, prog.input_types(), outputs, self.env))
+        # `--set` overrides reach the train section too (`episodes(shots=shots)`).
+        overrides = {k: v.value for k, v in {**self.res.params, **self.res.model_args}.items() if v.origin == "override"}
+        self.diags.extend(check_train(self.res.spec, prog.input_types(), outputs, self.env, overrides))
 
     # ------------------------------------------------------------------ statements
 
@@ -254,6 +259,12 @@ class Checker:
         return scope.symbols[name]
 
     def input(self, stmt: ir.Input, scope: Scope, prog: Program, actual: list[TensorVal | Poison] | None) -> None:
+        if stmt.name in NOT_INPUT_NAMES:
+            self.error("E0213", f"`{stmt.name}` cannot name an input", stmt.span,
+                       label="inputs become the parameters of the compiled module's forward()",
+                       help=f"rename it, e.g. `{stmt.name}_`: Python keywords, `self` and `torch` cannot be parameters there")
+            scope.names[stmt.name] = POISON
+            return
         if stmt.name in prog.inputs:
             self.error("E0203", f"input `{stmt.name}` is declared twice", stmt.span)
             return
@@ -395,6 +406,11 @@ class Checker:
             return
         if n > MAX_REPEAT:
             self.error("E0801", f"`repeat {n}` exceeds the limit of {MAX_REPEAT} copies", stmt.count.span)
+            return
+        unrolled = n * _assignments(stmt.body)  # a lower bound: refuse before unrolling, not after
+        if self.count + unrolled > MAX_NODES:
+            self.error("E0801", f"`repeat {n}` unrolls to at least {unrolled:,} statements; the limit is "
+                       f"{MAX_NODES:,} after unrolling", stmt.count.span)
             return
         saved = scope.consts.get(stmt.var) if stmt.var else None
         for i in range(n):
@@ -919,6 +935,12 @@ class UserBlockValue(BlockValue):
         sub = self._program(inputs, DimEnv())
         return build_program(sub, outputs_as_tuple=True)
 
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        from .budget import estimate
+
+        est = estimate(self._program(inputs, DimEnv()))
+        return est.params if est.exact else None
+
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.consts.items())
         return f"{self.name}({args})"
@@ -927,6 +949,19 @@ class UserBlockValue(BlockValue):
 def _annotation_text(ann: Any) -> str:
     text = getattr(ann, "__name__", None) or str(ann)
     return text.replace("typing.", "").replace("NoneType", "null")
+
+
+def _assignments(body: Sequence[Any]) -> int:
+    """Assignments a body unrolls to, counting nested repeats with literal counts
+    (others as one copy): a lower bound, so that a refusal based on it is sure."""
+    total = 0
+    for s in body:
+        if isinstance(s, ir.Assign):
+            total += 1
+        elif isinstance(s, ir.Repeat):
+            copies = s.count.value if isinstance(s.count, ir.Num) and isinstance(s.count.value, int) else 1
+            total += max(copies, 0) * _assignments(s.body)
+    return total
 
 
 def _kind(v: Any) -> str:

@@ -31,6 +31,19 @@ def _add_common(p: argparse.ArgumentParser, files: str = "+") -> None:
     p.add_argument("--dim", action="append", default=[], metavar="N=34", help="bind a symbolic dim")
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--max-params", type=_count, default=None, metavar="N",
+                   help="refuse a model with more parameters (default 1e9)")
+
+
+def _count(text: str) -> int:
+    """A positive count such as 5000000, 5e6 or 5_000_000 (argparse: bad values exit 2)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of parameters, got {text!r}") from None
+    if not value >= 1 or value > 1e18:
+        raise argparse.ArgumentTypeError(f"expected a count between 1 and 1e18, got {text!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="build the module and print a summary")
     _add_common(p, files=None)
-    p.add_argument("--emit", choices=["summary", "pt2"], default="summary", help="what to produce")
+    p.add_argument("--emit", choices=["summary", "python", "pt2", "onnx"], default="summary",
+                   help="a summary table, or a file (-o): standalone python, torch.export pt2, onnx")
     p.add_argument("-o", "--output", metavar="OUT", help="write the result here")
+    p.add_argument("--no-guards", action="store_true", help="build without runtime input checks (dsl.guards)")
 
     p = sub.add_parser("train", help="train the model of a spec")
     _add_common(p, files=None)
+    p.add_argument("--no-guards", action="store_true", help="skip the per-call input checks (dsl.guards)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", default=None, help="run directory")
@@ -138,7 +154,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SpecError as e:
             all_diags.extend(e.diagnostics)
             continue
-        _, diags, _ = analyse(spec, dims, overrides)
+        _, diags, _ = analyse(spec, dims, overrides, args.max_params)
         all_diags.extend(diags)
     errors = [d for d in all_diags if d.severity == "error"]
     emit_diagnostics(all_diags, args.json)
@@ -158,11 +174,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except SpecError as e:
         emit_diagnostics(e.diagnostics, args.json)
         return 1
-    prog, diags, _ = analyse(spec, dims, overrides)
+    prog, diags, _ = analyse(spec, dims, overrides, args.max_params)
     errors = [d for d in diags if d.severity == "error"]
     if errors or prog is None:
         emit_diagnostics(diags, args.json)
         return 1
+    if diags and not args.json:  # warnings (a broken plugin); --json keeps stdout for the summary
+        emit_diagnostics(diags, False)
     from .compiler import BuildFailure, build_program
 
     try:
@@ -170,20 +188,49 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except BuildFailure as e:
         emit_diagnostics(e.diags, args.json)
         return 1
+    if not getattr(args, "no_guards", False):  # the module as dsl.compile returns it (export ignores hooks)
+        from .guards import install_guards
+
+        install_guards(model, prog)
     from .summary import print_summary, summary_rows
 
-    if args.emit == "pt2":
-        if not args.output:
-            raise UsageError("--emit pt2 needs -o OUT")
-        from .export import export_pt2
-
-        export_pt2(model, prog, args.output)
-        print(f"wrote {args.output}", file=sys.stderr)
-        return 0
+    if args.emit != "summary":
+        return _export(args, prog, model)
     if args.json:
         print(json.dumps(summary_rows(prog, model), indent=2))
     else:
         print_summary(prog, model, file=args.output)
+    return 0
+
+
+def _export(args: argparse.Namespace, prog: Any, model: Any) -> int:
+    """``--emit python|pt2|onnx``: write the file, check it against ``model``, report the difference."""
+    if not args.output:
+        raise UsageError(f"--emit {args.emit} needs -o OUT")
+    from .export import ExportError, export_onnx, export_pt2, onnx_missing
+
+    try:
+        if args.emit == "python":
+            from .emit_python import write_python
+
+            diff = write_python(prog, model, args.output, source=args.file)
+        elif args.emit == "onnx":
+            missing = onnx_missing()
+            if missing:
+                raise UsageError(missing)
+            diff = export_onnx(model, prog, args.output)
+        else:
+            diff = export_pt2(model, prog, args.output)
+    except ExportError as e:
+        emit_diagnostics(e.to_diagnostics(prog.span), args.json)
+        return 1
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
+    check = "no numerical check (pip install onnxruntime)" if diff is None else f"max abs diff {diff:.3g}"
+    if diff is not None and not diff <= 1e-4:
+        print(f"dsl compile: error: {args.output} disagrees with the compiled module ({check})", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({check} against the compiled module on random inputs)", file=sys.stderr)
     return 0
 
 

@@ -47,9 +47,12 @@ CODES: dict[str, str] = {
     "E0503": "unknown train name",
     "E0601": "unknown size",
     "E0602": "build failed",
+    "E0603": "export failed",
     "E0701": "invalid YAML",
     "E0702": "file not found",
+    "E0703": "invalid data file",
     "E0801": "limit exceeded",
+    "E0802": "model too large",
     "E0901": "plugin failed",
 }
 
@@ -168,6 +171,23 @@ def _source_line(sources: dict[str, str], span: Span) -> str | None:
     return None
 
 
+_SHOWN = 120  # characters of a long source line shown around the caret
+
+
+def _window(line: str, start: int, length: int) -> tuple[str, int, int]:
+    """Cut a long line (hostile input has 10,000-character lines) to the part
+    around the caret, marked with `...`; return the new caret start and length."""
+    if len(line) <= _SHOWN:
+        return line, start, length
+    left = max(0, min(start - 1 - _SHOWN // 3, len(line) - _SHOWN))
+    piece = line[left : left + _SHOWN]
+    prefix = "..." if left > 0 else ""
+    suffix = "..." if left + _SHOWN < len(line) else ""
+    start = start - left + len(prefix)
+    length = max(1, min(length, _SHOWN - (start - len(prefix)) + 1))
+    return prefix + piece + suffix, start, length
+
+
 def render(d: Diagnostic, sources: dict[str, str]) -> str:
     out = [f"{d.severity}[{d.code}]: {d.message}"]
     width = len(str(d.span.line)) if d.span.known else 1
@@ -177,12 +197,13 @@ def render(d: Diagnostic, sources: dict[str, str]) -> str:
         line = _source_line(sources, d.span)
         if line is not None:
             out.append(f"{pad} |")
-            out.append(f"{d.span.line:>{width}} | {line.expandtabs(4)}")
             start = max(d.span.col, 1)
             if d.span.end_line == d.span.line and d.span.end_col > d.span.col:
                 length = d.span.end_col - d.span.col
             else:
                 length = 1
+            line, start, length = _window(line.expandtabs(4), start, length)
+            out.append(f"{d.span.line:>{width}} | {line}")
             caret = " " * (start - 1) + "^" * max(length, 1)
             out.append(f"{pad} | {caret}" + (f" {d.label}" if d.label else ""))
         elif d.label:

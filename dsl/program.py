@@ -73,16 +73,22 @@ class Program:
     span: Span = field(default_factory=Span)
     _names: set[str] = field(default_factory=set)
     _index: dict[str, PNode] = field(default_factory=dict)
+    _next_suffix: dict[str, int] = field(default_factory=dict)
 
     def node(self, name: str) -> PNode:
         return self._index[name]
 
     def unique(self, base: str) -> str:
         base = sanitize(base)
-        name, i = base, 1
-        while name in self._names:
+        # Names are never released, so every suffix below the last one handed out for
+        # `base` is still taken: resume there (a rebound `h` stays O(1), not O(uses)).
+        name, i = base, self._next_suffix.get(base, 1)
+        if name in self._names:
             name = f"{base}_{i}"
-            i += 1
+            while name in self._names:
+                i += 1
+                name = f"{base}_{i}"
+            self._next_suffix[base] = i + 1
         self._names.add(name)
         return name
 

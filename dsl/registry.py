@@ -25,7 +25,9 @@ from .shapes import Dim, ShapeCall, TensorType
 class Params(BaseModel):
     """Base for block hyperparameters: unknown keys are errors, values validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # defer_build: the checker loads every block, but a spec validates the params of
+    # only the few it uses; building each schema on first use keeps `dsl check` fast.
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
 
 class NoParams(Params):
@@ -41,6 +43,9 @@ class TensorArg:
     doc: str = ""
     variadic: bool = False  # takes any number of positional tensors (cat, stack)
     default: str | None = None  # name of another input used when this one is absent
+    # Values are indices: >= 0 and below dim 0 of the input of this name (edge_index of x), or below the
+    # hyperparameter of this name (no upper bound while it is null). Checked at run time by dsl.guards.
+    index_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ class BlockValue:
 
     def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
         raise NotImplementedError
+
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        """Parameters of one built copy, from sizes alone (None: unknown); see dsl.budget."""
+        return None
 
     def describe(self) -> str:
         return self.name
@@ -127,6 +136,9 @@ class Lowered:
 
 
 LowerFn = Callable[[BuildCall, Any], Lowered]
+# Parameters a block's module will hold, computed from the same BuildCall its
+# builder gets, without torch (dsl.budget refuses too large a model with it).
+CountFn = Callable[[BuildCall, Any], int]
 
 
 @dataclass(frozen=True)
@@ -141,6 +153,7 @@ class Decl:
     infer: InferFn
     build: BuildFn | None = None  # blocks: -> nn.Module, forward(*required, **optional)
     lower: LowerFn | None = None  # functions: -> Lowered
+    count_params: CountFn | None = None  # blocks: parameter count, pure Python (None: not declared)
     aux: tuple[AuxLoss, ...] = ()
     doc: str = ""
     paper: str = ""
@@ -189,27 +202,89 @@ def _load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="dsl.blocks"):
-        try:
-            obj = ep.load()
-            if callable(obj) and not isinstance(obj, Decl):
-                obj = obj()
-            for decl in obj if isinstance(obj, (list, tuple)) else ([obj] if isinstance(obj, Decl) else []):
-                register(decl if decl.source != "builtin" else _as_plugin(decl, ep.name))
-        except Exception as exc:  # a broken plugin must not break the rest
-            PLUGIN_PROBLEMS.append(
-                Diagnostic(
-                    "E0901",
-                    f"plugin `{ep.name}` ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
-                    Span(file=f"<plugin {ep.name}>"),
-                    severity="warning",
-                )
+        _load_plugin(ep)
+
+
+class PluginError(Exception):
+    """A plugin that loaded but declares something the registry cannot accept."""
+
+
+def _load_plugin(ep: Any) -> None:
+    """Load one entry point of the group ``dsl.blocks``; on any problem, undo what it
+    registered and record an E0901 warning naming it (the rest of the registry stays usable).
+
+    The entry point names either a module whose import calls :func:`register` (the
+    convention of ``blocks/*.py``), or ``module:attr`` where ``attr`` is a :class:`Decl`, a
+    list of them, or a callable returning one or a list."""
+    before = dict(_REGISTRY)
+    try:
+        obj = ep.load()
+        if callable(obj) and not isinstance(obj, (Decl, type)):
+            obj = obj()
+        given = list(obj) if isinstance(obj, (list, tuple)) else [obj] if isinstance(obj, Decl) else []
+        for decl in given:
+            if not isinstance(decl, Decl):
+                raise PluginError(f"`{ep.value}` gives a {type(decl).__name__}, not a dsl.registry.Decl")
+            register(decl)
+        added = {k: v for k, v in _REGISTRY.items() if before.get(k) is not v}
+        if not added:
+            raise PluginError(f"`{ep.value}` registers no block or function")
+        for name, decl in added.items():
+            _validate_plugin_decl(name, decl, before)
+    except Exception as exc:  # a broken plugin must not break the rest
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+        detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        PLUGIN_PROBLEMS.append(
+            Diagnostic(
+                "E0901",
+                f"plugin `{ep.name}` ({ep.value}) failed to load: {detail}",
+                Span(file=f"<plugin {ep.name}>"),
+                help="its blocks are unavailable; fix or uninstall the package that provides it",
+                severity="warning",
             )
+        )
+        return
+    for name, decl in added.items():
+        _REGISTRY[name] = _as_plugin(decl, ep.name)
+
+
+def _validate_plugin_decl(name: str, decl: Decl, before: dict[str, Decl]) -> None:
+    """The rules a built-in block follows by construction, checked for third-party ones."""
+    import keyword
+
+    if not isinstance(decl, Decl) or decl.name != name:
+        raise PluginError(f"registered `{name}` with a mismatched declaration")
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        raise PluginError(f"`{name}` is not a valid block name (a Python identifier, not starting with `_`)")
+    if name in before:
+        owner = before[name].source
+        raise PluginError(f"`{name}` is already defined ({owner}); a plugin cannot replace it")
+    if decl.kind == "block" and not name[0].isupper():
+        raise PluginError(f"block `{name}` must start with an upper-case letter (blocks have weights)")
+    if decl.kind == "function" and not name[0].islower():
+        raise PluginError(f"function `{name}` must start with a lower-case letter")
+    if not (isinstance(decl.params, type) and issubclass(decl.params, Params)):
+        raise PluginError(f"`{name}`: params must be a subclass of dsl.registry.Params")
+    if not callable(decl.infer):
+        raise PluginError(f"`{name}`: infer (the shape rule) must be callable")
+    if not all(isinstance(a, TensorArg) for a in decl.inputs) or not decl.outputs:
+        raise PluginError(f"`{name}`: inputs must be TensorArgs and there must be at least one output")
+    for out in decl.outputs:
+        if not (isinstance(out, str) and out.isidentifier() and not keyword.iskeyword(out)):
+            raise PluginError(f"`{name}`: output name {out!r} is not an identifier")
 
 
 def _as_plugin(decl: Decl, source: str) -> Decl:
     from dataclasses import replace
 
-    return replace(decl, source=source)
+    return decl if decl.source != "builtin" else replace(decl, source=source)
+
+
+def plugin_diagnostics() -> list[Diagnostic]:
+    """Warnings (E0901) for the plugins that failed to load; loads the registry first."""
+    load()
+    return list(PLUGIN_PROBLEMS)
 
 
 def load() -> dict[str, Decl]:
@@ -258,6 +333,15 @@ class DeclValue(BlockValue):
         outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
         assert self.decl.build is not None
         return self.decl.build(BuildCall(self.decl.name, named, outs), self.params)
+
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        if self.decl.count_params is None:
+            return None
+        from .shapes import DimEnv
+
+        named = self._named(inputs)
+        outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
+        return self.decl.count_params(BuildCall(self.decl.name, named, outs), self.params)
 
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items())

@@ -21,6 +21,14 @@ x = g.input("x", ["B", 8])
 g.output("y", g.Linear(x, out=g.param("hidden")), shape=["B", 4])
 dsl.check(g.build())
 dsl.cli.main(["check", {first!r}])
+# the spec tools are front half too: fmt, convert, graph, schema, the block reference
+for args in (["fmt", "--stdout"], ["convert", "--to", "yaml"], ["convert", "--to", "dsl"], ["graph"],
+             ["graph", "--format", "dot", "--expand"], ["graph", "--format", "html"]):
+    for path in {paths!r}:
+        assert dsl.cli.main([*args, path]) == 0, (args, path)
+assert dsl.cli.main(["schema"]) == 0
+from dsl.catalogue import markdown
+markdown()
 bad = [m for m in ("torch", "torch_geometric", "rich", "numpy", "sklearn") if m in sys.modules]
 print("IMPORTED:" + ",".join(bad))
 """

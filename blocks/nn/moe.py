@@ -33,6 +33,15 @@ compiling it runs on an empty batch instead (its gradient is exactly zero),
 because a branch on a data-dependent size cannot be traced. Under inductor
 the routing noise comes from inductor's own RNG, so a compiled training step
 draws different noise than eager mode with the same seed.
+
+Routing statistics (for ``dsl.train.hooks.expert_usage``): a gate whose
+``usage`` attribute holds a :class:`RoutingStats` adds, for every training
+forward, the routed assignments and gate mass per expert, the summed entropy
+of the router's distribution, the token count and (for MoE with a capacity)
+the dropped assignments. The update runs under ``no_grad``, draws no random
+numbers and is skipped in eval mode and while torch.compile/export trace the
+module, so it never changes an output and never enters a graph. ``usage`` is
+``None`` by default: nothing is collected unless a training hook asks.
 """
 
 from __future__ import annotations
@@ -73,6 +82,54 @@ def prob_in_top_k(clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor,
     return torch.where(is_in, prob_if_in, prob_if_out)
 
 
+class RoutingStats:
+    """Routing statistics summed over training batches, on the device of the tokens.
+
+    ``sums`` (float64, length 2E+3) holds: assignments per expert [0:E], gate
+    mass per expert [E:2E], the summed per-token entropy of softmax(x W_g) over
+    all experts [2E], the token count [2E+1] and the assignments dropped by a
+    capacity limit [2E+2]. Kept on the device and read only when a hook asks,
+    so collecting costs no host synchronisation per step.
+    """
+
+    def __init__(self, experts: int):
+        self.experts = experts
+        self.sums: Tensor | None = None
+
+    def reset(self) -> None:
+        self.sums = None
+
+    def _row(self, like: Tensor) -> Tensor:
+        if self.sums is None:
+            self.sums = torch.zeros(2 * self.experts + 3, dtype=torch.float64, device=like.device)
+        return self.sums
+
+    @torch.no_grad()
+    def add_routing(self, clean: Tensor, idx: Tensor, w: Tensor) -> None:
+        """One batch: ``clean`` [T, E] logits without noise, ``idx``/``w`` [T, k] the routing."""
+        e = self.experts
+        sums = self._row(clean)
+        flat = idx.reshape(-1)
+        sums[:e] += _counts(idx, e).to(sums.dtype)
+        sums[e : 2 * e] += torch.zeros(e, dtype=sums.dtype, device=sums.device).scatter_add(
+            0, flat, w.detach().reshape(-1).to(sums.dtype)
+        )
+        logp = torch.log_softmax(clean.detach().to(sums.dtype), dim=-1)
+        sums[2 * e] += -(logp.exp() * logp).sum()
+        sums[2 * e + 1] += clean.shape[0]
+
+    @torch.no_grad()
+    def add_dropped(self, dropped: Tensor) -> None:
+        """Assignments a capacity limit dropped in one batch."""
+        sums = self._row(dropped)
+        sums[2 * self.experts + 2] += dropped.to(sums.dtype)
+
+
+def _collecting(stats: RoutingStats | None, module: nn.Module) -> bool:
+    """Whether this forward adds to ``stats``: training, eager, and asked for."""
+    return stats is not None and module.training and not torch.compiler.is_compiling()
+
+
 class NoisyTopKGate(nn.Module):
     """The router: ``x [T, D] -> (expert indices [T, k], gate weights [T, k], balance loss [])``.
 
@@ -95,6 +152,8 @@ class NoisyTopKGate(nn.Module):
         # Zero init, as in the paper: every expert starts equally likely.
         self.w_gate = nn.Parameter(torch.zeros(dim, experts))
         self.w_noise = nn.Parameter(torch.zeros(dim, experts)) if noisy else None
+        # Routing statistics, off (None) unless a training hook sets a RoutingStats.
+        self.usage: RoutingStats | None = None
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, experts={self.experts}, k={self.k}, noisy={self.noisy}, router={self.router!r}"
@@ -121,8 +180,12 @@ class NoisyTopKGate(nn.Module):
         """x [T, D] -> (indices [T, k] long, weights [T, k], weighted balance loss [])."""
         clean, noisy, std = self.logits(x, noise)
         if self.router == "switch":
-            return self._route_switch(noisy)
-        return self._route_topk(clean, noisy, std)
+            routed = self._route_switch(noisy)
+        else:
+            routed = self._route_topk(clean, noisy, std)
+        if _collecting(self.usage, self):
+            self.usage.add_routing(clean, routed[0], routed[1])  # type: ignore[union-attr]
+        return routed
 
     def _route_topk(self, clean: Tensor, noisy: Tensor, std: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         k, experts = self.k, self.experts
@@ -196,14 +259,42 @@ def dispatch(
     sizes, kept = _sizes(counts, kept_counts, tokens * k)
     compiling = torch.compiler.is_compiling()
     y = x.new_zeros(tokens, out)
+    if not compiling:
+        return _dispatch_eager(x, tok, wt, experts, sizes, kept, y), kept_counts.sum()
     start = 0
     for e, expert in enumerate(experts):
-        if compiling or kept[e] > 0:
-            te = tok.narrow(0, start, kept[e])
-            ye = expert(x.index_select(0, te)) * wt.narrow(0, start, kept[e]).unsqueeze(-1)
-            y = y.index_add(0, te, ye.to(y.dtype))
+        te = tok.narrow(0, start, kept[e])
+        ye = expert(x.index_select(0, te)) * wt.narrow(0, start, kept[e]).unsqueeze(-1)
+        y = y.index_add(0, te, ye.to(y.dtype))
         start = start + sizes[e]
     return y, kept_counts.sum()
+
+
+def _dispatch_eager(
+    x: Tensor, tok: Tensor, wt: Tensor, experts: Sequence[nn.Module], sizes: list[int], kept: list[int], y: Tensor
+) -> Tensor:
+    """The eager body of :func:`dispatch`: one gather, one split, one scatter.
+
+    Gathering and scattering per expert costs O(E * T) (each out-of-place
+    ``index_add`` copies ``y``; each ``index_select`` backward fills a zero
+    tensor of x's size), so the cost grew with E; a single gather split by
+    expert and a single ``index_add`` keep it O(T * k) (benchmarks/RESULTS.md).
+    """
+    xs, ws, ts = x.index_select(0, tok).split(sizes), wt.split(sizes), tok.split(sizes)
+    parts_t: list[Tensor] = []
+    parts_y: list[Tensor] = []
+    for e, expert in enumerate(experts):
+        n = kept[e]
+        if n == 0:
+            continue
+        xe, we, te = xs[e], ws[e], ts[e]
+        if n < sizes[e]:  # capacity: the heaviest `n` come first
+            xe, we, te = xe[:n], we[:n], te[:n]
+        parts_y.append((expert(xe) * we.unsqueeze(-1)).to(y.dtype))
+        parts_t.append(te)
+    if not parts_y:
+        return y
+    return y.index_add(0, torch.cat(parts_t), torch.cat(parts_y))
 
 
 def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], list[int]]:
@@ -245,4 +336,6 @@ class MixtureOfExperts(nn.Module):
         if self.capacity is not None:
             with torch.no_grad():
                 self.dropped_fraction.copy_(1.0 - kept.to(self.dropped_fraction.dtype) / idx.numel())
+            if _collecting(self.gate.usage, self):
+                self.gate.usage.add_dropped(idx.numel() - kept)  # type: ignore[union-attr]
         return y.reshape(*x.shape[:-1], self.out), loss

@@ -15,10 +15,27 @@ import struct
 import zipfile
 from typing import Any
 
+from dsl.diagnostics import Span
 from dsl.shapes import Sym, TensorType
 
 # numpy dtype codes -> dsl dtypes
 _KINDS = {"f": "float", "i": "long", "u": "long", "b": "bool"}
+_KIND_WORDS = {"c": "complex", "U": "text", "S": "bytes", "O": "Python objects", "V": "raw records",
+               "M": "dates", "m": "time deltas"}
+CSV_SCAN_LIMIT = 2**20  # bytes of CSV validated by `dsl check` (training always validates all)
+
+
+class DataError(ValueError):
+    """A data file that cannot be used: becomes diagnostic E0703. ``line``/``col``
+    locate the problem inside a text file (.csv); otherwise the diagnostic
+    points at the spec's ``data = ...``."""
+
+    code = "E0703"
+
+    def __init__(self, message: str, file: str, line: int = 0, col: int = 0, end_col: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.span = Span(file=file, line=line, col=col, end_line=line, end_col=max(end_col, col + 1)) if line else None
 
 
 def resolve_path(p: Any) -> str:
@@ -37,17 +54,143 @@ def _npy_header(fh: Any) -> dict[str, Any]:
 
 
 def npz_fields(path: str) -> dict[str, TensorType]:
+    """Field types from the ``.npy`` headers alone; refuses non-numeric dtypes,
+    scalars and fields whose row counts differ (ragged)."""
     out: dict[str, TensorType] = {}
-    with zipfile.ZipFile(path) as zf:
-        for member in zf.namelist():
-            if not member.endswith(".npy"):
-                continue
-            with zf.open(member) as fh:
-                header = _npy_header(fh)
-            shape = tuple(header["shape"])
-            dtype = _KINDS.get(header["descr"].lstrip("<>|=")[0], "float")
-            out[member[:-4]] = TensorType((Sym("B"),) + shape[1:], dtype)
+    rows: dict[str, int] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                if not member.endswith(".npy"):
+                    continue
+                with zf.open(member) as fh:
+                    header = _npy_header(fh)
+                name = member[:-4]
+                shape = tuple(header["shape"])
+                descr = header["descr"]
+                kind = descr.lstrip("<>|=")[0] if isinstance(descr, str) else "V"
+                if kind not in _KINDS:
+                    raise DataError(f"field `{name}` of {path} has dtype {descr!r} "
+                                    f"({_KIND_WORDS.get(kind, 'not numbers')}); fields must be float, integer "
+                                    "or bool arrays", path)  # fmt: skip
+                if not shape:
+                    raise DataError(f"field `{name}` of {path} is a scalar; every field needs a first axis of rows",
+                                    path)
+                rows[name] = int(shape[0])
+                out[name] = TensorType((Sym("B"),) + shape[1:], _KINDS[kind])
+    except (zipfile.BadZipFile, ValueError, KeyError, SyntaxError, struct.error, IndexError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path} is not a readable .npz archive ({type(exc).__name__}: {exc})", path) from None
+    _same_rows(rows, path)
     return out
+
+
+def _same_rows(rows: dict[str, int], path: str) -> None:
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"`{k}` {v}" for k, v in rows.items())
+        raise DataError(f"the fields of {path} have different numbers of rows ({listed}); "
+                        "every field needs one entry per row", path)
+
+
+def _field_cols(line: str) -> list[int]:
+    """1-based start column of each comma-separated field of a raw CSV line."""
+    cols, pos = [1], 0
+    while True:
+        pos = line.find(",", pos)
+        if pos < 0:
+            return cols
+        pos += 1
+        cols.append(pos + 1)
+
+
+def scan_csv(path: str, label: str, limit: int | None = None) -> list[str]:
+    """Validate a numeric CSV (pure Python) and return its header.
+
+    Every row must have the header's number of fields; every value must be a
+    finite number; the label column must hold integers. Problems raise
+    :class:`DataError` with the line and column of the offending field. With
+    ``limit`` only that many bytes are scanned (``dsl check`` stays quick)."""
+    import math
+
+    try:
+        fh = open(path, "rb")  # decoded line by line, so a bad byte has a line and column
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}", path) from None
+    with fh:
+        lines = _lines(fh, path)
+        header_line = next(lines, "")
+        header = next(csv.reader([header_line]), [])
+        names = [h.strip() for h in header]
+        if not names or names == [""]:
+            raise DataError(f"{path} has no header row of column names", path, 1, 1)
+        cols = _field_cols(header_line.rstrip("\r\n"))
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise DataError(f"column `{n}` appears twice in the header", path, 1, cols[min(i, len(cols) - 1)])
+        if label not in names:
+            raise DataError(f"no label column `{label}` in the header (columns: {', '.join(names)})", path, 1, 1,
+                            len(header_line.rstrip("\r\n")) + 1)
+        li = names.index(label)
+        seen = len(header_line)
+        for number, raw in enumerate(lines, start=2):
+            seen += len(raw)
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = line.split(",") if '"' not in line else next(csv.reader([line]))
+            try:  # the fast path: a well-formed row; positions are worked out only for an error
+                values = [float(t) for t in fields]
+                ok = len(fields) == len(names) and all(map(math.isfinite, values)) and values[li] == int(values[li])
+            except ValueError:
+                ok = False
+            if not ok:
+                _row_error(line, fields, names, li, path, number)
+            if limit is not None and seen > limit:
+                break
+    return names
+
+
+def _row_error(line: str, fields: list[str], names: list[str], li: int, path: str, number: int) -> None:
+    """Raise the DataError of a row that failed the fast check, at its field."""
+    import math
+
+    cols = _field_cols(line) if '"' not in line else _quoted_cols(line, fields)
+    if len(fields) != len(names):
+        col = cols[len(names)] if len(fields) > len(names) else len(line) + 1
+        raise DataError(f"row {number - 1} has {len(fields)} fields, the header has {len(names)} (ragged rows)",
+                        path, number, col)
+    for j, text in enumerate(fields):
+        where = (path, number, cols[j], cols[j] + max(len(text), 1))
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"column `{names[j]}` holds {text.strip()!r}, not a number", *where) from None
+        if not math.isfinite(value):
+            raise DataError(f"column `{names[j]}` holds {text.strip()} (not a finite number)", *where)
+        if j == li and value != int(value):
+            raise DataError(f"label column `{names[li]}` holds {text.strip()}; labels are class "
+                            "numbers 0, 1, 2, ...", *where)
+
+
+def _lines(fh: Any, path: str) -> Any:
+    for number, raw in enumerate(fh, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {number}",
+                            path, number, exc.start + 1) from None
+
+
+def _quoted_cols(line: str, fields: list[str]) -> list[int]:
+    """Field columns of a line with quotes: each field's text searched left to right."""
+    cols, pos = [], 0
+    for f in fields:
+        at = line.find(f, pos)
+        at = pos if at < 0 else at
+        cols.append(at + 1)
+        pos = at + len(f)
+    return cols
 
 
 def csv_columns(path: str) -> list[str]:
@@ -62,9 +205,7 @@ def file_fields(p: Any) -> dict[str, TensorType] | None:
     if path.endswith(".pt"):
         return None
     if path.endswith(".csv"):
-        cols = csv_columns(path)
-        if p.label not in cols:
-            raise ValueError(f"column `{p.label}` not in {path} (columns: {', '.join(cols)})")
+        cols = scan_csv(path, p.label, limit=CSV_SCAN_LIMIT)
         return {"x": TensorType((Sym("B"), len(cols) - 1)), "y": TensorType((Sym("B"),), "long")}
     fields = npz_fields(path)
     return _select(fields, p.fields)
@@ -75,7 +216,7 @@ def _select(fields: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:
         return fields
     missing = [w for w in wanted if w not in fields]
     if missing:
-        raise ValueError(f"no field {', '.join(missing)} in the file (it has: {', '.join(fields)})")
+        raise DataError(f"no field {', '.join(missing)} in the file (it has: {', '.join(fields)})", "")
     return {k: fields[k] for k in wanted}
 
 
@@ -84,24 +225,20 @@ def _read_tensors(path: str, p: Any) -> dict[str, Any]:
     import torch
 
     if path.endswith(".pt"):
-        obj = torch.load(path, weights_only=True)
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}: expected a dict of tensors")
-        return {k: torch.as_tensor(v) for k, v in obj.items()}
+        from .loaders import read_pt
+
+        return read_pt(path)
     if path.endswith(".csv"):
+        cols = scan_csv(path, p.label)  # precise errors (line and column) before numpy sees it
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-        cols, body = rows[0], np.array(rows[1:], dtype=np.float64)
+            rows = [r for r in csv.reader(fh) if any(f.strip() for f in r)]
+        body = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(cols))
         li = cols.index(p.label)
         x = np.delete(body, li, axis=1)
         return {"x": torch.tensor(x, dtype=torch.float32), "y": torch.tensor(body[:, li], dtype=torch.long)}
-    with np.load(path, allow_pickle=False) as z:
-        out = {}
-        for k in z.files:
-            a = z[k]
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            out[k] = t.float() if a.dtype.kind == "f" else (t.bool() if a.dtype.kind == "b" else t.long())
-        return out
+    from .loaders import read_npz
+
+    return read_npz(path)
 
 
 def load_file(p: Any, seed: int) -> Any:

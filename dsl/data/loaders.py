@@ -1,4 +1,12 @@
-"""Loading and generating the built-in sources (imports torch, numpy, scikit-learn)."""
+"""Loading and generating the built-in sources (imports torch, numpy, scikit-learn).
+
+Data files are untrusted input: ``.pt`` files are read with
+``torch.load(weights_only=True)`` (no arbitrary unpickling), ``.npz`` with
+``allow_pickle=False``, and every loaded field is validated (numeric dtype, one
+row per entry in every field, finite floats) before training sees it. Problems
+are :class:`~dsl.data.files.DataError`; :func:`load_data` turns them into
+diagnostics (E0703).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,93 @@ import numpy as np
 import torch
 
 from .base import EpisodeDataset, GraphDataset, ListDataset, TableDataset, collate_graphs, pad_bags
+from .files import DataError
+
+
+def load_data(cfg: Any) -> Any:
+    """``cfg.source.load(...)`` with data problems reported as diagnostics: at
+    the line and column of a text file, else at the spec's ``data = ...``."""
+    from dsl.diagnostics import Diagnostic, SpecError
+
+    try:
+        return cfg.source.load(cfg.source_params, cfg.seed)
+    except DataError as exc:
+        raise SpecError([Diagnostic(exc.code, exc.message, exc.span or cfg.data_span)]) from None
+
+
+def read_pt(path: str) -> dict[str, torch.Tensor]:
+    """A dict of tensors saved with ``torch.save``; anything needing arbitrary
+    unpickling is refused by ``weights_only=True``."""
+    import pickle
+    import re
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of hostile files
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise DataError(f"refused to load {path}: it holds Python objects, not only tensors{what}; "
+                        "data files are read with weights_only=True", path) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable torch file ({type(exc).__name__}: {exc})", path) from None
+    if not isinstance(obj, dict) or not obj:
+        raise DataError(f"{path} holds a {type(obj).__name__}; a .pt data file is a dict of tensors by field name",
+                        path)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise DataError(f"{path}: field name {k!r} is not an identifier", path)
+        try:
+            out[k] = torch.as_tensor(v)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise DataError(f"field `{k}` of {path} is not a tensor ({type(v).__name__}: {exc})", path) from None
+    return validate_fields(out, path)
+
+
+def read_npz(path: str) -> dict[str, torch.Tensor]:
+    """The arrays of an ``.npz`` (no pickled objects), as float/long/bool tensors."""
+    out: dict[str, torch.Tensor] = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for k in z.files:
+                a = z[k]
+                if a.dtype.kind not in "fiub":
+                    raise DataError(f"field `{k}` of {path} has dtype {a.dtype}; fields must be float, integer "
+                                    "or bool arrays", path)
+                t = torch.from_numpy(np.ascontiguousarray(a))
+                out[k] = t.float() if a.dtype.kind == "f" else (t.bool() if a.dtype.kind == "b" else t.long())
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError) as exc:  # object arrays need pickle: refused
+        raise DataError(f"{path} is not a readable .npz of numeric arrays ({type(exc).__name__}: {exc})",
+                        path) from None
+    return validate_fields(out, path)
+
+
+def validate_fields(fields: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """Numeric dtypes, a first axis of rows shared by all fields, finite floats."""
+    rows: dict[str, int] = {}
+    for k, t in fields.items():
+        if t.is_complex():
+            raise DataError(f"field `{k}` of {path} has dtype {t.dtype}; fields must be float, integer or bool", path)
+        if t.dim() == 0:
+            raise DataError(f"field `{k}` of {path} is a scalar; every field needs a first axis of rows", path)
+        rows[k] = int(t.shape[0])
+        if t.is_floating_point():
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                index = tuple(int(i) for i in bad.nonzero()[0])
+                value = t[index].item()
+                raise DataError(f"field `{k}` of {path} holds {value} at index {list(index)}; "
+                                "data must be finite numbers (no NaN or infinity)", path)
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"`{k}` {v}" for k, v in rows.items())
+        raise DataError(f"the fields of {path} have different numbers of rows ({listed}); "
+                        "every field needs one entry per row", path)
+    return fields
 
 
 def _split_indices(n: int, y: np.ndarray | None, val: float, test: float, seed: int) -> dict[str, np.ndarray]:
@@ -38,21 +133,26 @@ def split_table(tensors: dict[str, torch.Tensor], p: Any, seed: int) -> TableDat
     labels = y.numpy() if y is not None and y.dtype == torch.long and y.dim() == 1 else None
     idx = _split_indices(n, labels, p.val, p.test, seed)
     splits = {s: {k: v[torch.from_numpy(i)] for k, v in tensors.items()} for s, i in idx.items()}
-    if p.standardize:
-        _standardize(splits)
-    return TableDataset(splits, p.batch, seed)
+    scaling = _standardize(splits) if p.standardize else {}
+    dataset = TableDataset(splits, p.batch, seed)
+    dataset.scaling = scaling  # `dsl predict` scales new inputs the same way
+    return dataset
 
 
-def _standardize(splits: dict[str, dict[str, torch.Tensor]]) -> None:
+def _standardize(splits: dict[str, dict[str, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Scale float fields in place; return each field's (mean, std)."""
     # Statistics from the training split only, so val/test stay unseen.
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for k, v in splits["train"].items():
         if not v.is_floating_point():
             continue
         mean = v.mean(0, keepdim=True)
         std = v.std(0, keepdim=True).nan_to_num(1.0)
         std = torch.where(std > 0, std, torch.ones_like(std))
+        stats[k] = (mean, std)
         for s in splits:
             splits[s][k] = (splits[s][k] - mean) / std
+    return stats
 
 
 def _sklearn_arrays(loader: str) -> tuple[np.ndarray, np.ndarray]:

@@ -322,3 +322,50 @@ register_source(
         positional=("path",),
     )
 )
+
+
+# --------------------------------------------------------------------------- graph lists
+
+
+class GraphFileParams(SourceParams):
+    path: str = Field(description="a .pt file holding a list of torch_geometric Data graphs")
+    batch: int = Field(32, gt=0, description="graphs per batch")
+    val: float = Field(0.2, ge=0, lt=1, description="fraction of graphs held out for validation")
+    test: float = Field(0.2, gt=0, lt=1, description="fraction of graphs held out for testing")
+    seed: int | None = Field(None, description="split seed (default: the train section's seed)")
+    base_dir: str = Field("", description="directory relative paths are resolved against (the spec's)")
+
+    @field_validator("path")
+    @classmethod
+    def _suffix(cls, v: str) -> str:
+        if not v.endswith(".pt"):
+            raise ValueError("graphs() reads a .pt file (a list of torch_geometric Data)")
+        return v
+
+
+def _graph_file_fields(p: GraphFileParams) -> dict[str, TensorType] | None:
+    from .graphfiles import graph_fields
+
+    return graph_fields(p)
+
+
+def _graph_file_load(p: GraphFileParams, seed: int) -> Any:
+    from .graphfiles import load_graph_file
+
+    return load_graph_file(p, seed)
+
+
+register_source(
+    Source(
+        "graphs",
+        "graphs",
+        GraphFileParams,
+        _graph_file_fields,
+        _graph_file_load,
+        doc="a list of PyG `Data` graphs saved with torch.save (loaded with weights_only=True), split "
+        "60/20/20 by graph (stratified by a graph-level integer y) and batched as PyG does: x [N, F], "
+        "edge_index [2, E] long, batch [N] long, y [G] or [N] (node- or graph-level), other tensor "
+        "attributes by their level; fields are read from the file without torch for `dsl check`",
+        positional=("path",),
+    )
+)

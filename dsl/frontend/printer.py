@@ -13,10 +13,19 @@ after it; any other comment is printed on its own line before the next
 statement, header or ``}``; what follows everything goes at the end. Printing
 is idempotent, and parsing the output gives the same IR (spans aside).
 Pure Python.
+
+YAML specs print the same way: their comments carry positions too. YAML has
+no ``}``, so a comment belongs inside a block only when it is indented deeper
+than the block's key. In YAML, lines such as ``nodes:`` separate statements,
+so a gap there is not a line count but a blank line, which the YAML reader
+records as a comment with empty text (a marker, never printed).
+:func:`layout` exposes the placement so that the YAML writer
+(``yaml_comments.decorate``) puts comments and blank lines in the same places.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,7 +57,14 @@ from ..ir import (
     Wildcard,
 )
 
-__all__ = ["to_text", "expr_to_text", "dim_to_text", "shape_to_text"]
+__all__ = [
+    "Layout",
+    "dim_to_text",
+    "expr_to_text",
+    "layout",
+    "shape_to_text",
+    "to_text",
+]
 
 INDENT = "    "
 
@@ -155,6 +171,7 @@ class _Unit:
     key: _Key
     start: _Pos
     end: _Pos  # for a header: its start, so that "after it on its line" is trailing
+    last_line: int = 0  # for a closer: the last line of its body
 
 
 @dataclass
@@ -166,6 +183,7 @@ class _Comments:
     first_line: dict[_Key, int] = field(default_factory=dict)  # incl. leading comments
     end_line: dict[_Key, int] = field(default_factory=dict)
     rest: list[Comment] = field(default_factory=list)
+    blank_lines: list[int] = field(default_factory=list)  # YAML: the source's blank lines
 
 
 def _known(node: Node) -> bool:
@@ -181,16 +199,20 @@ def _end(node: Node) -> _Pos:
 
 
 def _body_units(owner: Node, body: Iterable[Node]) -> Iterable[_Unit]:
+    last = owner.span.line
     if _known(owner):
         yield _Unit(("h", id(owner)), _start(owner), _start(owner))
     for stmt in body:
         if isinstance(stmt, Repeat):
-            yield from _body_units(stmt, stmt.body)
+            for u in _body_units(stmt, stmt.body):
+                last = max(last, u.last_line or u.end[0])
+                yield u
         elif _known(stmt):
+            last = max(last, stmt.span.end_line)
             yield _Unit(("n", id(stmt)), _start(stmt), _end(stmt))
     if _known(owner):
         close = (owner.span.end_line, max(owner.span.end_col - 1, 1))
-        yield _Unit(("c", id(owner)), close, close)
+        yield _Unit(("c", id(owner)), close, close, last)
 
 
 def _units(spec: Spec) -> list[_Unit]:
@@ -206,25 +228,74 @@ def _units(spec: Spec) -> list[_Unit]:
     return units
 
 
+def _closer_cols(spec: Spec) -> dict[_Key, int]:
+    """YAML has no ``}``: a comment belongs inside a block (before its closer)
+    only when it is indented deeper than the block's key. The column of that key,
+    per closer; top-level sections have theirs in column 1."""
+    cols: dict[_Key, int] = {}
+
+    def body(stmts: Iterable[object]) -> None:
+        for s in stmts:
+            if isinstance(s, Repeat):
+                cols[("c", id(s))] = max(s.span.col - 2, 1)  # the `- ` before `repeat:`
+                body(s.body)
+
+    for b in spec.blocks:
+        cols[("c", id(b))] = b.span.col
+        body(b.body)
+    if spec.model is not None:
+        cols[("c", id(spec.model))] = 1
+        body(spec.model.body)
+    if spec.train is not None:
+        cols[("c", id(spec.train))] = 1
+    return cols
+
+
 def _assign_comments(spec: Spec) -> _Comments:
+    """Give every comment to a unit: the one it trails on the same line, else the
+    first unit (in source order) that ends after it, else the end of the file.
+    Indexed by line and by a running maximum of ends, so that it stays fast on
+    files with many thousands of statements and comments."""
     out = _Comments()
     units = _units(spec)
+    by_end_line: dict[int, list[_Unit]] = {}
+    reach: list[_Pos] = []  # reach[i]: the largest end among units[: i + 1]
     for u in units:
         out.first_line[u.key] = u.start[0]
         out.end_line[u.key] = u.end[0]
+        by_end_line.setdefault(u.end[0], []).append(u)
+        reach.append(max(reach[-1], u.end) if reach else u.end)
+    # YAML closers sit where the next key starts: never the owner of a comment on that line.
+    closer_cols = _closer_cols(spec) if spec.format == "yaml" else {}
+    if spec.format == "yaml":  # no `}` line: a block ends where its body does
+        for u in units:
+            if u.key[0] == "c":
+                out.end_line[u.key] = u.last_line
     for c in sorted(spec.comments, key=lambda c: (c.span.line, c.span.col)):
         where: _Pos = (c.span.line, c.span.col)
+        if not c.text:  # a blank-line marker of the YAML reader
+            out.blank_lines.append(c.span.line)
+            continue
         if c.span.line <= 0:
             out.rest.append(c)
             continue
         # After something on the same line: that thing's trailing comment.
-        before = [u for u in units if u.end[0] == where[0] and u.end <= where]
+        before = [
+            u for u in by_end_line.get(where[0], ()) if u.end <= where and u.key not in closer_cols
+        ]
         if before:
             owner = max(before, key=lambda u: u.end)
             if owner.key not in out.trailing:
                 out.trailing[owner.key] = c
                 continue
-        nxt = next((u for u in units if u.end > where), None)
+        nxt = None
+        for i in range(
+            bisect.bisect_right(reach, where), len(units)
+        ):  # the first whose end is past `where`
+            u = units[i]
+            if u.end > where and c.span.col > closer_cols.get(u.key, 0):
+                nxt = u
+                break
         if nxt is None:
             out.rest.append(c)
         else:
@@ -237,16 +308,25 @@ def _assign_comments(spec: Spec) -> _Comments:
 
 
 class _Writer:
-    def __init__(self, comments: _Comments):
+    def __init__(self, comments: _Comments, blank_lines: list[int] | None = None):
         self.c = comments
         self.lines: list[str] = []
+        self.blank_lines = blank_lines  # YAML: where the source had blank lines
+        self.gapped: set[_Key] = set()  # keys printed after a blank line
 
-    def emit(self, key: _Key, depth: int, text: str, prev: _Key | None = None,
-             comment_depth: int | None = None) -> None:
+    def emit(
+        self,
+        key: _Key,
+        depth: int,
+        text: str,
+        prev: _Key | None = None,
+        comment_depth: int | None = None,
+    ) -> None:
         """Write one line with its comments; a blank line first where the source
         had one between ``prev`` and this line."""
         if prev is not None and self._gap(prev, key):
             self.lines.append("")
+            self.gapped.add(key)
         pad = INDENT * (depth if comment_depth is None else comment_depth)
         for com in self.c.leading.get(key, ()):
             self.lines.append(pad + com.text)
@@ -256,7 +336,12 @@ class _Writer:
     def _gap(self, prev: _Key, key: _Key) -> bool:
         end = self.c.end_line.get(prev)
         first = self.c.first_line.get(key)
-        return end is not None and first is not None and first - end > 1
+        if end is None or first is None:
+            return False
+        if self.blank_lines is not None:  # YAML: key lines such as `nodes:` are no gap
+            i = bisect.bisect_right(self.blank_lines, end)
+            return i < len(self.blank_lines) and self.blank_lines[i] < first
+        return first - end > 1
 
     def blank(self) -> None:
         if self.lines and self.lines[-1] != "":
@@ -323,9 +408,27 @@ def _write_train(w: _Writer, t: TrainSection) -> None:
     w.emit(("c", id(t)), 0, "}", comment_depth=1)
 
 
+@dataclass
+class Layout:
+    """The canonical text and the decisions behind it, which the YAML writer
+    reuses to put the same comments and blank lines in the same places."""
+
+    text: str
+    comments: _Comments
+    gapped: set[_Key]
+
+
 def to_text(spec: Spec) -> str:
-    """The canonical text of a spec; comments kept where the spans say."""
-    w = _Writer(_assign_comments(spec))
+    """The canonical text of a spec; comments and blank lines between
+    statements kept where the spans say."""
+    return layout(spec).text
+
+
+def layout(spec: Spec) -> Layout:
+    """:func:`to_text` with the comment placement and blank lines it chose."""
+    comments = _assign_comments(spec)
+    blanks = sorted(comments.blank_lines) if spec.format == "yaml" else None
+    w = _Writer(comments, blanks)
     prev: _Key | None = None
     for group in (spec.params, spec.uses):
         for node in group:
@@ -352,4 +455,5 @@ def to_text(spec: Spec) -> str:
         w.lines.append(com.text)
     while w.lines and w.lines[-1] == "":
         w.lines.pop()
-    return "\n".join(w.lines) + "\n" if w.lines else ""
+    text = "\n".join(w.lines) + "\n" if w.lines else ""
+    return Layout(text, w.c, w.gapped)

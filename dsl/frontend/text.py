@@ -1167,8 +1167,9 @@ class _Builder:
         try:
             return int(tok)
         except ValueError:  # Python refuses to convert over 4300 digits
-            raise _error("number too long", span, "an integer literal this long cannot be a size",
-                         code="E0102") from None
+            limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
+            raise _error(f"number too long: {len(str(tok)):,} digits (the limit is {limit:,})", span,
+                         "an integer literal this long cannot be a size", code="E0102") from None
 
     def string(self, tok: Token) -> str:
         return _unescape(str(tok)[1:-1])

@@ -770,6 +770,21 @@ def _syntax_error(exc: yaml.YAMLError, file: str) -> Diagnostic:
     return d
 
 
+def _length_error(text: str, file: str) -> Diagnostic | None:
+    """The text front end's size limits (file and line length), checked first."""
+    from .text import MAX_CHARS, MAX_LINE
+
+    if len(text) > MAX_CHARS:
+        return Diagnostic("E0102", f"file too long: {len(text):,} characters (the limit is {MAX_CHARS:,})",
+                          Span(file=file, line=1, col=1, end_line=1, end_col=2), label="the file starts here")  # fmt: skip
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE:
+            span = Span(file=file, line=number, col=MAX_LINE + 1, end_line=number, end_col=MAX_LINE + 2)
+            return Diagnostic("E0102", f"line too long: {len(line):,} characters (the limit is {MAX_LINE:,})", span,
+                              label="the line is cut here")  # fmt: skip
+    return None
+
+
 def _flow_depth_error(text: str, file: str) -> Diagnostic | None:
     """Refuse deeply nested ``[[[...`` before PyYAML sees it: its scanner is
     quadratic in the flow nesting depth. Quotes and comments are skipped."""
@@ -800,42 +815,124 @@ def _flow_depth_error(text: str, file: str) -> Diagnostic | None:
     return None
 
 
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [x for kv in node.value for x in kv]
+    return []
+
+
+def _mark_span(node: Node, file: str) -> Span:
+    m = node.start_mark
+    return Span(file=file, line=m.line + 1, col=m.column + 1, end_line=m.line + 1, end_col=m.column + 2)
+
+
 def _expansion_error(root: Node | None, file: str) -> Diagnostic | None:
-    """Count nodes with aliases expanded, cheaply and before any conversion, so
-    that an alias bomb (or a recursive alias) is refused at once."""
-    stack = [root] if root is not None else []
-    seen = 0
+    """Refuse an alias bomb (or a recursive alias) before any conversion.
+
+    The composed document is a graph in which an alias is the anchored node
+    itself, so the size with aliases expanded is computed once per distinct node
+    (memoised, iterative, capped at MAX_NODES + 1): linear in the text. The
+    diagnostic points at the smallest node that alone expands past the limit,
+    which is where the aliases multiply."""
+    if root is None:
+        return None
+    cap = MAX_NODES + 1
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    culprit: Node | None = None
     while stack:
-        node = stack.pop()
-        seen += 1
-        if seen > MAX_NODES:
-            m = node.start_mark
-            span = Span(file=file, line=m.line + 1, col=m.column + 1, end_line=m.line + 1, end_col=m.column + 2)
-            return Diagnostic("E0801", f"the YAML expands to more than {MAX_NODES} nodes", span,
-                              label="too many nodes (an alias bomb?)",
-                              help="aliases (*name) copy what they point to; nest fewer of them")  # fmt: skip
-        if isinstance(node, SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, MappingNode):
-            for k, v in node.value:
-                stack.append(k)
-                stack.append(v)
-    return None
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            on_path.discard(key)
+            kids = _children(node)
+            total = min(cap, 1 + sum(size[id(k)] for k in kids))
+            size[key] = total
+            if total == cap and culprit is None and all(size[id(k)] < cap for k in kids):
+                culprit = node
+            continue
+        if key in size:
+            continue
+        if key in on_path:  # an alias inside its own anchor
+            return Diagnostic("E0801", "recursive YAML alias: a node contains itself", _mark_span(node, file),
+                              label="this anchored node is used inside itself")  # fmt: skip
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node) if id(k) not in size)
+    if size.get(id(root), 0) < cap:
+        return None
+    where = culprit if culprit is not None else root
+    return Diagnostic("E0801", f"the YAML expands to more than {MAX_NODES} nodes", _mark_span(where, file),
+                      label="this node alone expands past the limit (an alias bomb?)",
+                      help="aliases (*name) copy what they point to; nest fewer of them")  # fmt: skip
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        super().__init__("too deep")
+        self.mark = mark
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """The safe loader, stopping as soon as nodes nest deeper than MAX_DEPTH:
+    PyYAML's composer is recursive, and a deeply indented document is large
+    (quadratic in its depth), so stopping early keeps rejection fast."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:  # the document's root is level 0 for _Reader.visit
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def _deep_block_error(text: str, file: str) -> Diagnostic:
+    """Where block-style nesting first goes deeper than MAX_DEPTH (PyYAML's
+    composer is recursive; its event parser is not, so it can locate the spot)."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH + 1:  # the document's root is level 0 for _Reader.visit
+                    m = event.start_mark
+                    span = Span(file=file, line=m.line + 1, col=m.column + 1, end_line=m.line + 1,
+                                end_col=m.column + 2)  # fmt: skip
+                    return Diagnostic("E0102", f"the YAML is nested more than {MAX_DEPTH} levels deep", span,
+                                      label="nested too deeply")  # fmt: skip
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        pass
+    return Diagnostic("E0102", f"the YAML is nested more than {MAX_DEPTH} levels deep", Span(file=file, line=1, col=1))
 
 
 def parse_yaml(text: str, file: str = "<input>") -> Spec:
     """Parse a YAML spec into the IR; raise SpecError with every problem found."""
     reader = _Reader(file)
-    too_deep = _flow_depth_error(text, file)
+    too_deep = _length_error(text, file) or _flow_depth_error(text, file)
     if too_deep is not None:
         raise SpecError([too_deep], {file: text})
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_DepthLimitedLoader)
+    except _TooDeep as exc:
+        span = Span(file=file, line=exc.mark.line + 1, col=exc.mark.column + 1, end_line=exc.mark.line + 1,
+                    end_col=exc.mark.column + 2)  # fmt: skip
+        d = Diagnostic("E0102", f"the YAML is nested more than {MAX_DEPTH} levels deep", span, label="nested too deeply")
+        raise SpecError([d], {file: text}) from None
     except yaml.YAMLError as exc:
         raise SpecError([_syntax_error(exc, file)], {file: text}) from None
     except RecursionError:
-        d = Diagnostic("E0102", "the YAML is nested too deeply", Span(file=file, line=1, col=1))
-        raise SpecError([d], {file: text}) from None
+        raise SpecError([_deep_block_error(text, file)], {file: text}) from None
     too_big = _expansion_error(root, file)
     if too_big is not None:
         raise SpecError([too_big], {file: text})
@@ -845,7 +942,9 @@ def parse_yaml(text: str, file: str = "<input>") -> Spec:
         spec = None
     if reader.diags or spec is None:
         raise SpecError(reader.diags, {file: text})
-    return spec
+    from .yaml_comments import extract_comments
+
+    return spec.model_copy(update={"comments": extract_comments(text, file)})
 
 
 # --------------------------------------------------------------------------- writer
@@ -1059,7 +1158,7 @@ def _train_value(e: Expr) -> Any:
 
 def to_yaml(spec: Spec) -> str:
     """The YAML form of a spec: deterministic, block style, one line per node.
-    Comments are dropped."""
+    Comments and blank lines are kept where the text printer would put them."""
     doc: dict[str, Any] = {}
     if spec.params:
         doc["params"] = {p.name: _with_value(p.value) for p in spec.params}
@@ -1071,11 +1170,14 @@ def to_yaml(spec: Spec) -> str:
         doc["model"] = _block(spec.model)
     if spec.train is not None:
         doc["train"] = {e.key: _train_value(e.value) for e in spec.train.entries} or _Flow({})
+    from .yaml_comments import decorate
+
     if not doc:
-        return "{}\n"
+        return decorate(spec, "{}\n")
     lines: list[str] = []
     _emit(doc, 0, lines)
-    return "\n".join(lines) + "\n"
+
+    return decorate(spec, "\n".join(lines) + "\n")
 
 
 __all__ = ["MAX_NODES", "check_identifier", "parse_yaml", "plain_scalar", "to_yaml"]

@@ -17,6 +17,7 @@ from dsl.shapes import DimConflict, DimEnv, ShapeCall, ShapeError, Sym, TensorTy
 from .config import TrainConfig, resolve_train
 from .exprs import NotConstant, const_value, param_values
 from .functions import FUNCTIONS, TrainFn, accepts, lookup_fn
+from .hooks.push import check_push
 
 
 def data_fields(cfg: TrainConfig, diags: list[Diagnostic]) -> dict[str, TensorType] | None:
@@ -27,7 +28,11 @@ def data_fields(cfg: TrainConfig, diags: list[Diagnostic]) -> dict[str, TensorTy
         return cfg.source.field_types(cfg.source_params)
     except FileNotFoundError as exc:
         diags.append(Diagnostic("E0702", f"data file not found: {exc}", cfg.data_span))
-    except (ValueError, OSError, KeyError) as exc:
+    except ValueError as exc:
+        span = getattr(exc, "span", None)  # a DataError knows the line and column in a .csv
+        code = getattr(exc, "code", "E0401")
+        diags.append(Diagnostic(code, f"bad data file: {exc}", span or cfg.data_span))
+    except (OSError, KeyError) as exc:
         diags.append(Diagnostic("E0401", f"cannot read the data file: {exc}", cfg.data_span))
     return None
 
@@ -273,6 +278,7 @@ def check_train(
     if spec.train is None:
         return []
     cfg, diags = resolve_train(spec, overrides)
+    diags.extend(check_push(spec, cfg, overrides))
     declared = data_fields(cfg, diags)
     fields = _fresh_fields(declared, env) if declared is not None else None
     if fields is not None:

@@ -16,11 +16,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsl.diagnostics import SpecError
+from dsl.guards import InputError
 
 from .check import data_dims, train_config
 from .config import TrainConfig
 from .exprs import param_values
-from .rundir import MODEL_FILE, ResumeError, RunDir, default_dir, spec_hash, spec_text, versions
+from .rundir import (
+    MODEL_FILE,
+    ResumeError,
+    RunDir,
+    RunDirError,
+    default_dir,
+    spec_hash,
+    spec_text,
+    versions,
+)
 
 
 class RunProblem(Exception):
@@ -68,7 +78,8 @@ def prepare(args: argparse.Namespace, epochs: int | None = None) -> Prepared:
         raise RunProblem(f"{spec.file} has no `train` section")
     cfg = train_config(spec, overrides, {"epochs": epochs})
     dims = {**data_dims(spec, overrides), **user_dims}
-    errors = [d for d in dsl.check(spec, dims, **overrides) if d.severity == "error"]
+    max_params = getattr(args, "max_params", None)
+    errors = [d for d in dsl.check(spec, dims, max_params=max_params, **overrides) if d.severity == "error"]
     if errors:
         raise SpecError(errors)
     text = spec_text(spec)
@@ -86,11 +97,17 @@ def _report(err: Exception, args: argparse.Namespace) -> int:
     if isinstance(err, _usage_error()):
         print(f"dsl: error: {err}", file=sys.stderr)
         return 2
-    if isinstance(err, (RunProblem, ResumeError)):
+    if isinstance(err, (RunProblem, ResumeError, RunDirError, InputError)) or _stopped(err):
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"error: {type(err).__name__}: {err}\n  (run again with --debug for the traceback)", file=sys.stderr)
     return 1
+
+
+def _stopped(err: Exception) -> bool:
+    """A NaN/inf stop of the trainer, tested without importing the trainer (and torch) for it."""
+    trainer = sys.modules.get("dsl.train.trainer")
+    return trainer is not None and isinstance(err, trainer.NonFiniteLoss)
 
 
 def _guarded(fn: Any, args: argparse.Namespace) -> int:
@@ -104,6 +121,13 @@ def _guarded(fn: Any, args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- train
+
+
+def _load_data(cfg: TrainConfig) -> Any:
+    """The data set; a bad data file is a diagnostic (E0703), not a traceback."""
+    from dsl.data.loaders import load_data
+
+    return load_data(cfg)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,6 +160,8 @@ def _run_dir(args: argparse.Namespace, p: Prepared) -> tuple[RunDir, bool]:
         path = out or _latest_run(name)
         if path is None or not RunDir(path).exists():
             raise RunProblem(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}")
+        RunDir(path).probe()
+        RunDir(path).recover()  # finish or drop a checkpoint write that a kill interrupted
         meta = RunDir(path).read_meta()
         if meta.get("spec_hash") != p.hash:
             raise ResumeError(
@@ -147,6 +173,7 @@ def _run_dir(args: argparse.Namespace, p: Prepared) -> tuple[RunDir, bool]:
     path = out or default_dir(name)
     if RunDir(path).exists():
         raise RunProblem(f"{path} already holds a run: pass --resume to continue it, or another --out")
+    RunDir(path).probe()  # an unwritable or full output directory fails here, before any training
     return RunDir(path), False
 
 
@@ -176,8 +203,12 @@ def _train(args: argparse.Namespace) -> int:
         if device == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         _seed_everything(p.cfg.seed)
-        model = dsl.compile(p.spec, p.dims, return_dict=True, with_aux=True, **p.overrides)
-        data = p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
+        model = dsl.compile(p.spec, p.dims, return_dict=True, with_aux=True,
+                            max_params=getattr(args, "max_params", None),
+                            guards=not getattr(args, "no_guards", False), **p.overrides)
+        if run is not None and rank == 0:
+            run.check_space(_checkpoint_bytes(model))
+        data = _load_data(p.cfg)
         meta = {
             "model": p.spec.model.name if p.spec.model else None,
             "spec_file": os.path.abspath(p.spec.file),
@@ -214,6 +245,12 @@ def _train(args: argparse.Namespace) -> int:
             dist.destroy_process_group()
 
 
+def _checkpoint_bytes(model: Any) -> int:
+    """Room a checkpoint needs: weights, best weights and optimizer moments (x2 while a commit is pending)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 8 * weights + 2**20
+
+
 def _finish(args: argparse.Namespace, trainer: Any, history: list, run: RunDir | None, final_table: Any) -> None:
     if getattr(args, "json", False):
         print(json.dumps({"run_dir": run.path if run else None, "last": history[-1] if history else None,
@@ -223,6 +260,11 @@ def _finish(args: argparse.Namespace, trainer: Any, history: list, run: RunDir |
 
     console = Console(file=sys.stdout)
     console.print(final_table(history, trainer.data.eval_splits, trainer.best))
+    if not getattr(args, "quiet", False):
+        # Hooks with something to show at the end (expert usage, final sparsity) define summary().
+        for hook in trainer.hooks:
+            for renderable in getattr(hook, "summary", lambda _t: [])(trainer):
+                console.print(renderable)
     if run is not None:
         console.print(f"run directory: {run.path}")
 
@@ -301,7 +343,8 @@ def _from_checkpoint(args: argparse.Namespace) -> tuple[Prepared, Any, RunDir]:
     text = spec_text(spec)
     p = Prepared(spec, cfg, args_set, all_dims, text, spec_hash(text, args_set, all_dims))
     torch.manual_seed(cfg.seed)
-    model = dsl.compile(spec, all_dims, return_dict=True, with_aux=False, **args_set)
+    model = dsl.compile(spec, all_dims, return_dict=True, with_aux=False,
+                        max_params=getattr(args, "max_params", None), **args_set)
     weights, _ = run.load_weights()
     try:
         model.load_state_dict(weights)
@@ -318,7 +361,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     p, model, run = _from_checkpoint(args)
-    data = p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
+    data = _load_data(p.cfg)
     device = getattr(args, "device", "cpu") or "cpu"
     trainer = Trainer(model, p.cfg, data, param_values(p.spec, p.overrides), device=device, verbose=False)
     splits = ("test",) if "test" in data.eval_splits else data.eval_splits
@@ -368,21 +411,41 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _predict_inputs(args: argparse.Namespace, p: Prepared) -> dict[str, Any]:
-    """The data file's arrays as given (no split, no scaling), or the spec's test split."""
+    """The data file's arrays (all rows, scaled as in training), or the spec's test split."""
     path = getattr(args, "data", None)
     if path:
         if not os.path.exists(path):
             raise RunProblem(f"data file not found: {path}")
-        from dsl.data.files import _read_tensors
+        from dsl.data.files import DataError, _read_tensors
         from dsl.data.sources import FileParams
+        from dsl.diagnostics import Diagnostic, Span
 
-        return _read_tensors(path, FileParams(path=path))
+        try:
+            tensors = _read_tensors(path, FileParams(path=path))
+        except DataError as exc:
+            raise SpecError([Diagnostic(exc.code, exc.message, exc.span or Span(file=path))]) from None
+        return _predict_scaled(tensors, p)
     import torch
 
-    data = p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
+    data = _load_data(p.cfg)
     split = "test" if "test" in data.eval_splits else data.eval_splits[0]
     batches = list(data.batches(split))
     return {k: torch.cat([b[k] for b in batches]) for k in batches[0]} if len(batches) > 1 else batches[0]
+
+
+def _predict_scaled(tensors: dict[str, Any], p: Prepared) -> dict[str, Any]:
+    """Standardise a data file's float fields as training did, when the spec's source
+    standardises (``digits()``, ``file(..., standardize=true)``): with the training
+    split's mean and std, recomputed from the source and the run's seed."""
+    if not getattr(p.cfg.source_params, "standardize", False):
+        return tensors
+    from dsl.data.base import apply_scaling
+
+    data = _load_data(p.cfg)
+    try:
+        return apply_scaling(tensors, getattr(data, "scaling", {}))
+    except ValueError as exc:
+        raise RunProblem(f"cannot standardise the data file as in training: {exc}") from None
 
 
 def _write_predictions(path: str, out: dict[str, Any]) -> None:

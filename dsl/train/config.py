@@ -21,7 +21,8 @@ from dsl.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
 from .exprs import NotConstant, const_value, expr_text, param_values
 from .functions import lookup_fn
 
-KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop")
+KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
+        "push_every", "prune")
 
 
 class _Strict(BaseModel):
@@ -101,6 +102,8 @@ class TrainConfig:
     batch: int | None = None
     grad_clip: float | None = None
     early_stop: EarlyStop | None = None
+    push_every: int | None = None  # ProtoPNet push every n epochs (dsl/train/hooks/push.py)
+    prune: Any = None  # gradual magnitude pruning (dsl/train/hooks/pruning.py: Prune)
 
 
 class _Ctx:
@@ -167,7 +170,7 @@ def resolve_train(
             ctx.err("E0203", f"train key `{e.key}` given twice", _key_span(e))
             continue
         seen[e.key] = e
-    for key in ("epochs", "seed", "batch", "grad_clip"):
+    for key in ("epochs", "seed", "batch", "grad_clip", "push_every"):
         if key in seen:
             _scalar(ctx, cfg, seen[key])
     for key, value in (train_overrides or {}).items():
@@ -189,6 +192,10 @@ def resolve_train(
         cfg.schedule = _choice(ctx, seen["schedule"], SCHEDULES, "schedule")
     if "early_stop" in seen:
         _early_stop(ctx, cfg, seen["early_stop"])
+    if "prune" in seen:
+        from .hooks.pruning import resolve_prune
+
+        cfg.prune = resolve_prune(ctx, seen["prune"])
     return cfg, ctx.diags
 
 

@@ -27,6 +27,10 @@ from .hooks import Hook, make_hooks
 from .rundir import BEST_FILE, ResumeError, RunDir
 
 
+class NonFiniteLoss(Exception):
+    """The loss (or the weights) became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+
 def input_names(model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
     declared = getattr(model, "dsl_inputs", None)
     if declared:
@@ -182,6 +186,7 @@ class Trainer:
                     aux = names[key]
                     total = total + weight * aux
                     terms[key] = float(aux.detach())
+            self._stop_if_not_finite(terms, epoch, steps)  # before the step: the weights stay good
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             if self.cfg.grad_clip is not None:
@@ -220,6 +225,26 @@ class Trainer:
 
             dist.all_reduce(acc)
         return {k: (float(acc[2 * i] / acc[2 * i + 1]) if acc[2 * i + 1] > 0 else math.nan) for i, k in enumerate(names_)}
+
+    def _stop_if_not_finite(self, terms: dict[str, float], epoch: int, step: int) -> None:
+        bad = next(((k, v) for k, v in terms.items() if not math.isfinite(v)), None)
+        if self.world > 1:  # every rank stops together; one raising alone would hang the others
+            import torch.distributed as dist
+
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            if bad is None and float(flag) > 0:
+                bad = ("loss on another rank", math.nan)
+        if bad is not None:
+            raise NonFiniteLoss(f"{bad[0]} is {bad[1]} at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                                f"{self._kept(self.epoch)} Lower the learning rate, set grad_clip, or check the data for "
+                                "NaN/inf values")
+
+    def _kept(self, epoch: int) -> str:
+        """Which checkpoint survives a stop; ``epoch``: the last one completed and saved."""
+        if self.run is None or epoch == 0:
+            return "No checkpoint was written."
+        return f"The last good checkpoint (epoch {epoch}) is kept in {self.run.path}."
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
         if self.world == 1 or not values:
@@ -285,6 +310,10 @@ class Trainer:
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint (all ranks load it)."""
         run = RunDir(self.run.path if self.run else self.meta["run_dir"])
+        if not run.has_checkpoint():  # killed before its first checkpoint: start from the beginning
+            if self.run is not None:
+                self.run.truncate_metrics(0)
+            return
         st = run.load_state()
         weights, w_epoch = run.load_weights()
         if w_epoch is not None and w_epoch != int(st["epoch"]):
@@ -298,6 +327,10 @@ class Trainer:
             self.history = self.run.read_metrics()
 
     def checkpoint(self) -> None:
+        # Every rank checks (DDP keeps the weights equal), so all stop together.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise NonFiniteLoss(f"the weights are not finite after epoch {self.epoch}: training stopped. "
+                                f"{self._kept(self.epoch - 1)} Lower the learning rate or set grad_clip")
         if self.run is None:
             return
         self.run.save_weights(self.model.state_dict(), self.epoch)

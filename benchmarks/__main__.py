@@ -1,0 +1,79 @@
+"""``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from benchmarks.harness import (
+    Context,
+    command_line,
+    discover,
+    module_name,
+    render_section,
+    run_module,
+    write_report,
+)
+
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+PREAMBLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where tensors live")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per case")
+    p.add_argument("--warmup", type=int, default=None, help="untimed rounds before timing")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: stable on a shared machine; 0: torch's default)")
+    p.add_argument("--out", default=DEFAULT_OUT, help="report file (markdown)")
+    p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    return p.parse_args(argv)
+
+
+def preamble() -> list[str]:
+    """Hand-written context kept next to the numbers (profiling notes, before/after)."""
+    if not os.path.exists(PREAMBLE_FILE):
+        return []
+    with open(PREAMBLE_FILE, encoding="utf-8") as f:
+        return [f.read().rstrip(), ""]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    modules = discover(args.only)
+    if args.list:
+        for m in modules:
+            print(f"{module_name(m):12} {getattr(m, 'TITLE', '')}")
+        return 0
+    repeats = args.repeats or (5 if args.quick else 15)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    if args.threads:
+        # Before torch is imported, so that its thread pools (and subprocesses') agree.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    ctx = Context(quick=args.quick, device=args.device, repeats=repeats, warmup=warmup,
+                  threads=args.threads or None)
+    sections = []
+    for m in modules:
+        name = module_name(m)
+        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        section = run_module(m, ctx)
+        sections.append(section)
+        print(render_section(section), flush=True)
+        status = "FAILED" if section.error else "done"
+        print(f"[benchmarks] {name} {status} in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr, flush=True)
+    write_report(args.out, sections, ctx, command_line(argv), preamble())
+    print(f"[benchmarks] wrote {args.out}", file=sys.stderr)
+    return 1 if any(s.error for s in sections) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

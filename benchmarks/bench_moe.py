@@ -1,0 +1,153 @@
+"""Mixture of experts: time per token of forward+backward (training mode, noisy gate).
+
+For E ∈ {4, 16, 64} experts and k ∈ {1, 2}, the ``MoE`` block (compiled from a
+spec, default expert ``MLP(hidden=2D, out=D)``) against:
+
+* a dense MLP with the same *active* parameters (``MLP(hidden=2kD, out=D)``):
+  target ≤ 1.5× at E=16, k=2, 4,096 tokens;
+* a naive MoE that runs every expert on every token and weights the results by
+  the same gate;
+* the ``mixture-of-experts`` package from PyPI (extra ``bench``; top-2 gating
+  only, so k=2 rows only), same dim and expert hidden width.
+
+Cost must grow with k, not with E: the notes list µs/token by E for each k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.harness import Context, Row, interleave
+
+NAME = "moe"
+TITLE = "MoE: time per token against dense, naive and the PyPI package"
+
+DIM = 64
+
+SPEC = """
+model M(experts: int = 4, k: int = 2) {{
+    input x: [T, {dim}]
+    y, balance = MoE(x, experts=experts, k=k, out={dim})
+    output y
+    output balance
+}}
+"""
+
+
+def dsl_moe(experts: int, k: int) -> Any:
+    import dsl
+
+    spec = dsl.loads(SPEC.format(dim=DIM))
+    return dsl.compile(spec, experts=experts, k=k)
+
+
+def dense_mlp(k: int) -> Any:
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(DIM, 2 * k * DIM), nn.GELU(), nn.Linear(2 * k * DIM, DIM))
+
+
+class _Naive:
+    """Every expert on every token, weighted by the dense gate output (zero off the top k)."""
+
+    def __init__(self, moe_module: Any):
+        self.gate = moe_module.gate
+        self.experts = moe_module.experts
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        weights, balance = self.gate(x)  # [T, E], []
+        outs = torch.stack([e(x) for e in self.experts], dim=1)  # [T, E, D]
+        return (weights.unsqueeze(-1) * outs).sum(1), balance
+
+    def parameters(self) -> Any:
+        yield from self.gate.parameters()
+        yield from self.experts.parameters()
+
+
+def _moe_module(model: Any) -> Any:
+    from dsl.blocks.nn.moe import MixtureOfExperts
+
+    return next(m for m in model.modules() if isinstance(m, MixtureOfExperts))
+
+
+def package_moe(experts: int) -> Any | None:
+    try:
+        from mixture_of_experts import MoE
+    except ImportError:
+        return None
+    from torch import nn
+
+    # second_policy "all": always use the second expert (k=2, as ours), GELU experts.
+    return MoE(dim=DIM, num_experts=experts, hidden_dim=2 * DIM, activation=nn.GELU,
+               second_policy_train="all", second_policy_eval="all")
+
+
+def _step(fn: Callable[[], Any], params: Callable[[], Any]) -> Callable[[], object]:
+    def step() -> object:
+        out = fn()
+        if isinstance(out, dict):
+            loss = out["y"].sum() + out["balance"]
+        elif isinstance(out, tuple):
+            loss = out[0].sum() + out[1]
+        else:
+            loss = out.sum()
+        loss.backward()
+        for p in params():
+            p.grad = None
+        return None
+
+    return step
+
+
+def run(ctx: Context) -> list[Row]:
+    torch = ctx.init_torch()
+    tokens = ctx.pick(1024, 4096)
+    dev = ctx.device
+    x = torch.randn(tokens, DIM, generator=torch.Generator().manual_seed(0)).to(dev)
+    has_pkg = package_moe(4) is not None
+    if not has_pkg:
+        ctx.notes.append("`mixture-of-experts` is not installed (`pip install -e .[bench]`): "
+                         "its column is skipped.")
+    rows: list[Row] = []
+    per_token: dict[tuple[int, int], float] = {}
+    for k in (1, 2):
+        for experts in (4, 16, 64):
+            torch.manual_seed(0)
+            model = dsl_moe(experts, k).to(dev).train()
+            naive = _Naive(_moe_module(model))
+            dense = dense_mlp(k).to(dev)
+            contenders: dict[str, Callable[[], object]] = {
+                "dsl MoE": _step(lambda m=model: m(x=x), model.parameters),
+                "dense MLP (same active params)": _step(lambda d=dense: d(x), dense.parameters),
+            }
+            if not (ctx.quick and experts == 64):
+                contenders["naive (all experts)"] = _step(lambda n=naive: n(x), naive.parameters)
+            pkg = package_moe(experts) if k == 2 else None
+            if pkg is not None:
+                pkg = pkg.to(dev).train()
+                xb = x.reshape(16, tokens // 16, DIM)  # groups of tokens, as the package expects
+                contenders["mixture-of-experts (PyPI)"] = _step(lambda p=pkg, xb=xb: p(xb),
+                                                                pkg.parameters)
+            stats = interleave(contenders, repeats=ctx.repeats, warmup=ctx.warmup,
+                               sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
+            case = f"E={experts}, k={k}, {tokens} tokens"
+            baselines = [n for n in contenders if n != "dsl MoE"]
+            for name in contenders:
+                rows.append(Row(
+                    case, name, stats[name], per=tokens, per_unit="token",
+                    baselines=baselines if name == "dsl MoE" else [],
+                    target=1.5 if (name == "dsl MoE" and experts == 16 and k == 2) else None,
+                ))
+            if k == 1 and has_pkg:
+                rows.append(Row(case, "mixture-of-experts (PyPI)", None,
+                                note="n/a: the package routes top-2 only"))
+            if "naive (all experts)" not in contenders:
+                rows.append(Row(case, "naive (all experts)", None, note="skipped in --quick"))
+            per_token[(experts, k)] = stats["dsl MoE"].median / tokens
+    for k in (1, 2):
+        line = ", ".join(f"E={e}: {per_token[(e, k)] * 1e6:.2f} µs" for e in (4, 16, 64))
+        ctx.notes.append(f"dsl MoE per token, k={k}: {line}.")
+    return rows

@@ -1,0 +1,434 @@
+"""Runtime input guards: check a compiled module's inputs against its spec before ``forward``.
+
+The checker proves a spec consistent for *some* sizes; a call can still pass
+tensors that contradict it (a wrong rank, ``64`` where the spec says ``32``,
+``N`` rows in ``x`` but a different ``N`` in ``batch``, a float edge list, an
+edge index past the last node). Without a guard that surfaces as a matmul or
+scatter error three frames inside torch; with one it is an :class:`InputError`
+naming the input, the dim, and the expected and actual values.
+
+The guard is a forward pre-hook (:func:`install_guards`), plain Python that
+runs before the fx graph, so the graph itself stays what the compiler wrote:
+``torch.compile(fullgraph=True)`` and ``torch.export`` see no guard code (the
+hook returns at once while they trace, ``torch.compiler.is_compiling()``).
+``dsl.compile(..., guards=False)`` or ``--no-guards`` leaves it out.
+
+What is checked, per call (all sizes are read from the tensors, no copies):
+
+* every declared input is given, and nothing else;
+* dtype: ``long`` is int64, ``int`` int32, ``bool`` bool; ``float`` is the
+  dtype of the model's floating parameters (float32 unless converted); the
+  device is the parameters' device;
+* rank (at least the declared rank after ``...``), fixed dims, and symbolic
+  dims consistent across inputs (the first input that shows ``N`` binds it,
+  compound dims such as ``T*D`` are checked once their symbols are bound);
+* index inputs: a block input declared with ``TensorArg(index_of=...)``
+  (``GAT``'s ``edge_index`` indexes the rows of ``x``; a pool's ``batch`` is
+  below ``graphs``) must hold values in ``[0, bound)``. This reads two numbers
+  from the tensor (``aminmax``), so on a GPU it synchronises once per call.
+
+Importing this module never imports torch (``dsl.InputError`` lives here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .shapes import Dim, Sym, TensorType
+
+_DTYPES = {"long": "int64", "int": "int32", "bool": "bool"}
+
+
+class InputError(ValueError):
+    """A call whose inputs contradict the spec; ``input``/``dim``/``expected``/``actual`` say how."""
+
+    def __init__(self, message: str, input: str | None = None, dim: int | None = None,
+                 expected: Any = None, actual: Any = None):
+        super().__init__(message)
+        self.input, self.dim, self.expected, self.actual = input, dim, expected, actual
+
+
+@dataclass(frozen=True)
+class DimRule:
+    """Axis ``axis`` (counted from the end when the input starts with ``...``) must equal ``want``."""
+
+    axis: int
+    want: Dim | None  # int, a Sym over other inputs' symbols, or None for `_`
+    label: str  # the dim as the spec writes it, e.g. "F" or "hidden*heads"
+
+
+@dataclass(frozen=True)
+class InputRule:
+    name: str
+    dtype: str
+    rank: int
+    variadic: bool
+    dims: tuple[DimRule, ...]
+    declared: str  # "[B, 64]", for messages
+
+
+@dataclass(frozen=True)
+class IndexRule:
+    """Model input ``input`` holds indices in ``[0, bound)`` for block ``block``."""
+
+    input: str
+    block: str
+    rows_of: str | None = None  # the bound is dim 0 of this model input
+    bound: Dim | None = None  # otherwise this dim (an int, or a Sym over input symbols), or no upper bound
+    what: str = ""  # how the bound is described: "rows of `x`", "graphs"
+
+
+# --------------------------------------------------------------------------- building the rules
+
+
+def symbolic_program(spec: Any, dims: Any, overrides: Any) -> Any:
+    """The spec checked with the caller's dims only, not the sizes its train data binds; None if moot.
+
+    ``dsl.compile`` binds the dims the train section's data declares (karate:
+    N=34, E=156) so that every weight can be sized. A guard must not pin those
+    that no weight depends on: DESIGN §4 runs a model compiled for karate on
+    another graph. This program keeps them symbolic; :func:`input_rules` pins
+    only the feature (last) axis of float inputs, which the first layer's
+    weights are sized by.
+    """
+    if getattr(spec, "train", None) is None:
+        return None
+    from .checker import check_resolved
+    from .resolve import resolve
+
+    try:  # the train section unifies the inputs with the data's fields: leave it out
+        bare = spec.model_copy(update={"train": None})
+        prog, diags, _ = check_resolved(resolve(bare, dict(overrides or {})), dict(dims or {}))
+    except Exception:  # without the data's sizes the spec may not check: then pin everything
+        return None
+    if prog is None or any(d.severity == "error" for d in diags):
+        return None
+    return prog
+
+
+def input_rules(prog: Any, symbolic: Any = None) -> tuple[InputRule, ...]:
+    """One rule per model input, in ``forward``'s argument order (see :func:`symbolic_program`)."""
+    rules = []
+    for name, ref in prog.inputs.items():
+        raw: TensorType = prog.node(ref.node).types[ref.index]
+        t = prog.type_of(ref)
+        free = _free_shape(symbolic, name, t)
+        n = len(t.shape)
+        dims = []
+        for i, (want, written) in enumerate(zip(t.shape, raw.shape)):
+            pinned = t.dtype == "float" and i == n - 1  # a feature axis: the weights are sized by it
+            if isinstance(want, int) and free is not None and isinstance(free[i], Sym) and not pinned:
+                want = free[i]
+            label = str(written) if isinstance(written, Sym) else str(want)
+            dims.append(DimRule(i - n if t.variadic else i, want, label))
+        rules.append(InputRule(name, t.dtype, n, t.variadic, tuple(dims), str(raw)))
+    return tuple(rules)
+
+
+def _free_shape(symbolic: Any, name: str, t: TensorType) -> tuple[Dim | None, ...] | None:
+    if symbolic is None or name not in symbolic.inputs:
+        return None
+    free = symbolic.type_of(symbolic.inputs[name])
+    return free.shape if len(free.shape) == len(t.shape) and free.variadic == t.variadic else None
+
+
+def index_rules(prog: Any) -> tuple[IndexRule, ...]:
+    """Index constraints of the blocks (user blocks included) that model inputs feed directly."""
+    rules = _index_rules(prog, {r.node: name for name, r in prog.inputs.items() if r.index == 0})
+    unique: dict[tuple[Any, ...], IndexRule] = {}
+    for r in rules:  # two GAT layers on one edge list check it once
+        unique.setdefault((r.input, r.rows_of, r.bound), r)
+    return tuple(unique.values())
+
+
+def _index_rules(prog: Any, input_of: dict[str, str]) -> list[IndexRule]:
+    out: list[IndexRule] = []
+    for node in prog.nodes:
+        if node.kind == "user":
+            out.extend(_user_rules(prog, node, input_of))
+            continue
+        decl, params = _decl_of(prog, node)
+        if decl is None or (decl.inputs and decl.inputs[0].variadic):
+            continue
+        refs = _arg_refs(decl, node)
+        for arg in decl.inputs:
+            index_of = getattr(arg, "index_of", None)
+            ref = refs.get(arg.name)
+            if not index_of or ref is None or ref.index != 0 or ref.node not in input_of:
+                continue
+            out.append(_rule(prog, input_of[ref.node], decl.name, index_of, refs, params, input_of))
+    return out
+
+
+def _decl_of(prog: Any, node: Any) -> tuple[Any, Any]:
+    if node.decl is not None:
+        return node.decl, node.params
+    spec = prog.modules.get(node.module) if node.module else None
+    value = getattr(spec, "value", None)
+    decl = getattr(value, "decl", None)  # a registered block used as a shared value
+    return decl, getattr(value, "params", None)
+
+
+def _arg_refs(decl: Any, node: Any) -> dict[str, Any]:
+    if node.decl is None:  # block value: every input positional, in declaration order
+        return dict(zip([a.name for a in decl.inputs], node.args))
+    refs = dict(zip([a.name for a in decl.inputs if not a.optional], node.args))
+    refs.update(node.kwargs)
+    return refs
+
+
+def _rule(prog: Any, input: str, block: str, index_of: str, refs: dict[str, Any], params: Any,
+          input_of: dict[str, str]) -> IndexRule:
+    bound_ref = refs.get(index_of)
+    if bound_ref is not None:
+        what = f"rows of `{index_of}`"
+        if bound_ref.index == 0 and bound_ref.node in input_of:
+            return IndexRule(input, block, rows_of=input_of[bound_ref.node], what=f"rows of `{input_of[bound_ref.node]}`")
+        t = prog.type_of(bound_ref)
+        first = t.shape[0] if t.shape and not t.variadic else None
+        return IndexRule(input, block, bound=first, what=what)
+    value = getattr(params, index_of, None)
+    return IndexRule(input, block, bound=value if isinstance(value, int) else None, what=f"{index_of}={value}")
+
+
+def _user_rules(prog: Any, node: Any, input_of: dict[str, str]) -> list[IndexRule]:
+    """Rules inside a user block whose index input is fed by one of our model inputs."""
+    sub = prog.modules[node.module].program
+    if sub is None:
+        return []
+    outer = dict(zip(sub.inputs, node.args))  # inner input name -> outer ref
+    inner_input_of = {r.node: name for name, r in sub.inputs.items() if r.index == 0}
+    out = []
+    for rule in _index_rules(sub, inner_input_of):
+        ref = outer.get(rule.input)
+        if ref is None or ref.index != 0 or ref.node not in input_of:
+            continue
+        rows_of, bound = None, rule.bound
+        if rule.rows_of is not None:
+            bref = outer.get(rule.rows_of)
+            if bref is not None and bref.index == 0 and bref.node in input_of:
+                rows_of = input_of[bref.node]
+            elif bref is not None:
+                t = prog.type_of(bref)
+                bound = t.shape[0] if t.shape and not t.variadic else None
+        what = f"rows of `{rows_of}`" if rows_of else rule.what
+        out.append(IndexRule(input_of[ref.node], rule.block, rows_of=rows_of, bound=bound, what=what))
+    return out
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class InputGuard:
+    """The forward pre-hook; picklable plain data plus :meth:`check`."""
+
+    def __init__(self, inputs: tuple[InputRule, ...], indices: tuple[IndexRule, ...], probe: str | None):
+        self.inputs = inputs
+        self.indices = indices
+        self.names = tuple(r.name for r in inputs)
+        self.name_set = frozenset(self.names)
+        # Inputs with dims like T*D, checked after every plain symbol is bound (usually none).
+        self.compound = tuple(r for r in inputs if any(isinstance(d.want, Sym) and d.want.name is None
+                                                       for d in r.dims))
+        self.probe = probe  # a floating parameter whose dtype and device the inputs must share
+        self.probe_path = tuple(probe.split(".")) if probe else ()
+
+    def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        import torch
+
+        if torch.compiler.is_compiling():  # tracing (compile/export): the graph must stay guard-free
+            return None
+        if len(args) > len(self.names):
+            raise InputError(f"the model takes {len(self.names)} inputs ({_names(self.names)}), "
+                             f"got {len(args)} positional arguments")
+        given = dict(kwargs)
+        for name, value in zip(self.names, args):
+            given[name] = value
+        self.check(given, self._reference(module))
+        return None
+
+    def _reference(self, module: Any) -> Any:
+        """The probe parameter, looked up on every call (``.to()`` or ``load_state_dict`` may replace it)."""
+        if not self.probe_path:
+            return None
+        try:  # plain dict lookups: Module.get_parameter costs more than the whole check
+            for part in self.probe_path[:-1]:
+                module = module._modules[part]
+            return module._parameters[self.probe_path[-1]]
+        except (KeyError, AttributeError):  # removed or renamed: skip dtype/device matching
+            return None
+
+    def check(self, given: dict[str, Any], ref: Any = None) -> None:
+        """Raise :class:`InputError` unless ``given`` fits the spec (``ref``: a model parameter)."""
+        import torch
+
+        if given.keys() != self.name_set:
+            self._names_error(given)
+        bound: dict[str, int] = {}
+        seen: dict[str, tuple[str, int]] = {}
+        for rule in self.inputs:
+            value = given[rule.name]
+            if not isinstance(value, torch.Tensor):
+                raise InputError(f"input `{rule.name}` should be a tensor {rule.declared}, got {type(value).__name__}",
+                                 input=rule.name, expected="tensor", actual=type(value).__name__)
+            _check_dtype(rule, value, ref)
+            _check_shape(rule, value, bound, seen)
+        for rule in self.compound:
+            _check_compound(rule, given[rule.name], bound)
+        if self.indices:
+            extremes: dict[str, tuple[int, int]] = {}
+            for idx in self.indices:
+                _check_index(idx, given, bound, extremes)
+
+    def _names_error(self, given: dict[str, Any]) -> None:
+        missing = [n for n in self.names if n not in given]
+        if missing:
+            raise InputError(f"missing input{'s' if len(missing) > 1 else ''} {_names(missing)}; "
+                             f"the model takes {_names(self.names)}", input=missing[0])
+        extra = [n for n in given if n not in self.name_set]
+        raise InputError(f"unknown input{'s' if len(extra) > 1 else ''} {_names(extra)}; "
+                         f"the model takes {_names(self.names)}", input=extra[0])
+
+
+def _names(names: Any) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, _DTYPES[name])
+
+
+def _check_dtype(rule: InputRule, t: Any, ref: Any) -> None:
+    if rule.dtype == "float":
+        ok = t.dtype == ref.dtype if ref is not None else t.is_floating_point()
+    else:
+        ok = t.dtype == _torch_dtype(rule.dtype)
+    if not ok:
+        if rule.dtype == "float":
+            want = ref.dtype if ref is not None else None
+            expected = str(want).replace("torch.", "") if want is not None else "a floating dtype"
+            why = " (the dtype of the model's parameters)" if want is not None else ""
+        else:
+            expected, why = _DTYPES[rule.dtype], f" (declared `{rule.dtype}`)"
+        actual = str(t.dtype).replace("torch.", "")
+        raise InputError(f"input `{rule.name}` should be {expected}{why}, got {actual}",
+                         input=rule.name, expected=expected, actual=actual)
+    if ref is not None and t.dim() > 0 and t.device != ref.device:
+        raise InputError(f"input `{rule.name}` is on {t.device}, the model on {ref.device}; move it with .to()",
+                         input=rule.name, expected=str(ref.device), actual=str(t.device))
+
+
+def _check_shape(rule: InputRule, t: Any, bound: dict[str, int], seen: dict[str, tuple[str, int]]) -> None:
+    shape = tuple(t.shape)
+    ndim = len(shape)
+    if (ndim < rule.rank) if rule.variadic else (ndim != rule.rank):
+        least = "at least " if rule.variadic else ""
+        raise InputError(f"input `{rule.name}` should have {least}{rule.rank} dim{'s' if rule.rank != 1 else ''} "
+                         f"{rule.declared}, got {ndim} (shape {list(shape)})",
+                         input=rule.name, expected=rule.rank, actual=ndim)
+    for d in rule.dims:
+        axis = d.axis + ndim if d.axis < 0 else d.axis
+        size = shape[axis]
+        if isinstance(d.want, int):
+            if size != d.want:
+                named = f" ({d.label})" if d.label != str(d.want) else ""
+                raise InputError(f"input `{rule.name}` dim {axis}{named} should be {d.want}, got {size} "
+                                 f"(shape {list(shape)}; declared {rule.declared})",
+                                 input=rule.name, dim=axis, expected=d.want, actual=size)
+        elif isinstance(d.want, Sym) and d.want.name is not None:
+            sym = d.want.name
+            if sym not in bound:
+                bound[sym], seen[sym] = size, (rule.name, axis)
+            elif bound[sym] != size:
+                first, first_axis = seen[sym]
+                raise InputError(f"input `{rule.name}` dim {axis} is {d.label} = {size}, but `{first}` dim "
+                                 f"{first_axis} gives {d.label} = {bound[sym]} (shape {list(shape)}; "
+                                 f"declared {rule.declared})",
+                                 input=rule.name, dim=axis, expected=bound[sym], actual=size)
+
+
+def _check_compound(rule: InputRule, t: Any, bound: dict[str, int]) -> None:
+    """Dims like ``T*D`` or ``N+1``: checked once every symbol in them is bound."""
+    ndim = t.dim()
+    for d in rule.dims:
+        if not isinstance(d.want, Sym) or d.want.name is not None:
+            continue
+        want = d.want.substitute(bound)  # type: ignore[arg-type]
+        if not isinstance(want, int):
+            continue
+        axis = d.axis + ndim if d.axis < 0 else d.axis
+        size = int(t.shape[axis])
+        if size != want:
+            given = ", ".join(f"{s} = {bound[s]}" for s in sorted(d.want.symbols))
+            raise InputError(f"input `{rule.name}` dim {axis} ({d.label}) should be {want} with {given}, got {size}",
+                             input=rule.name, dim=axis, expected=want, actual=size)
+
+
+def _check_index(rule: IndexRule, given: dict[str, Any], bound: dict[str, int],
+                 extremes: dict[str, tuple[int, int]]) -> None:
+    import torch
+
+    t = given[rule.input]
+    if t.numel() == 0 or t.device.type == "meta" or t.is_floating_point() or t.dtype == torch.bool:
+        return  # nothing to read (a wrong dtype was reported by the dtype check)
+    upper: int | None = None
+    if rule.rows_of is not None:
+        rows = given[rule.rows_of]
+        upper = int(rows.shape[0]) if rows.dim() > 0 else None
+    elif isinstance(rule.bound, int):
+        upper = rule.bound
+    elif isinstance(rule.bound, Sym):
+        value = rule.bound.substitute(bound)  # type: ignore[arg-type]
+        upper = value if isinstance(value, int) else None
+    if rule.input not in extremes:  # one read per tensor, however many blocks use it
+        lo_t, hi_t = torch.aminmax(t)
+        extremes[rule.input] = (int(lo_t), int(hi_t))
+    lo, hi = extremes[rule.input]
+    if lo < 0 or (upper is not None and hi >= upper):
+        limit = f"[0, {upper}) ({rule.what})" if upper is not None else "[0, ∞)"
+        found = f"{lo} (its minimum)" if lo < 0 else f"{hi} (its maximum)"
+        raise InputError(f"input `{rule.input}` of `{rule.block}` holds indices that must lie in {limit}, "
+                         f"found {found}", input=rule.input, expected=(0, upper), actual=lo if lo < 0 else hi)
+
+
+# --------------------------------------------------------------------------- installing
+
+
+def _float_probe(module: Any) -> str | None:
+    for name, p in module.named_parameters():
+        if p.is_floating_point():
+            return name
+    return None
+
+
+class _Reinstall:
+    """``copy.deepcopy`` of a GraphModule drops forward hooks; this puts the guard back."""
+
+    def __init__(self, guard: InputGuard):
+        self.guard = guard
+
+    def __call__(self, module: Any) -> None:
+        _attach(module, self.guard)  # the copy keeps this deepcopy hook itself
+
+
+def _attach(module: Any, guard: InputGuard) -> None:
+    module.dsl_guard = guard
+    module.register_forward_pre_hook(guard, with_kwargs=True)
+
+
+def install_guards(module: Any, prog: Any, symbolic: Any = None) -> InputGuard:
+    """Check every call of ``module`` (compiled from ``prog``) against the spec's inputs.
+
+    ``symbolic``: :func:`symbolic_program`, whose free dims the guard does not pin."""
+    guard = InputGuard(input_rules(prog, symbolic), index_rules(symbolic or prog), _float_probe(module))
+    _attach(module, guard)
+    register = getattr(module, "_register_deepcopy_hook", None)  # GraphModule only
+    if register is not None:
+        register(_Reinstall(guard))
+    return guard
+
+
+__all__ = ["InputError", "InputGuard", "install_guards"]

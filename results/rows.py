@@ -1,0 +1,74 @@
+"""The rows of the results table: which spec, which overrides, what to report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACC = "accuracy(logits, y)"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table, run once per seed.
+
+    ``mode`` is ``train`` (``dsl train``, then read ``metrics.jsonl``) or
+    ``eval`` (a model without weights, evaluated on the test split as built).
+    ``extras`` name additional measurements (see ``results.measure``).
+    """
+
+    id: str
+    group: str
+    what: str
+    spec: str
+    sets: tuple[str, ...] = ()
+    metric: str = ACC
+    split: str = "test"
+    mode: str = "train"
+    extras: tuple[str, ...] = ()
+    epochs: int | None = None  # --epochs override (None: the spec's own)
+
+
+GATV2 = "GATv2 vs GAT on DictionaryLookup (k = 10)"
+MIL = "HopfieldPooling vs mean and attention pooling on MIL digit bags"
+FEWSHOT = "ProtoNet vs nearest-centroid on held-out digit classes (5-way)"
+MOE = "MoE vs a dense MLP on digits"
+PROTO = "PrototypeHead vs a linear head on digits"
+KARATE = "Graph attention on karate()"
+
+ROWS: tuple[Row, ...] = (
+    Row("gatv2-lookup", GATV2, "GATv2, 100 epochs", "specs/gatv2_lookup.dsl",
+        metric="accuracy(logits, y, mask=mask)", extras=("train_acc",)),
+    Row("gat-lookup", GATV2, "GAT, 100 epochs", "specs/gat_lookup.dsl",
+        metric="accuracy(logits, y, mask=mask)", extras=("train_acc",)),
+    Row("hopfield-mil", MIL, "HopfieldPooling (2 heads), 6,594 params", "specs/hopfield_mil.dsl"),
+    Row("attention-mil", MIL, "attention pooling (Ilse et al.), 6,603 params", "specs/baselines/attention_mil.dsl"),
+    Row("mean-mil", MIL, "mean pooling + MLP, 6,598 params", "specs/baselines/mean_mil.dsl"),
+    Row("protonet-1shot", FEWSHOT, "ProtoNet, MLP encoder, 1-shot", "specs/protonet_episodes.dsl"),
+    Row("centroid-1shot", FEWSHOT, "nearest centroid on raw pixels, 1-shot", "specs/baselines/centroid_episodes.dsl",
+        mode="eval"),
+    Row("protonet-5shot", FEWSHOT, "ProtoNet, MLP encoder, 5-shot", "specs/protonet_episodes.dsl",
+        sets=("shots=5",)),
+    Row("centroid-5shot", FEWSHOT, "nearest centroid on raw pixels, 5-shot", "specs/baselines/centroid_episodes.dsl",
+        sets=("shots=5",), mode="eval"),
+    Row("moe-balance", MOE, "MoE 8 experts, k = 2, balance loss 0.01", "specs/moe_digits.dsl",
+        extras=("experts",)),
+    Row("moe-nobalance", MOE, "MoE 8 experts, k = 2, no balance loss", "specs/moe_digits.dsl",
+        sets=("balance=0",), extras=("experts",)),
+    Row("dense-mlp", MOE, "dense MLP of the active size", "specs/baselines/dense_digits.dsl"),
+    Row("linear-head", PROTO, "linear head", "specs/baselines/linear_digits.dsl"),
+    Row("proto-head", PROTO, "PrototypeHead + ProtoPNet costs, no push", "specs/proto_digits.dsl"),
+    Row("proto-push", PROTO, "PrototypeHead, push every 5 epochs", "specs/proto_push_digits.dsl",
+        extras=("push",)),
+    Row("protogat-karate", KARATE, "ProtoGAT (DESIGN §2), 200 epochs", "specs/protogat.dsl",
+        metric="accuracy(logits, y, mask=test_mask)", split="graph"),
+    Row("gat-karate", KARATE, "2-layer GAT, 100 epochs", "specs/gat_karate.dsl",
+        metric="accuracy(logits, y, mask=test_mask)", split="graph"),
+)
+
+
+def select(only: str | None) -> list[Row]:
+    """Rows whose id starts with one of the comma-separated ``only`` prefixes (all when None)."""
+    if not only:
+        return list(ROWS)
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    return [r for r in ROWS if any(r.id.startswith(w) for w in wanted)]

@@ -1,0 +1,112 @@
+"""Run one row for one seed: the ``dsl train`` command (or an in-process evaluation)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .rows import Row
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = "runs/results"  # relative to the repository root (ignored by git)
+
+
+def out_dir(row: Row, seed: int | str) -> str:
+    return f"{RUNS}/{row.id}/{seed}"
+
+
+def train_args(row: Row, seed: int | str, epochs: int | None = None) -> list[str]:
+    """The arguments of ``dsl`` for one seed of a training row."""
+    args = ["train", row.spec, "--set", f"seed={seed}"]
+    for s in row.sets:
+        args += ["--set", s]
+    epochs = epochs if epochs is not None else row.epochs
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    return args + ["--quiet", "--out", out_dir(row, seed)]
+
+
+def display_command(row: Row) -> str:
+    """The command of a row as the docs show it, ``S`` standing for the seed."""
+    if row.mode == "eval":
+        return f"python -m results --only {row.id} --seeds S"
+    return "dsl " + " ".join(train_args(row, "S"))
+
+
+def run_row(row: Row, seed: int, epochs: int | None = None) -> dict[str, Any]:
+    """Run ``row`` with ``seed``; return its record (metric, wall time, extras, or error)."""
+    t0 = time.perf_counter()
+    try:
+        if row.mode == "eval":
+            record = _eval_row(row, seed)
+        else:
+            record = _train_row(row, seed, epochs)
+    except Exception as exc:  # one failed run must not stop the table; the record says why
+        record = {"error": f"{type(exc).__name__}: {exc}"}
+    record["wall"] = time.perf_counter() - t0
+    record["seed"] = seed
+    return record
+
+
+def _dsl(args: list[str]) -> tuple[int, str]:
+    """Run ``dsl ARGS`` in this process (the CLI's own code path, without paying the
+    start-up of a fresh interpreter for every seed); return the exit code and stderr."""
+    from dsl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, err.getvalue()
+
+
+def _eval_row(row: Row, seed: int) -> dict[str, Any]:
+    from .measure import eval_without_training
+
+    metrics = eval_without_training(row.spec, [f"seed={seed}", *row.sets], row.split)
+    return {"value": metrics[row.metric]}
+
+
+def _train_row(row: Row, seed: int, epochs: int | None) -> dict[str, Any]:
+    out = REPO / out_dir(row, seed)
+    if out.exists():  # a fresh run each time: never resume a stale one
+        shutil.rmtree(out)
+    code, err = _dsl(train_args(row, seed, epochs))
+    if code != 0:
+        return {"error": f"exit {code}: {err.strip()[-500:]}"}
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    record: dict[str, Any] = {
+        "value": last[row.split][row.metric],
+        "epochs": last["epoch"],
+        "train_loss": last["train"]["loss"],
+    }
+    record.update(_extras(row, seed, last))
+    return record
+
+
+def _extras(row: Row, seed: int, last: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "push" in row.extras:
+        push = last.get("push")
+        if push is None:
+            raise RuntimeError("the last epoch has no `push` record (is push_every wired?)")
+        out["before_push"] = push["before"][row.split][row.metric]
+        out["after_push"] = push["after"][row.split][row.metric]
+    needs_model = [e for e in row.extras if e in ("train_acc", "experts")]
+    if needs_model:
+        from .measure import evaluate, expert_usage, load_run
+
+        prepared, model, data = load_run(row.spec, [f"seed={seed}", *row.sets], str(REPO / out_dir(row, seed)))
+        if "train_acc" in row.extras:
+            out["train_acc"] = evaluate(model, prepared, data, "train")[row.metric]
+        if "experts" in row.extras:
+            out["experts"] = expert_usage(model, data, row.split)
+    return out

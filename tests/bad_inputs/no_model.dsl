@@ -1,0 +1,3 @@
+# expect: E0208 1:1
+# a file with no model
+param a = 1

@@ -1,0 +1,1 @@
+"""A deliberately broken dsl plugin (see tests/test_plugins.py)."""

@@ -1,0 +1,119 @@
+"""Smoke test of the benchmark harness: it runs, interleaves and writes a report.
+
+Timings are never asserted (the machine is shared); only that the numbers and
+the report exist and are shaped right.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # benchmarks/ is not installed with the project
+
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import Context, Row, Stats, interleave  # noqa: E402
+
+
+def test_interleave_runs_round_robin() -> None:
+    calls: list[str] = []
+    stats = interleave(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeats=4, warmup=1, number=1,
+    )
+    assert set(stats) == {"a", "b"}
+    assert all(len(s.samples) == 4 and s.number == 1 for s in stats.values())
+    # warm-up a, b; then rounds alternate the starting contender: ab, ba, ab, ba
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+
+
+def test_stats_quantiles() -> None:
+    s = Stats.of([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s.median, s.min, s.max, s.q1, s.q3) == (3.0, 1.0, 5.0, 2.0, 4.0)
+    with pytest.raises(ValueError):
+        Stats.of([])
+
+
+def test_report_has_ratios_targets_and_not_run_rows(tmp_path: Path) -> None:
+    rows = [
+        Row("case", "base", Stats.of([2.0, 2.0])),
+        Row("case", "fast", Stats.of([1.0, 1.0]), baselines=["base"], target=1.1),
+        Row("case", "slow", Stats.of([4.0, 4.0]), baselines=["base"], target=1.1),
+        Row("case", "gpu", None, note="not run (no GPU)"),
+    ]
+    section = harness.Section("demo", "Demo", rows, 0.1, notes=["a note"])
+    out = tmp_path / "RESULTS.md"
+    text = harness.write_report(str(out), [section], Context(quick=True), "python -m benchmarks")
+    assert out.read_text() == text
+    assert "0.500× base (target ≤ 1.1×: met)" in text
+    assert "2.000× base (target ≤ 1.1×: MISSED)" in text
+    assert "not run (no GPU)" in text and "* a note" in text
+    assert "python -m benchmarks" in text and "machine:" in text
+
+
+def test_discovery_finds_every_benchmark() -> None:
+    names = {harness.module_name(m) for m in harness.discover()}
+    assert {"frontend", "model", "moe", "hopfield", "gat", "train", "memory"} <= names
+    with pytest.raises(SystemExit):
+        harness.discover(["no-such-benchmark"])
+
+
+def test_a_failing_benchmark_is_reported_not_raised() -> None:
+    class Broken:
+        NAME = "broken"
+
+        @staticmethod
+        def run(ctx: Context) -> list[Row]:
+            raise RuntimeError("boom")
+
+    section = harness.run_module(Broken, Context())  # type: ignore[arg-type]
+    assert section.error is not None and "boom" in section.error
+    assert "**Failed:**" in harness.render_section(section)
+
+
+def test_one_tiny_benchmark_quick(tmp_path: Path) -> None:
+    """The front end's throughput part end to end: real rows from the real checker."""
+    from benchmarks import bench_frontend
+
+    ctx = Context(quick=True, repeats=2, warmup=0)
+    spec = bench_frontend.chain_spec(5)
+    assert spec.count("Linear(") == 3 and spec.count("relu(") == 2
+    rows = bench_frontend.throughput_rows(ctx, sizes=[10, 40])
+    assert {r.case for r in rows} == {"10 nodes", "40 nodes"}
+    assert all(r.stats is not None and len(r.stats.samples) >= 2 for r in rows)
+    section = harness.Section("frontend", "Front end", rows, 0.0, notes=ctx.notes)
+    text = harness.write_report(str(tmp_path / "r.md"), [section], ctx, "python -m benchmarks --quick")
+    assert "| 40 nodes | parse+resolve+check |" in text
+    assert "µs/node" in text and "Cost per node" in text
+
+
+def test_main_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m benchmarks --only ... --out ...` with a stand-in module (no real timing)."""
+    import types
+
+    from benchmarks import __main__ as cli
+
+    fake = types.ModuleType("benchmarks.bench_fake")
+    fake.run = lambda ctx: [Row("c", "x", Stats.of([1e-3]))]  # type: ignore[attr-defined]
+    monkeypatch.setattr(cli, "discover", lambda only: [fake])
+    out = tmp_path / "R.md"
+    assert cli.main(["--quick", "--only", "fake", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| c | x | 1 ms |" in text and "--only fake" in text
+
+
+def test_cuda_without_gpu_marks_rows_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NeedsGpu:
+        NAME = "gpu"
+
+        @staticmethod
+        def run(ctx: Context) -> list[Row]:
+            raise AssertionError("must not run without a GPU")
+
+    monkeypatch.setattr(Context, "cuda_available", lambda self: False)
+    section = harness.run_module(NeedsGpu, Context(device="cuda"))  # type: ignore[arg-type]
+    assert section.error is None
+    assert [r.note for r in section.rows] == ["not run (no GPU)"]

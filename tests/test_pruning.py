@@ -1,0 +1,222 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017): schedule, static checks, masks, resume, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import dsl
+from dsl.train.commands import cmd_eval, cmd_train
+from dsl.train.hooks.pruning import MagnitudeArgs, Prune, Pruning
+from dsl.train.rundir import RunDir
+
+SPEC = """
+param hidden = 24
+param sparsity = 0.75
+model P(classes: int = 3) {
+    input x: [B, F]
+    h = relu(Linear(x, out=hidden))
+    repeat 2 as i {
+        h = relu(Linear(h, out=hidden))
+    }
+    logits = Linear(h, out=classes)
+    output logits: [B, classes]
+}
+train {
+    data      = iris(batch=16)
+    loss      = cross_entropy(logits, y)
+    metrics   = [accuracy(logits, y)]
+    optimizer = adam(lr=0.02)
+    prune     = PRUNE
+    epochs    = 4
+    seed      = 0
+}
+"""
+DEFAULT = "magnitude(sparsity=sparsity, start=0, end=3, every=1)"
+
+
+def ns(**kw) -> argparse.Namespace:
+    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
+                compile=False, debug=False, json=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def spec_path(write, prune_expr: str = DEFAULT) -> str:
+    return write(SPEC.replace("PRUNE", prune_expr))
+
+
+def trainer_for(path: str, **overrides):
+    """A Trainer for the spec (no run directory), as `dsl train` builds it."""
+    from dsl.train.check import data_dims, train_config
+    from dsl.train.exprs import param_values
+    from dsl.train.trainer import Trainer
+
+    spec = dsl.load(path)
+    cfg = train_config(spec, overrides)
+    torch.manual_seed(cfg.seed)
+    model = dsl.compile(spec, data_dims(spec, overrides), return_dict=True, with_aux=True, **overrides)
+    data = cfg.source.load(cfg.source_params, cfg.seed)
+    return Trainer(model, cfg, data, param_values(spec, overrides), verbose=False)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_cubic_schedule_values() -> None:
+    p = Prune(MagnitudeArgs(sparsity=0.9, start=0, end=4, every=1))
+    expected = [0.0, 0.9 - 0.9 * 0.75**3, 0.9 - 0.9 * 0.5**3, 0.9 - 0.9 * 0.25**3, 0.9, 0.9, 0.9]
+    assert [p.scheduled(t) for t in range(7)] == pytest.approx(expected, abs=1e-12)
+    assert p.scheduled(1) == pytest.approx(0.5203125, abs=1e-12)
+
+
+def test_schedule_with_initial_start_and_every() -> None:
+    p = Prune(MagnitudeArgs(sparsity=0.8, initial=0.2, start=2, end=7, every=2))
+    assert p.steps() == [2, 4, 6, 7]  # `end` is always a step
+    at = [p.scheduled(t) for t in range(9)]
+    s = lambda t: 0.8 + (0.2 - 0.8) * (1 - (t - 2) / 5) ** 3  # noqa: E731
+    assert at == pytest.approx([0.0, 0.0, 0.2, 0.2, s(4), s(4), s(6), 0.8, 0.8], abs=1e-12)
+    assert at[2] == pytest.approx(0.2)  # s_i at t0
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+@pytest.mark.parametrize(
+    "expr, code, text",
+    [
+        ("magnitude(sparsity=0.9, end=3, rate=2)", "E0402", "has no argument `rate`"),
+        ("magnitude(sparsity=1.0, end=3)", "E0401", "invalid `sparsity`"),
+        ("magnitude(sparsity=-0.1, end=3)", "E0401", "invalid `sparsity`"),
+        ("magnitude(sparsity=0.5, start=3, end=3)", "E0401", "must end after it starts"),
+        ("magnitude(sparsity=0.5, initial=0.6, end=3)", "E0401", "initial sparsity exceeds"),
+        ("magnitude(sparsity=0.5)", "E0403", "needs argument `end`"),
+        ("magnitude(sparsity=0.5, end=3, every=0)", "E0401", "invalid `every`"),
+        ("magnitude(sparsity=0.5, end=3, layers=[hh])", "E0503", "unknown layer `hh`"),
+        ("magnitude(sparsity=0.5, end=3, layers=[x])", "E0501", "is a model input"),
+        ("magnitude(sparsity=0.5, end=3, layers=[1])", "E0501", "must name a layer"),
+        ("magnitude(sparsity=0.5, end=3, scope=\"net\")", "E0401", "invalid `scope`"),
+        ("magnitude(sparsity=nope, end=3)", "E0207", "must be a constant"),
+        ("magnitud(sparsity=0.5, end=3)", "E0501", "unknown pruning method"),
+        ("0.9", "E0501", "must be magnitude"),
+    ],
+)
+def test_prune_diagnostics(write, expr, code, text) -> None:
+    path = spec_path(write, expr)
+    diags = dsl.check(path)
+    assert [d.code for d in diags] == [code], [str(d) for d in diags]
+    d = diags[0]
+    assert text in d.message
+    line = SPEC.replace("PRUNE", expr).splitlines().index(f"    prune     = {expr}") + 1
+    assert d.span.line == line and d.span.col > 5
+
+
+def test_unknown_layer_suggests_a_name(write) -> None:
+    (d,) = dsl.check(spec_path(write, "magnitude(sparsity=0.5, end=3, layers=[logit])"))
+    assert d.help and "logits" in d.help
+    assert d.span.col == SPEC.replace("PRUNE", "magnitude(sparsity=0.5, end=3, layers=[logit])").splitlines()[
+        d.span.line - 1].index("logit]") + 1
+
+
+def test_cli_reports_prune_errors_without_traceback(write, tmp_path, capsys) -> None:
+    path = spec_path(write, "magnitude(sparsity=0.5, start=4, end=2)")
+    assert cmd_train(ns(file=path, out=str(tmp_path / "r"))) == 1
+    err = capsys.readouterr().err
+    assert "E0401" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _layer_modules(trainer) -> dict[str, nn.Linear]:
+    return {p: m for p, m in trainer.model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def test_schedule_masks_and_final_sparsity(write) -> None:
+    t = trainer_for(spec_path(write))
+    hook = next(h for h in t.hooks if isinstance(h, Pruning))
+    seen: list[dict[str, torch.Tensor]] = []
+    original = hook.on_epoch_end
+
+    def spy(trainer, record):
+        original(trainer, record)
+        seen.append({k: v.clone() for k, v in hook.masks.items()})
+        # while training, every forward uses weight_orig * mask: pruned entries are exactly 0
+        for _, m in hook.targets:
+            assert prune.is_pruned(m) and torch.all(m.weight[~m.weight_mask.bool()] == 0)
+
+    hook.on_epoch_end = spy  # type: ignore[method-assign]
+    hist = t.fit()
+    for before, after in zip(seen, seen[1:]):
+        for k in before:
+            assert torch.all(after[k] <= before[k])  # masks only grow: a pruned weight never comes back
+    for path, m in _layer_modules(t).items():
+        assert not prune.is_pruned(m), path  # prune.remove ran: no reparametrisation left
+        assert "weight_orig" not in dict(m.named_parameters()) and not hasattr(m, "weight_mask")
+        n = m.weight.numel()
+        assert int((m.weight == 0).sum()) == round(0.75 * n), path  # exactly the scheduled count
+    assert all("weight_orig" not in k and "weight_mask" not in k for k in t.model.state_dict())
+    targets = [r["pruning"]["target"] for r in hist]
+    p = t.cfg.prune
+    assert targets == pytest.approx([p.scheduled(e) for e in (1, 2, 3, 4)], abs=1e-6)
+    last = hist[-1]["pruning"]
+    assert set(last["layers"]) == set(_layer_modules(t))
+    assert last["sparsity"] == pytest.approx(0.75, abs=0.01)
+    assert last["nonzero"] == last["weights"] - sum(round(0.75 * m.weight.numel()) for m in _layer_modules(t).values())
+
+
+def test_layers_select_named_statements_only(write) -> None:
+    t = trainer_for(spec_path(write, "magnitude(sparsity=0.5, end=1, layers=[h])"))
+    t.fit(stop_after=1)
+    mods = _layer_modules(t)
+    pruned = {p for p, m in mods.items() if int((m.weight == 0).sum()) > 0}
+    assert pruned == {"linear", "linear_1", "linear_2"}  # `h` is assigned before and inside the repeat
+    assert int((mods["logits"].weight == 0).sum()) == 0
+
+
+def test_global_scope_hits_the_total(write) -> None:
+    t = trainer_for(spec_path(write, 'magnitude(sparsity=0.6, end=1, scope="global")'))
+    t.fit(stop_after=1)
+    mods = _layer_modules(t).values()
+    total = sum(m.weight.numel() for m in mods)
+    assert sum(int((m.weight == 0).sum()) for m in mods) == round(0.6 * total)
+
+
+def test_sparsity_zero_trains_dense(write) -> None:
+    t = trainer_for(spec_path(write), sparsity=0)
+    assert not any(isinstance(h, Pruning) for h in t.hooks)
+    assert "pruning" not in t.fit(stop_after=1)[-1]
+
+
+def test_checkpoint_keys_plain_resume_and_eval(write, tmp_path, capsys) -> None:
+    path = spec_path(write)
+    straight, split = str(tmp_path / "s"), str(tmp_path / "k")
+    assert cmd_train(ns(file=path, out=straight)) == 0
+    assert cmd_train(ns(file=path, out=split, epochs=2)) == 0
+    mid = RunDir(split).load_weights()[0]
+    assert all(k.endswith(("weight", "bias")) for k in mid)  # no weight_orig / weight_mask
+    assert cmd_train(ns(file=path, out=split, resume=True)) == 0
+    wa, wb = RunDir(straight).load_weights()[0], RunDir(split).load_weights()[0]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k not in ("time", "train")} for r in rs]
+
+    ra, rb = RunDir(straight).read_metrics(), RunDir(split).read_metrics()
+    assert strip(ra) == strip(rb) and ra[-1]["pruning"]["sparsity"] == pytest.approx(0.75, abs=0.01)
+    capsys.readouterr()
+    assert cmd_eval(argparse.Namespace(file=path, ckpt=straight, set=[], dim=[], device="cpu", json=True,
+                                       debug=False)) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test"]["accuracy(logits, y)"] == pytest.approx(ra[-1]["test"]["accuracy(logits, y)"])
+
+
+def test_train_prints_final_sparsity(write, tmp_path, capsys) -> None:
+    assert cmd_train(ns(file=spec_path(write), out=str(tmp_path / "r"), quiet=False, epochs=1)) == 0
+    out = capsys.readouterr().out
+    assert "pruning: sparsity per layer" in out and "logits" in out

@@ -1,0 +1,208 @@
+"""Runtime input guards (dsl/guards.py): a call that contradicts the spec is an InputError naming the
+input, the dim and the expected and actual values, raised before any torch op runs."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from conftest import SPECS, run_cli
+
+import dsl
+from dsl.guards import InputError
+
+SYMBOLIC = """
+model Sym {
+    input a: [B, T]
+    input b: [B, 2*T]
+    input c: [B, T + 1]
+    y = relu(a)
+    output y
+}
+"""
+
+POOL = """
+model Pool {
+    input x: [N, 8]
+    input batch: [N] long
+    g = global_mean_pool(Linear(x, out=4), batch, graphs=3)
+    output g
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return dsl.compile(SPECS / "classifier.dsl")
+
+
+@pytest.fixture(scope="module")
+def karate():
+    return dsl.compile(SPECS / "gat_karate.dsl")
+
+
+def _error(model, *args, **inputs) -> InputError:
+    with pytest.raises(InputError) as e:
+        model(*args, **inputs)
+    return e.value
+
+
+def test_input_error_is_a_value_error_exported_by_dsl():
+    assert issubclass(dsl.InputError, ValueError) and dsl.InputError is InputError
+
+
+def test_a_good_call_passes(classifier):
+    assert classifier(x=torch.randn(5, 64)).shape == (5, 10)
+    assert classifier(torch.randn(5, 64)).shape == (5, 10)  # positional, in declaration order
+
+
+def test_wrong_rank(classifier):
+    e = _error(classifier, x=torch.randn(5, 64, 1))
+    assert "input `x` should have 2 dims [B, 64], got 3" in str(e)
+    assert (e.input, e.expected, e.actual) == ("x", 2, 3)
+
+
+def test_wrong_fixed_dim(classifier):
+    e = _error(classifier, x=torch.randn(5, 32))
+    assert "input `x` dim 1 should be 64, got 32" in str(e)
+    assert (e.input, e.dim, e.expected, e.actual) == ("x", 1, 64, 32)
+
+
+def test_wrong_dtype(classifier):
+    e = _error(classifier, x=torch.randn(5, 64, dtype=torch.float64))
+    assert "input `x` should be float32" in str(e) and "got float64" in str(e)
+    e = _error(classifier, x=torch.ones(5, 64, dtype=torch.long))
+    assert e.actual == "int64"
+
+
+def test_float_follows_the_parameters_dtype():
+    model = dsl.compile(SPECS / "classifier.dsl").double()
+    assert model(x=torch.randn(2, 64, dtype=torch.float64)).dtype == torch.float64
+    assert "should be float64" in str(_error(model, x=torch.randn(2, 64)))
+
+
+def test_missing_unknown_and_non_tensor_inputs(classifier):
+    assert "missing input `x`" in str(_error(classifier))
+    assert "unknown input `z`" in str(_error(classifier, x=torch.randn(2, 64), z=torch.randn(2)))
+    assert "should be a tensor" in str(_error(classifier, x=[[1.0] * 64]))
+    assert "takes 1 inputs" in str(_error(classifier, torch.randn(2, 64), torch.randn(2, 64)))
+
+
+def test_symbolic_dim_inconsistent_between_inputs():
+    model = dsl.compile(SPECS / "siamese.dsl", dims={"F": 8})
+    e = _error(model, a=torch.randn(3, 8), b=torch.randn(4, 8))
+    assert "input `b` dim 0 is B = 4, but `a` dim 0 gives B = 3" in str(e)
+    assert (e.input, e.dim, e.expected, e.actual) == ("b", 0, 3, 4)
+    # F was given by the caller: it is fixed
+    assert "dim 1 (F) should be 8, got 9" in str(_error(model, a=torch.randn(3, 9), b=torch.randn(3, 9)))
+
+
+def test_compound_dims_are_checked_once_their_symbols_are_bound():
+    model = dsl.compile(dsl.loads(SYMBOLIC))
+    a = torch.randn(2, 4)
+    assert torch.equal(model(a=a, b=torch.randn(2, 8), c=torch.randn(2, 5)), a.relu())
+    e = _error(model, a=a, b=torch.randn(2, 7), c=torch.randn(2, 5))
+    assert "input `b` dim 1 (2*T) should be 8 with T = 4, got 7" in str(e)
+    e = _error(model, a=a, b=torch.randn(2, 8), c=torch.randn(2, 4))
+    assert e.input == "c" and e.expected == 5
+
+
+def test_edge_index_values_must_index_nodes(karate):
+    x = torch.randn(34, 34)
+    edges = torch.randint(0, 34, (2, 60))
+    karate.eval()(x=x, edge_index=edges)
+    too_big = edges.clone()
+    too_big[1, 7] = 34
+    e = _error(karate, x=x, edge_index=too_big)
+    assert "input `edge_index` of `GAT` holds indices that must lie in [0, 34) (rows of `x`), found 34" in str(e)
+    negative = edges.clone()
+    negative[0, 0] = -1
+    assert _error(karate, x=x, edge_index=negative).actual == -1
+    assert "should be int64" in str(_error(karate, x=x, edge_index=edges.float()))
+
+
+def test_sizes_only_the_train_data_binds_stay_free(karate):
+    # DESIGN §4: a model compiled for karate (N=34, E=156 from its data) runs on another graph ...
+    out = karate.eval()(x=torch.randn(50, 34), edge_index=torch.randint(0, 50, (2, 80)))
+    assert out.shape == (50, 4)
+    # ... but its feature size sizes the first layer's weights: that one is fixed
+    e = _error(karate, x=torch.randn(50, 30), edge_index=torch.randint(0, 50, (2, 80)))
+    assert "input `x` dim 1 (F) should be 34, got 30" in str(e)
+
+
+def test_pool_batch_ids_must_be_below_graphs():
+    model = dsl.compile(dsl.loads(POOL))
+    x = torch.randn(6, 8)
+    assert model(x=x, batch=torch.tensor([0, 0, 1, 1, 2, 2])).shape == (3, 4)
+    e = _error(model, x=x, batch=torch.tensor([0, 0, 1, 1, 2, 3]))
+    assert "input `batch` of `global_mean_pool` holds indices that must lie in [0, 3) (graphs=3)" in str(e)
+    assert "`batch` dim 0 is N = 5" in str(_error(model, x=x, batch=torch.tensor([0, 0, 1, 1, 2])))
+
+
+def test_guards_off_gives_torchs_own_error():
+    model = dsl.compile(SPECS / "classifier.dsl", guards=False)
+    assert not hasattr(model, "dsl_guard")
+    with pytest.raises(RuntimeError) as e:
+        model(x=torch.randn(5, 32))
+    assert not isinstance(e.value, InputError)
+
+
+def test_the_guard_survives_deepcopy_and_pickle(classifier):
+    twin = copy.deepcopy(classifier)
+    assert "dim 1 should be 64" in str(_error(twin, x=torch.randn(2, 63)))
+    again = copy.deepcopy(twin)  # the deepcopy hook is not duplicated
+    assert len(again._forward_pre_hooks) == 1
+    guard = pickle.loads(pickle.dumps(classifier.dsl_guard))
+    with pytest.raises(InputError):
+        guard.check({"x": torch.randn(2, 63)})
+
+
+def test_the_graph_has_no_guard_code_and_compiles_fullgraph(karate):
+    assert "guard" not in karate.code
+    compiled = torch.compile(karate.eval(), fullgraph=True, backend="eager")
+    x, edges = torch.randn(34, 34), torch.randint(0, 34, (2, 60))
+    assert torch.allclose(compiled(x=x, edge_index=edges), karate(x=x, edge_index=edges), atol=1e-5)
+
+
+def test_cli_accepts_no_guards(tmp_path):
+    code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--no-guards")
+    assert code == 0, err
+    from dsl.cli import build_parser
+
+    args = build_parser().parse_args(["train", "x.dsl", "--no-guards"])
+    assert args.no_guards is True
+
+
+def test_predict_with_contradicting_data_is_one_line_exit_1(tmp_path, capsys):
+    import argparse
+
+    import numpy as np
+
+    from dsl.train.commands import cmd_predict, cmd_train
+
+    spec = tmp_path / "c.dsl"
+    spec.write_text("""
+model C {
+    input x: [B, F]
+    logits = Linear(x, out=3)
+    output logits: [B, 3]
+}
+train {
+    data = iris(batch=32, standardize=false)
+    loss = cross_entropy(logits, y)
+    epochs = 1
+}
+""")
+    out = str(tmp_path / "run")
+    common = dict(set=[], dim=[], device="cpu", json=False, debug=False)
+    assert cmd_train(argparse.Namespace(file=str(spec), out=out, epochs=None, resume=False, nproc=1, quiet=True,
+                                        compile=False, **common)) == 0
+    data = tmp_path / "in.npz"
+    np.savez(data, x=np.zeros((5, 3), dtype=np.float32))  # iris has 4 features
+    capsys.readouterr()
+    code = cmd_predict(argparse.Namespace(file=str(spec), ckpt=out, data=str(data), out=str(tmp_path / "p.npz"),
+                                          **common))
+    err = capsys.readouterr().err
+    assert code == 1 and "input `x` dim 1 (F) should be 4, got 3" in err and "Traceback" not in err
