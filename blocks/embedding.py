@@ -2,8 +2,8 @@
 
     y[..., :] = W[i[...], :],   W ∈ R^{num×dim},  W ~ N(0, 1) as in torch.nn.Embedding
 
-Indices must be long or int and lie in ``0 .. num-1`` (checked by torch at run
-time). With ``padding_idx`` that row starts at zero and gets no gradient.
+Indices must be long or int and lie in ``0 .. num-1`` (checked by the compiled
+module's input guards). With ``padding_idx`` that row starts at zero and gets no gradient.
 
 Shapes:
     i: [...] long -> y: [..., dim]
@@ -56,7 +56,7 @@ register(
         name="Embedding",
         kind="block",
         params=EmbeddingParams,
-        inputs=(TensorArg("i", doc="indices (long or int)"),),
+        inputs=(TensorArg("i", doc="indices (long or int)", index_of="num"),),
         outputs=("y",),
         infer=infer_embedding,
         build=build_embedding,

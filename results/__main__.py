@@ -7,7 +7,7 @@ import sys
 
 from .report import DOC, load_raw, mean_std, save_row, table, write_doc
 from .rows import ROWS, select
-from .run import display_command, run_row
+from .run import QUICK_RUNS, RUNS, display_command, run_row
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table:
         for row in rows:
             for seed in seeds:
-                rec = run_row(row, seed, epochs=1 if args.quick else None)
+                rec = run_row(row, seed, epochs=1 if args.quick else None, root=QUICK_RUNS if args.quick else RUNS)
                 raw.setdefault(row.id, {})[str(seed)] = rec
                 status = rec.get("error") or f"{rec['value']:.4f}"
                 print(f"{row.id} seed {seed}: {status} ({rec['wall']:.0f} s)", flush=True)

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 
-def _namespace(spec: str, sets: list[str], ckpt: str | None = None) -> argparse.Namespace:
-    return argparse.Namespace(file=spec, set=list(sets), dim=[], ckpt=ckpt, max_params=None)
+def _namespace(spec: str, sets: list[str], ckpt: str | None = None, seed: int | None = None) -> argparse.Namespace:
+    return argparse.Namespace(file=spec, set=list(sets), dim=[], ckpt=ckpt, max_params=None, seed=seed)
 
 
 def evaluate(model: torch.nn.Module, prepared: Any, data: Any, split: str) -> dict[str, float]:
@@ -46,12 +46,12 @@ def load_run(spec: str, sets: list[str], ckpt: str) -> tuple[Any, torch.nn.Modul
     return prepared, model, data
 
 
-def eval_without_training(spec: str, sets: list[str], split: str = "test") -> dict[str, float]:
+def eval_without_training(spec: str, sets: list[str], split: str = "test", seed: int | None = None) -> dict[str, float]:
     """Metrics of a model as built (it has no weights to learn, e.g. nearest-centroid)."""
     import dsl
     from dsl.train.commands import _seed_everything, prepare
 
-    prepared = prepare(_namespace(spec, sets))
+    prepared = prepare(_namespace(spec, sets, seed=seed))
     _seed_everything(prepared.cfg.seed)
     model = dsl.compile(prepared.spec, prepared.dims, return_dict=True, **prepared.overrides)
     data = prepared.cfg.source.load(prepared.cfg.source_params, prepared.cfg.seed)

@@ -14,21 +14,22 @@ from .rows import Row
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = "runs/results"  # relative to the repository root (ignored by git)
+QUICK_RUNS = "runs/results-quick"  # --quick never overwrites the runs behind the table
 
 
-def out_dir(row: Row, seed: int | str) -> str:
-    return f"{RUNS}/{row.id}/{seed}"
+def out_dir(row: Row, seed: int | str, root: str = RUNS) -> str:
+    return f"{root}/{row.id}/{seed}"
 
 
-def train_args(row: Row, seed: int | str, epochs: int | None = None) -> list[str]:
+def train_args(row: Row, seed: int | str, epochs: int | None = None, root: str = RUNS) -> list[str]:
     """The arguments of ``dsl`` for one seed of a training row."""
-    args = ["train", row.spec, "--set", f"seed={seed}"]
+    args = ["train", row.spec, "--seed", str(seed)]
     for s in row.sets:
         args += ["--set", s]
     epochs = epochs if epochs is not None else row.epochs
     if epochs is not None:
         args += ["--epochs", str(epochs)]
-    return args + ["--quiet", "--out", out_dir(row, seed)]
+    return args + ["--quiet", "--out", out_dir(row, seed, root)]
 
 
 def display_command(row: Row) -> str:
@@ -38,14 +39,14 @@ def display_command(row: Row) -> str:
     return "dsl " + " ".join(train_args(row, "S"))
 
 
-def run_row(row: Row, seed: int, epochs: int | None = None) -> dict[str, Any]:
+def run_row(row: Row, seed: int, epochs: int | None = None, root: str = RUNS) -> dict[str, Any]:
     """Run ``row`` with ``seed``; return its record (metric, wall time, extras, or error)."""
     t0 = time.perf_counter()
     try:
         if row.mode == "eval":
             record = _eval_row(row, seed)
         else:
-            record = _train_row(row, seed, epochs)
+            record = _train_row(row, seed, epochs, root)
     except Exception as exc:  # one failed run must not stop the table; the record says why
         record = {"error": f"{type(exc).__name__}: {exc}"}
     record["wall"] = time.perf_counter() - t0
@@ -70,15 +71,15 @@ def _dsl(args: list[str]) -> tuple[int, str]:
 def _eval_row(row: Row, seed: int) -> dict[str, Any]:
     from .measure import eval_without_training
 
-    metrics = eval_without_training(row.spec, [f"seed={seed}", *row.sets], row.split)
+    metrics = eval_without_training(row.spec, list(row.sets), row.split, seed)
     return {"value": metrics[row.metric]}
 
 
-def _train_row(row: Row, seed: int, epochs: int | None) -> dict[str, Any]:
-    out = REPO / out_dir(row, seed)
+def _train_row(row: Row, seed: int, epochs: int | None, root: str) -> dict[str, Any]:
+    out = REPO / out_dir(row, seed, root)
     if out.exists():  # a fresh run each time: never resume a stale one
         shutil.rmtree(out)
-    code, err = _dsl(train_args(row, seed, epochs))
+    code, err = _dsl(train_args(row, seed, epochs, root))
     if code != 0:
         return {"error": f"exit {code}: {err.strip()[-500:]}"}
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -88,11 +89,11 @@ def _train_row(row: Row, seed: int, epochs: int | None) -> dict[str, Any]:
         "epochs": last["epoch"],
         "train_loss": last["train"]["loss"],
     }
-    record.update(_extras(row, seed, last))
+    record.update(_extras(row, seed, last, str(out)))
     return record
 
 
-def _extras(row: Row, seed: int, last: dict[str, Any]) -> dict[str, Any]:
+def _extras(row: Row, seed: int, last: dict[str, Any], run_dir: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "push" in row.extras:
         push = last.get("push")
@@ -104,7 +105,7 @@ def _extras(row: Row, seed: int, last: dict[str, Any]) -> dict[str, Any]:
     if needs_model:
         from .measure import evaluate, expert_usage, load_run
 
-        prepared, model, data = load_run(row.spec, [f"seed={seed}", *row.sets], str(REPO / out_dir(row, seed)))
+        prepared, model, data = load_run(row.spec, list(row.sets), run_dir)
         if "train_acc" in row.extras:
             out["train_acc"] = evaluate(model, prepared, data, "train")[row.metric]
         if "experts" in row.extras:

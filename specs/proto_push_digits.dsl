@@ -3,7 +3,6 @@
 # its own class, so every prototype is a real training digit. Inspect with
 #   dsl explain RUN --prototypes --png protos.png     # nearest digits per prototype
 #   dsl explain RUN --input 0                         # the prototypes a prediction rests on
-param seed = 0  # the train seed: `--set seed=1` reruns with another
 param hidden = 32
 param per_class = 2  # prototypes per class; the loss terms below use it too
 
@@ -22,5 +21,5 @@ train {
     optimizer  = adam(lr=0.003)
     epochs     = 20
     push_every = 5
-    seed       = seed
+    seed       = 0
 }

@@ -2,7 +2,6 @@
 # 90% sparsity along the cubic schedule between epochs 2 and 30, then fine-tuned.
 # `--set sparsity=0 --set hidden=29` trains the small dense MLP with about as many
 # non-zero parameters (docs/INSIGHT.md has the comparison).
-param seed = 0  # the train seed: `--set seed=1` reruns with another
 param hidden = 256
 param sparsity = 0.9  # final sparsity of every Linear weight; 0 turns pruning off
 param scope = "layer"  # "layer": each layer to `sparsity` (the paper); "global": ranked together
@@ -21,5 +20,5 @@ train {
     optimizer = adam(lr=0.003)
     prune     = magnitude(sparsity=sparsity, start=2, end=30, every=2, scope=scope, layers=[h, logits])
     epochs    = 40
-    seed      = seed
+    seed      = 0
 }

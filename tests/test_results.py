@@ -33,7 +33,7 @@ CASES = [
 
 def _train(tmp_path: Path, spec: str, *args: str) -> list[dict]:
     out = tmp_path / "run"
-    code, _, err = run_cli("train", str(SPECS / spec), *args, "--set", "seed=0", "--quiet", "--out", str(out))
+    code, _, err = run_cli("train", str(SPECS / spec), *args, "--seed", "0", "--quiet", "--out", str(out))
     assert code == 0, err
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -98,7 +98,7 @@ def test_nearest_centroid_baseline_on_raw_pixels():
     """ProtoNet without an encoder is nearest-centroid; on standardised pixels of the held-out
     digits it reaches 0.65, 0.61, 0.62 (1-shot, seeds 0-2; chance 0.2)."""
     measure = _results_package().measure
-    metrics = measure.eval_without_training(str(SPECS / "baselines" / "centroid_episodes.dsl"), ["seed=0"])
+    metrics = measure.eval_without_training(str(SPECS / "baselines" / "centroid_episodes.dsl"), [], seed=0)
     assert metrics[ACC] >= 0.55, metrics
 
 
@@ -115,4 +115,4 @@ def test_results_rows_name_existing_specs_and_aggregate():
                             "1": {"error": "exit 1", "wall": 1.0, "seed": 1}}}
     text = res.report.table(raw)
     assert "| GATv2, 100 epochs | 1.000 ± 0.000 (1 failed) | 1 (0, 1) |" in text
-    assert "`dsl train specs/gatv2_lookup.dsl --set seed=S --quiet" in text
+    assert "`dsl train specs/gatv2_lookup.dsl --seed S --quiet" in text

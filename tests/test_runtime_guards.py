@@ -141,6 +141,19 @@ def test_pool_batch_ids_must_be_below_graphs():
     assert "`batch` dim 0 is N = 5" in str(_error(model, x=x, batch=torch.tensor([0, 0, 1, 1, 2])))
 
 
+def test_embedding_token_ids_must_be_below_num():
+    model = dsl.compile(dsl.loads("""
+model T {
+    input tokens: [B, L] long
+    y = Embedding(tokens, num=10, dim=4)
+    output y: [B, L, 4]
+}
+"""))
+    assert model(tokens=torch.tensor([[0, 9]])).shape == (1, 2, 4)
+    e = _error(model, tokens=torch.tensor([[0, 10]]))
+    assert "input `tokens` of `Embedding` holds indices that must lie in [0, 10) (num=10)" in str(e)
+
+
 def test_guards_off_gives_torchs_own_error():
     model = dsl.compile(SPECS / "classifier.dsl", guards=False)
     assert not hasattr(model, "dsl_guard")

@@ -231,8 +231,9 @@ def _call_problems(path: Path) -> list[str]:
         if isinstance(n, ast.ClassDef):  # a subclass of the safe loader is as safe as its bases
             assigned.setdefault(n.name, []).extend(n.bases or [ast.Constant("object")])
     problems = []
+    rel = path.relative_to(ROOT).as_posix()
     for node in ast.walk(tree):
-        where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+        where = f"{rel}:{getattr(node, 'lineno', 0)}"
         if isinstance(node, ast.Call):
             f = node.func
             if isinstance(f, ast.Name) and f.id in FORBIDDEN_NAMES and f.id not in own:
@@ -255,7 +256,6 @@ def _call_problems(path: Path) -> list[str]:
                 argv = node.args[0] if node.args else None
                 if not isinstance(argv, ast.List) or any(k.arg == "shell" for k in node.keywords):
                     problems.append(f"{where}: subprocess without a fixed argument list, or with shell=")
-            rel = path.relative_to(ROOT).as_posix()
             if isinstance(f, ast.Attribute) and f.attr == "import_module" and node.args and rel not in IMPORT_MODULE_OK:
                 arg = node.args[0]  # only modules of this package, named by the package itself
                 ok = isinstance(arg, ast.JoinedStr) and isinstance(arg.values[0], (ast.Constant, ast.FormattedValue))

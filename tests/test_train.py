@@ -119,6 +119,20 @@ def test_eval_and_predict(spec_file, tmp_path, capsys) -> None:
     assert np.load(pred)["logits"].shape == (7, 3)
 
 
+def test_seed_flag_overrides_the_train_section_and_eval_reads_it_back(spec_file, tmp_path, capsys) -> None:
+    a, b = str(tmp_path / "s0"), str(tmp_path / "s1")
+    assert cmd_train(ns(file=spec_file, out=a, epochs=1)) == 0
+    assert cmd_train(ns(file=spec_file, out=b, epochs=1, seed=1)) == 0
+    assert RunDir(b).read_meta()["seed"] == 1
+    last = RunDir(b).read_metrics()[-1]
+    assert strip([last]) != strip(RunDir(a).read_metrics()[-1:])  # another split and init
+    capsys.readouterr()
+    assert cmd_eval(argparse.Namespace(file=spec_file, ckpt=b, set=[], dim=[], device="cpu", json=True,
+                                       debug=False)) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test"]["accuracy(logits, y)"] == pytest.approx(last["test"]["accuracy(logits, y)"])
+
+
 def test_early_stop_stops(spec_file, tmp_path) -> None:
     p = tmp_path / "es.dsl"
     p.write_text(SPEC.replace("adam(lr=0.05)", "sgd(lr=1e-12)").replace("epochs    = 4", "epochs = 10\n"
@@ -186,3 +200,12 @@ def test_masked_losses_and_metrics() -> None:
     d = torch.tensor([[1.0, 5.0, 2.0, 0.5]])  # per_class=2: protos 0,1 class 0; 2,3 class 1
     assert float(F.cluster_cost(d, torch.tensor([0]), per_class=2)[0]) == 1.0
     assert float(F.separation_cost(d, torch.tensor([0]), per_class=2)[0]) == 0.5
+
+
+def test_training_a_model_without_weights_is_a_clear_error(tmp_path, capsys) -> None:
+    p = tmp_path / "w.dsl"
+    p.write_text(SPEC.replace("h = relu(Linear(x, out=hidden))\n    logits = Linear(h, out=classes)",
+                              "logits = relu(x)").replace("param hidden = 8\n", "").replace("classes: int = 3", "classes: int = 4"))
+    assert cmd_train(ns(file=str(p), out=str(tmp_path / "w"), epochs=1)) == 1
+    err = capsys.readouterr().err
+    assert "no trainable parameters" in err and "Traceback" not in err

@@ -76,7 +76,7 @@ def prepare(args: argparse.Namespace, epochs: int | None = None) -> Prepared:
     spec = dsl.load(_spec_file(args))
     if spec.train is None:
         raise RunProblem(f"{spec.file} has no `train` section")
-    cfg = train_config(spec, overrides, {"epochs": epochs})
+    cfg = train_config(spec, overrides, {"epochs": epochs, "seed": getattr(args, "seed", None)})
     dims = {**data_dims(spec, overrides), **user_dims}
     max_params = getattr(args, "max_params", None)
     errors = [d for d in dsl.check(spec, dims, max_params=max_params, **overrides) if d.severity == "error"]
@@ -206,6 +206,8 @@ def _train(args: argparse.Namespace) -> int:
         model = dsl.compile(p.spec, p.dims, return_dict=True, with_aux=True,
                             max_params=getattr(args, "max_params", None),
                             guards=not getattr(args, "no_guards", False), **p.overrides)
+        if not any(w.requires_grad for w in model.parameters()):
+            raise RunProblem(f"model `{meta_name(p)}` has no trainable parameters: there is nothing to train")
         if run is not None and rank == 0:
             run.check_space(_checkpoint_bytes(model))
         data = _load_data(p.cfg)
@@ -263,10 +265,14 @@ def _finish(args: argparse.Namespace, trainer: Any, history: list, run: RunDir |
     if not getattr(args, "quiet", False):
         # Hooks with something to show at the end (expert usage, final sparsity) define summary().
         for hook in trainer.hooks:
-            for renderable in getattr(hook, "summary", lambda _t: [])(trainer):
+            for renderable in hook.summary(trainer):
                 console.print(renderable)
     if run is not None:
         console.print(f"run directory: {run.path}")
+
+
+def meta_name(p: Prepared) -> str:
+    return p.spec.model.name if p.spec.model else "?"
 
 
 def _kw(params: Any) -> str:
@@ -338,7 +344,8 @@ def _from_checkpoint(args: argparse.Namespace) -> tuple[Prepared, Any, RunDir]:
     overrides, dims = _parse(args)
     args_set = {**meta.get("overrides", {}), **overrides}
     spec = dsl.load(_spec_file(args))
-    cfg = train_config(spec, args_set)
+    # the run's seed fixes its data split, so evaluation must use it too
+    cfg = train_config(spec, args_set, {"seed": meta.get("seed")})
     all_dims = {**data_dims(spec, args_set), **meta.get("dims", {}), **dims}
     text = spec_text(spec)
     p = Prepared(spec, cfg, args_set, all_dims, text, spec_hash(text, args_set, all_dims))

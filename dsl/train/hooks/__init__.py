@@ -31,6 +31,10 @@ class Hook:
     def on_fit_end(self, trainer: Any) -> None:
         """After the last epoch (also after an early stop)."""
 
+    def summary(self, trainer: Any) -> list[Any]:
+        """Rich renderables (or strings) shown after the final table of ``dsl train``."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
