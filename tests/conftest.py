@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# torch.compile's C++ builder imports distutils; once a test has moved sys.path around
+# (the plugin tests), setuptools' distutils shim can assert on the stdlib copy. The
+# stdlib copy is what inductor needs on Python 3.11, so ask the shim to stand aside.
+os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
+
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 

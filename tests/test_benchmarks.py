@@ -48,8 +48,8 @@ def test_report_has_ratios_targets_and_not_run_rows(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     text = harness.write_report(str(out), [section], Context(quick=True), "python -m benchmarks")
     assert out.read_text() == text
-    assert "0.500× base (target ≤ 1.1×: met)" in text
-    assert "2.000× base (target ≤ 1.1×: MISSED)" in text
+    assert "0.500× base (of minima 0.500×) (target ≤ 1.1×: met)" in text
+    assert "2.000× base (of minima 2.000×) (target ≤ 1.1×: MISSED)" in text
     assert "not run (no GPU)" in text and "* a note" in text
     assert "python -m benchmarks" in text and "machine:" in text
 
