@@ -87,3 +87,22 @@ def build(name: str, *shapes: str | TensorType, **kw: Any) -> Any:
         return d.lower(call, p)
     assert d.build is not None
     return d.build(call, p)
+
+
+def command_args(command: str = "train", **values: Any) -> Any:
+    """The ``argparse.Namespace`` the real CLI builds for ``dsl COMMAND``, with
+    ``values`` set on it (``file=...``, ``out=...``); ``quiet`` defaults to True.
+
+    Tests call the command functions directly (no subprocess, no torch start-up)
+    with every option at its real default, so a new CLI flag never needs
+    updating in each test's hand-written namespace.
+    """
+    from .cli import build_parser
+
+    required = {"eval": ["--ckpt", "-"], "predict": ["--ckpt", "-", "--data", "-", "--out", "-"]}
+    args = build_parser().parse_args([command, "spec.dsl", *required.get(command, [])])
+    if hasattr(args, "quiet"):
+        args.quiet = True
+    for key, value in values.items():
+        setattr(args, key, value)
+    return args

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsl.testing import command_args
 from dsl.train import rundir as rundir_module
 from dsl.train.commands import cmd_train
 from dsl.train.rundir import BEST_FILE, MODEL_FILE, STATE_FILE, RunDir, atomic_text
@@ -44,10 +45,7 @@ EPOCHS = 30
 
 
 def ns(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1,
-                                   quiet=True, compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+    return command_args("train", **kw)
 
 
 def _write_rows(folder: Path) -> None:

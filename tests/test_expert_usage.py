@@ -12,6 +12,7 @@ import torch
 from conftest import run_cli
 
 from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate, RoutingStats
+from dsl.testing import command_args
 from dsl.train.commands import cmd_train
 from dsl.train.hooks.expert_usage import bar, summarise
 from dsl.train.rundir import RunDir
@@ -37,11 +38,8 @@ train {
 """
 
 
-def ns(**kw) -> argparse.Namespace:
-    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
-                compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def ns(**kw: object) -> argparse.Namespace:
+    return command_args("train", **kw)
 
 
 def moe(experts: int = 4, k: int = 2, noisy: bool = False, capacity: float | None = None) -> MixtureOfExperts:

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 import dsl
+from dsl.testing import command_args
 from dsl.train.commands import cmd_eval, cmd_train
 from dsl.train.hooks.pruning import MagnitudeArgs, Prune, Pruning
 from dsl.train.rundir import RunDir
@@ -40,11 +41,8 @@ train {
 DEFAULT = "magnitude(sparsity=sparsity, start=0, end=3, every=1)"
 
 
-def ns(**kw) -> argparse.Namespace:
-    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
-                compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def ns(**kw: object) -> argparse.Namespace:
+    return command_args("train", **kw)
 
 
 def spec_path(write, prune_expr: str = DEFAULT) -> str:

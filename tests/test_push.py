@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import dsl
+from dsl.testing import command_args
 from dsl.train.commands import _from_checkpoint, cmd_train
 from dsl.train.hooks.push import LabelSource, capture, label_source, named_heads
 from dsl.train.rundir import RunDir
@@ -37,11 +38,8 @@ train {
 """
 
 
-def ns(**kw) -> argparse.Namespace:
-    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
-                compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def ns(**kw: object) -> argparse.Namespace:
+    return command_args("train", **kw)
 
 
 def write(tmp_path, text: str = SPEC, name: str = "p.dsl") -> str:

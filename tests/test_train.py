@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from dsl.testing import command_args
 from dsl.train import functional as F
 from dsl.train.commands import cmd_eval, cmd_predict, cmd_train
 from dsl.train.rundir import RunDir
@@ -34,11 +35,8 @@ train {
 """
 
 
-def ns(**kw) -> argparse.Namespace:
-    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
-                compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def ns(**kw: object) -> argparse.Namespace:
+    return command_args("train", **kw)
 
 
 @pytest.fixture()

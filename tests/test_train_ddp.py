@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dsl.testing import command_args
 from dsl.train.commands import cmd_train
 from dsl.train.rundir import RunDir
 
@@ -23,11 +24,8 @@ train {
 """
 
 
-def ns(**kw) -> argparse.Namespace:
-    base = dict(set=[], dim=[], epochs=None, device="cpu", out=None, resume=False, nproc=1, quiet=True,
-                compile=False, debug=False, json=False)
-    base.update(kw)
-    return argparse.Namespace(**base)
+def ns(**kw: object) -> argparse.Namespace:
+    return command_args("train", **kw)
 
 
 def test_two_process_ddp_cpu(tmp_path) -> None:
