@@ -490,7 +490,7 @@ def test_design_example_prints_its_comments_in_place():
     assert lines[0].startswith("# specs/protogat.dsl")
     assert "    h = GAT(x, edge_index, out=hidden, heads=heads)  # [N, hidden*heads]" in lines
     assert "    m = HopfieldLayer(h, patterns=16)  # learned memory lookup" in lines
-    assert "    optimizer = adam(lr=0.01, weight_decay=0.0005)" in lines
+    assert "    optimizer = adam(lr=0.01, weight_decay=5e-4)" in lines  # spelled as written
     assert lines[lines.index("    input edge_index: [2, E] long") + 1] == ""  # blank line kept
 
 
@@ -571,3 +571,13 @@ def test_random_token_soup_only_raises_spec_error(text):
         assert d.code in ("E0101", "E0102") and d.span.line >= 1 and d.label
     else:
         assert strip_spans(parse_text(to_text(spec))) == strip_spans(spec)
+
+
+@pytest.mark.parametrize(
+    ("value", "spelling"),
+    [(5e-4, "5e-4"), (1e-5, "1e-5"), (0.003, "0.003"), (0.01, "0.01"), (100.0, "100.0"), (1e20, "1e20"),
+     (1.5e-7, "1.5e-7"), (0.00012345, "0.00012345"), (-0.0005, "-5e-4")],
+)
+def test_floats_print_in_the_spelling_researchers_use(value: float, spelling: str) -> None:
+    printed = to_text(parse_text(f"param p = {value!r}\n"))
+    assert printed == f"param p = {spelling}\n" and float(spelling) == value

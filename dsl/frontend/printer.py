@@ -97,7 +97,25 @@ def _num(value: int | float) -> str:
         return str(value)
     if math.isinf(value):  # no literal for infinity: the smallest one that overflows
         return "1e999" if value > 0 else "-1e999"
-    return repr(value)
+    return _float_spelling(value)
+
+
+def _float_spelling(value: float) -> str:
+    """The shortest exact spelling, preferring ``5e-4`` over ``0.0005`` (as researchers
+    write learning rates and weight decays) but ``0.003`` over ``3e-3`` and ``100.0``
+    over ``1e2``."""
+    plain = repr(value)
+    if "e" in plain:  # 1e-05 -> 1e-5, 1e+20 -> 1e20
+        mantissa, _, exponent = plain.partition("e")
+        return f"{mantissa}e{int(exponent)}"
+    if value == 0 or abs(value) >= 1:
+        return plain
+    for digits in range(17):
+        mantissa, _, exponent = f"{value:.{digits}e}".partition("e")
+        candidate = f"{mantissa}e{int(exponent)}"
+        if float(candidate) == value:
+            return candidate if len(candidate) <= len(plain) - 2 else plain
+    return plain
 
 
 _STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
