@@ -154,11 +154,26 @@ def _conflict_infer(call, p):
     return [call.type("a")]
 
 
-register(Decl("TestBroken", "block", NoParams, (TensorArg("x"),), ("y",), lambda c, p: [c.type("x")], build=_bad_build))
-register(Decl("TestConflict", "block", NoParams, (TensorArg("a"), TensorArg("b")), ("y",), _conflict_infer,
-              build=lambda c, p: __import__("torch").nn.Identity()))
+def _identity_build(c, p):
+    import torch
+
+    return torch.nn.Identity()
 
 
+@pytest.fixture
+def test_blocks(monkeypatch):
+    """Two faulty blocks, registered for one test only (the registry is global)."""
+    from dsl import registry
+
+    registry.load()
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    register(Decl("TestBroken", "block", NoParams, (TensorArg("x"),), ("y",), lambda c, p: [c.type("x")],
+                  build=_bad_build, source="tests"))
+    register(Decl("TestConflict", "block", NoParams, (TensorArg("a"), TensorArg("b")), ("y",), _conflict_infer,
+                  build=_identity_build, source="tests"))
+
+
+@pytest.mark.usefixtures("test_blocks")
 def test_builder_exception_is_a_diagnostic(write):
     path = write("model M() {\n    input x: [N, 4]\n    y = TestBroken(x)\n    output y\n}\n")
     with pytest.raises(dsl.SpecError) as e:
@@ -166,6 +181,7 @@ def test_builder_exception_is_a_diagnostic(write):
     assert [(d.code, d.span.line, d.span.col) for d in e.value.diagnostics] == [("E0602", 3, 9)]
 
 
+@pytest.mark.usefixtures("test_blocks")
 def test_dimension_conflict(write):
     path = write("model M() {\n    input a: [3]\n    input b: [4]\n    y = TestConflict(a, b)\n    output y\n}\n")
     assert codes_at(path) == [("E0306", 4, 25)]
