@@ -5,6 +5,22 @@ One training epoch of ``specs/classifier.dsl`` (digits, batch 64) and
 runs — against a plain PyTorch loop over the same compiled model, the same
 batches and the same optimizer. Target ≤ 1.05×. A third contender only
 iterates the batches: its time over the Trainer's is the data-loading share.
+
+The comparison is kept fair and the work identical:
+
+* both contenders train their own copy of one compiled model, runtime input
+  guards included, under the determinism setting ``dsl train`` uses on the CPU
+  (``torch.use_deterministic_algorithms(True, warn_only=True)``);
+* both add the model's weighted auxiliary losses (the MoE balance loss) and
+  read the loss back every step, as the Trainer does (until this was checked,
+  the hand-written copy had lost its ``dsl_aux_weights`` in ``deepcopy`` and
+  trained moe_digits without the balance loss: less work, a 1.3–1.5× "gap");
+* every epoch of either contender starts from the same RNG seed. A noisy MoE
+  gate draws random noise each step, so without this the two copies routed
+  differently, drifted apart, and their step times differed with the routing
+  rather than with the loop (1.3–1.5× either way from run to run). Seeded
+  alike, the two compute the same trajectory, which the benchmark checks:
+  the weights of both copies must stay bit-identical.
 """
 
 from __future__ import annotations
@@ -36,11 +52,20 @@ def setup(spec_name: str) -> tuple[Any, Any, Any, Any, str]:
     data = _load_data(p.cfg)
     trainer = Trainer(model, p.cfg, data, param_values(p.spec, p.overrides), quiet=True,
                       verbose=False)
-    return trainer, copy.deepcopy(model), data, p.cfg, spec_name
+    twin = copy.deepcopy(model)
+    # A deep-copied GraphModule keeps its graph, weights and guard but not the
+    # compiler's `dsl_*` attributes; the hand-written loop reads the aux weights
+    # from them, so without these it silently left out the MoE balance loss.
+    for attr in ("dsl_inputs", "dsl_outputs", "dsl_aux_weights"):
+        if hasattr(model, attr) and not hasattr(twin, attr):
+            setattr(twin, attr, copy.deepcopy(getattr(model, attr)))
+    return trainer, twin, data, p.cfg, spec_name
 
 
 def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
-    """A plain loop: forward, cross-entropy (+ weighted aux losses), backward, step."""
+    """A plain loop: forward, cross-entropy (+ weighted aux losses), backward, step.
+
+    Each call is one epoch that starts from ``cfg.seed`` (see the module docstring)."""
     import torch
     import torch.nn.functional as F
 
@@ -48,10 +73,11 @@ def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
 
     opt = make_optimizer(cfg, model.parameters())
     names = input_names(model, data.example())
-    aux = dict(getattr(model, "dsl_aux_weights", {}) or {})
+    aux = dict(model.dsl_aux_weights or {}) if hasattr(model, "dsl_aux_weights") else {}
     model.train()
 
     def epoch() -> int:
+        torch.manual_seed(cfg.seed)
         steps = 0
         for batch in data.batches("train", 0, 0, 1):
             out = model(**{k: batch[k] for k in names})
@@ -65,12 +91,29 @@ def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
             steps += 1
         return steps
 
-    del torch
     return epoch
 
 
+def same_weights(a: Any, b: Any) -> bool:
+    """Whether two models hold bit-identical weights."""
+    import torch
+
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def run(ctx: Context) -> list[Row]:
-    ctx.init_torch()
+    torch = ctx.init_torch()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as `dsl train` on the CPU
+    try:
+        return _run(ctx, torch)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
+
+
+def _run(ctx: Context, torch: Any) -> list[Row]:
     from dsl.train.trainer import Reporter
 
     rows: list[Row] = []
@@ -79,7 +122,8 @@ def run(ctx: Context) -> list[Row]:
         steps = data.num_batches("train", 1)
         report = Reporter(False, True, 1, steps)
 
-        def dsl_epoch(t: Any = trainer, r: Any = report) -> object:
+        def dsl_epoch(t: Any = trainer, r: Any = report, seed: int = cfg.seed) -> object:
+            torch.manual_seed(seed)
             return t.train_epoch(0, r)
 
         def data_only(d: Any = data) -> object:
@@ -88,9 +132,12 @@ def run(ctx: Context) -> list[Row]:
         stats = interleave(
             {"hand-written loop": hand_loop(model, data, cfg), "dsl Trainer": dsl_epoch,
              "data loading only": data_only},
-            repeats=ctx.repeats, warmup=ctx.warmup, sync=ctx.sync, number=1,
+            # One sample is one short epoch (17 steps), easily hit by a neighbour's burst on a
+            # shared machine: three times the usual samples steady the medians.
+            repeats=3 * ctx.repeats, warmup=ctx.warmup, sync=ctx.sync, number=1,
         )
         case = f"{spec_name}.dsl, one epoch = {steps} steps"
+        identical = same_weights(trainer.model, model)
 
         def per_step(s: Stats, steps: int = steps) -> Stats:
             return Stats(tuple(v / steps for v in s.samples), s.number)
@@ -106,6 +153,8 @@ def run(ctx: Context) -> list[Row]:
         ctx.notes.append(
             f"{spec_name}: dsl Trainer {1 / (stats['dsl Trainer'].median / steps):.0f} steps/s, "
             f"hand-written {1 / (stats['hand-written loop'].median / steps):.0f} steps/s; "
-            f"data loading is {share:.1%} of a Trainer step."
+            f"data loading is {share:.1%} of a Trainer step; after "
+            f"{ctx.warmup + 3 * ctx.repeats} epochs each, the two copies' weights are "
+            f"{'bit-identical' if identical else 'DIFFERENT (the loops did not do the same work)'}."
         )
     return rows

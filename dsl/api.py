@@ -177,13 +177,13 @@ def compile(
     errors = [d for d in diags if d.severity == "error"]
     if errors or prog is None:
         raise SpecError(errors or diags)
-    from .compiler import BuildFailure, build_program
+    from .compiler import BuildFailure, build_program, preserve_attribute
 
     try:
         model = build_program(prog, return_dict=return_dict, with_aux=with_aux)
     except BuildFailure as e:
         raise SpecError(e.diags) from None
-    model.dsl_spec = spec  # type: ignore[assignment]
+    preserve_attribute(model, "dsl_spec", spec)
     if guards:
         from .guards import install_guards, symbolic_program
 

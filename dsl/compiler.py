@@ -99,10 +99,22 @@ def build_program(
     graph.output(result)
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=prog.name)
-    gm.dsl_inputs = prog.input_types()  # type: ignore[assignment]
-    gm.dsl_outputs = prog.output_types()  # type: ignore[assignment]
-    gm.dsl_aux_weights = {a.key: a.weight for a in prog.aux} if with_aux else {}  # type: ignore[assignment]
+    preserve_attribute(gm, "dsl_inputs", prog.input_types())
+    preserve_attribute(gm, "dsl_outputs", prog.output_types())
+    preserve_attribute(gm, "dsl_aux_weights", {a.key: a.weight for a in prog.aux} if with_aux else {})
     return gm
+
+
+def preserve_attribute(gm: fx.GraphModule, name: str, value: Any) -> None:
+    """Set ``gm.name`` so that ``copy.deepcopy(gm)`` keeps it too.
+
+    GraphModule's deepcopy rebuilds the module from its graph and drops plain
+    attributes; a copied model would silently lose its aux-loss weights. fx
+    re-applies what ``meta["_user_preserved_attributes"]`` holds.
+    """
+    setattr(gm, name, value)
+    key = getattr(fx.graph_module, "_USER_PRESERVED_ATTRIBUTES_KEY", "_user_preserved_attributes")
+    gm.meta.setdefault(key, {})[name] = value
 
 
 def _fetch(env: dict[str, Any], ref: Ref) -> Any:

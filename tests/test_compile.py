@@ -161,3 +161,16 @@ def test_unknown_dim_needed_for_weights_is_a_diagnostic():
     assert d.code == "E0601"
     assert "F" in d.message and "--dim" in (d.help or "")
     assert d.span.line == 5
+
+
+def test_deepcopy_keeps_the_dsl_attributes() -> None:
+    import copy
+
+    model = dsl.compile(SPECS / "moe_digits.dsl", return_dict=True, with_aux=True)
+    twin = copy.deepcopy(model)
+    assert twin.dsl_aux_weights == model.dsl_aux_weights and "aux:z.balance" in model.dsl_aux_weights
+    assert twin.dsl_inputs == model.dsl_inputs and twin.dsl_outputs == model.dsl_outputs
+    assert twin.dsl_spec == model.dsl_spec
+    x = torch.randn(5, 64)
+    twin.eval(), model.eval()
+    torch.testing.assert_close(twin(x=x)["logits"], model(x=x)["logits"])

@@ -31,6 +31,11 @@ class NonFiniteLoss(Exception):
     """The loss (or the weights) became NaN or infinite: the run stops, the last good checkpoint stays."""
 
 
+# Steps between reads of the loss terms when reading them costs a device synchronisation
+# (CUDA) or a collective (several processes); see Trainer.sync_every.
+SYNC_EVERY = 32
+
+
 def input_names(model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
     declared = getattr(model, "dsl_inputs", None)
     if declared:
@@ -88,6 +93,11 @@ class Reporter:
         if self.rich:
             self.progress.update(self.task, advance=1, epoch=str(epoch), info=info)
 
+    def step_terms(self, epoch: int, terms: dict[str, float]) -> None:
+        """Advance by one step showing ``terms``; formats them only when a bar shows them."""
+        if self.rich:
+            self.step(epoch, " ".join(f"{k} {_fmt(v)}" for k, v in terms.items()))
+
     def epoch(self, line: str) -> None:
         if not self.enabled:
             return
@@ -103,6 +113,70 @@ class Reporter:
 
 def _fmt(v: float) -> str:
     return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+class _TermLog:
+    """One epoch's loss terms: their running sums, the progress line, and the NaN/inf stop.
+
+    With ``trainer.sync_every == 1`` each step's terms are read at once (as floats) and
+    checked before the optimizer step. Otherwise they stay on the device (one small
+    ``stack`` per step) and are read, checked and summed every ``sync_every`` steps and
+    at :meth:`flush`: one synchronisation per window instead of one per term and step.
+    Either way the sums are the same float64 additions in the same order.
+    """
+
+    def __init__(self, trainer: Trainer, epoch: int, report: Reporter):
+        self.trainer, self.epoch, self.report = trainer, epoch, report
+        self.every = max(1, int(trainer.sync_every))
+        self.aux_keys = tuple(trainer.aux_weights)  # reported after the loss, when the model returns them
+        self.sums: dict[str, float] = {}
+        self.pending: list[tuple[int, tuple[str, ...], Tensor]] = []  # (step, term names, values)
+
+    def add(self, step: int, loss: Tensor | float, names: dict[str, Tensor]) -> None:
+        """The terms of step ``step`` (before its optimizer step)."""
+        tr = self.trainer
+        if self.every == 1:
+            terms = {"loss": float(loss.detach()) if isinstance(loss, Tensor) else float(loss)}
+            for key in self.aux_keys:
+                if key in names:
+                    terms[key] = float(names[key].detach())
+            if tr.world > 1 or not all(map(math.isfinite, terms.values())):
+                tr._stop_if_not_finite(terms, self.epoch, step)  # before the step: the weights stay good
+            self._count(terms)
+            return
+        keys = ("loss", *(k for k in self.aux_keys if k in names))
+        # float64, as float(...) would read them: the sums below are then the same additions.
+        first = (loss.detach().double() if isinstance(loss, Tensor)
+                 else torch.tensor(float(loss), dtype=torch.float64, device=tr.device))
+        values = torch.stack([first.reshape(()), *(names[k].detach().double().reshape(()) for k in keys[1:])])
+        self.pending.append((step, keys, values))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the pending steps' terms (one synchronisation), check them, add them up."""
+        pending, self.pending = self.pending, []
+        if self.every == 1:
+            return
+        flat = torch.cat([v for _, _, v in pending]).tolist() if pending else []
+        rows: list[dict[str, float]] = []
+        first: tuple[int, str, float] | None = None
+        at = 0
+        for step, keys, _ in pending:
+            terms = dict(zip(keys, flat[at : at + len(keys)], strict=True))
+            at += len(keys)
+            bad = next(((k, v) for k, v in terms.items() if not math.isfinite(v)), None)
+            if bad is not None and first is None:
+                first = (step, bad[0], bad[1])
+            rows.append(terms)
+        self.trainer._stop_at_first_not_finite(first, self.epoch)
+        for terms in rows:
+            self._count(terms)
+
+    def _count(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.report.step_terms(self.epoch + 1, terms)
 
 
 class Trainer:
@@ -139,6 +213,16 @@ class Trainer:
             # Unused parameters are normal here (experts a gate did not pick).
             self.net = DDP(self.model, find_unused_parameters=True)
         self.fwd: Any = torch.compile(self.net) if torch_compile else self.net
+        # Batches come from the CPU: moving them is a no-op there, and bf16 autocast is CUDA only.
+        self._move = self.device.type != "cpu"
+        self._amp = self.device.type == "cuda"
+        # Steps between reads of the loss terms (and NaN/inf checks). Reading a CPU tensor is
+        # free, so a single CPU process reads every step and stops *before* a bad step's update.
+        # On a GPU each read stalls the launch queue and under DDP each check is a collective:
+        # there the terms stay on the device and are read together every SYNC_EVERY steps (and
+        # at the end of the epoch); a bad step is still named, but the steps after it in its
+        # window have been taken (the checkpoint on disk is the last good one either way).
+        self.sync_every = 1 if self.device.type == "cpu" and world == 1 else SYNC_EVERY
         self.opt = make_optimizer(cfg, self.model.parameters())
         self.sched = make_schedule(cfg, self.opt)
         self.evaluator = Evaluator(consts or {}, self.model)
@@ -158,14 +242,21 @@ class Trainer:
         return nullcontext()
 
     def _forward(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with self._autocast():
+        """Batch fields and the model's outputs by name (floating outputs as float32)."""
+        if self._move:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self._amp:
+            with self._autocast():
+                out = module(**{k: batch[k] for k in self.inputs})
+        else:
             out = module(**{k: batch[k] for k in self.inputs})
         if not isinstance(out, dict):
             names = list(getattr(self.model, "dsl_outputs", {}) or ["output"])
             out = {names[0]: out}
         names = dict(batch)
-        names.update({k: v.float() if v.is_floating_point() else v for k, v in out.items()})
+        for k, v in out.items():
+            # float32 outputs pass as they are (what .float() would return); bf16/float64 ones are converted.
+            names[k] = v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
         return names
 
     def _rows(self, batch: dict[str, Tensor]) -> int:
@@ -173,20 +264,20 @@ class Trainer:
         return int(first.shape[0]) if first.dim() else 1
 
     def train_epoch(self, epoch: int, report: Reporter) -> dict[str, float]:
+        """One pass over the training split; the mean of each loss term, and the throughput."""
         self.net.train()
-        sums: dict[str, float] = {}
+        loss_fn = self.evaluator.compile_loss(self.cfg.loss)
+        aux = list(self.aux_weights.items())
+        log = _TermLog(self, epoch, report)
         steps, rows, t0 = 0, 0, time.perf_counter()
         for batch in self.data.batches("train", epoch, self.rank, self.world):
             names = self._forward(self.fwd, batch)
-            loss = self.evaluator.loss(self.cfg.loss, names)
-            terms = {"loss": float(loss.detach()) if isinstance(loss, Tensor) else float(loss)}
+            loss = loss_fn(names)
             total = loss
-            for key, weight in self.aux_weights.items():
+            for key, weight in aux:
                 if key in names:
-                    aux = names[key]
-                    total = total + weight * aux
-                    terms[key] = float(aux.detach())
-            self._stop_if_not_finite(terms, epoch, steps)  # before the step: the weights stay good
+                    total = total + weight * names[key]
+            log.add(steps, loss, names)  # reads and checks the terms every `sync_every` steps
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             if self.cfg.grad_clip is not None:
@@ -194,12 +285,10 @@ class Trainer:
             self.opt.step()
             for hook in self.hooks:
                 hook.after_step(self, epoch, steps)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
             steps += 1
             rows += self._rows(batch)
-            report.step(epoch + 1, " ".join(f"{k} {_fmt(v)}" for k, v in terms.items()))
-        out = {k: v / max(steps, 1) for k, v in sums.items()}
+        log.flush()
+        out = {k: v / max(steps, 1) for k, v in log.sums.items()}
         out = self._reduce_mean(out)
         elapsed = time.perf_counter() - t0
         out["throughput"] = rows * self.world / elapsed if elapsed > 0 else 0.0
@@ -227,6 +316,7 @@ class Trainer:
         return {k: (float(acc[2 * i] / acc[2 * i + 1]) if acc[2 * i + 1] > 0 else math.nan) for i, k in enumerate(names_)}
 
     def _stop_if_not_finite(self, terms: dict[str, float], epoch: int, step: int) -> None:
+        """Stop on a NaN/inf term of one step (every rank together)."""
         bad = next(((k, v) for k, v in terms.items() if not math.isfinite(v)), None)
         if self.world > 1:  # every rank stops together; one raising alone would hang the others
             import torch.distributed as dist
@@ -236,9 +326,29 @@ class Trainer:
             if bad is None and float(flag) > 0:
                 bad = ("loss on another rank", math.nan)
         if bad is not None:
-            raise NonFiniteLoss(f"{bad[0]} is {bad[1]} at epoch {epoch + 1}, step {step + 1}: training stopped. "
-                                f"{self._kept(self.epoch)} Lower the learning rate, set grad_clip, or check the data for "
-                                "NaN/inf values")
+            self._not_finite(bad, epoch, step)
+
+    def _stop_at_first_not_finite(self, first: tuple[int, str, float] | None, epoch: int) -> None:
+        """Stop if a step of a window of steps had a NaN/inf term: ``first`` is (step, name, value).
+
+        Under DDP the ranks agree on the earliest bad step of the window with one collective."""
+        step = first[0] if first is not None else -1
+        if self.world > 1:
+            import torch.distributed as dist
+
+            none = torch.iinfo(torch.int64).max
+            t = torch.tensor([none if first is None else first[0]], dtype=torch.int64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            step = -1 if int(t) == none else int(t)
+            if step >= 0 and (first is None or first[0] != step):
+                first = (step, "loss on another rank", math.nan)
+        if first is not None and step >= 0:
+            self._not_finite((first[1], first[2]), epoch, step)
+
+    def _not_finite(self, bad: tuple[str, float], epoch: int, step: int) -> None:
+        raise NonFiniteLoss(f"{bad[0]} is {bad[1]} at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                            f"{self._kept(self.epoch)} Lower the learning rate, set grad_clip, or check the data for "
+                            "NaN/inf values")
 
     def _kept(self, epoch: int) -> str:
         """Which checkpoint survives a stop; ``epoch``: the last one completed and saved."""
