@@ -437,3 +437,87 @@ def test_torch_export_with_dynamic_tokens() -> None:
         torch.testing.assert_close(b, b_ref)
         torch.testing.assert_close(module.dropped_fraction, moe_dropped)
     assert moe_dropped > 0
+
+
+# --------------------------------------------------------------------------- grouped experts (eager fast path)
+
+
+def _mlp_experts(n: int, d: int = 8, hidden: int = 16) -> list[nn.Module]:
+    return [nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)) for _ in range(n)]
+
+
+def _with_hooks(experts: list[nn.Module]) -> list[nn.Module]:
+    """Copies with a no-op forward hook: the hook must run, so each expert is called."""
+    import copy
+
+    copies = copy.deepcopy(experts)
+    for e in copies:
+        e.register_forward_hook(lambda _m, _i, _o: None)
+    return copies
+
+
+def _grads(y: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(y.pow(2).sum(), inputs, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)]
+
+
+@pytest.mark.parametrize(("k", "capacity"), [(1, None), (2, None), (2, 0.5)])
+def test_grouped_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, k: int,
+                                                capacity: float | None) -> None:
+    import dsl.blocks.nn.moe as moe_mod
+
+    calls: list[int] = []
+    run_grouped = moe_mod._run_grouped
+    monkeypatch.setattr(moe_mod, "_run_grouped", lambda *a: calls.append(1) or run_grouped(*a))
+    experts = _mlp_experts(5)
+    hooked = _with_hooks(experts)
+    gate = NoisyTopKGate(8, 5, k=k)
+    _randomise_gate(gate)
+    x = torch.randn(23, 8, requires_grad=True)
+    idx, w, _ = gate.route(x)
+    y, kept = dispatch(x, idx, w, experts, 8, capacity)
+    assert calls, "the grouped path was not taken"
+    y_ref, kept_ref = dispatch(x, idx, w, hooked, 8, capacity)
+    assert len(calls) == 1, "hooked experts must be called one by one"
+    torch.testing.assert_close(y, y_ref)
+    assert int(kept) == int(kept_ref)
+    params = [p for e in experts for p in e.parameters()]
+    params_ref = [p for e in hooked for p in e.parameters()]
+    wrt = [x, w] if w.requires_grad else [x]  # k=1: the weight is the constant 1
+    for g, g_ref in zip(_grads(y, [*wrt, *params]), _grads(y_ref, [*wrt, *params_ref]), strict=True):
+        torch.testing.assert_close(g, g_ref)
+    naive, kept_naive = _naive(x.detach(), idx.detach(), w.detach(), experts, 8, capacity)
+    torch.testing.assert_close(y.detach(), naive, atol=1e-5, rtol=1e-5)
+    assert int(kept) == kept_naive
+
+
+def test_grouped_experts_unselected_get_zero_gradient() -> None:
+    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2, noisy=False), _mlp_experts(4), 8)
+    with torch.no_grad():
+        moe.gate.w_gate[:, 0] = 3.0
+        moe.gate.w_gate[:, 2] = 2.0
+    y, balance = moe(torch.rand(6, 8) + 0.1)  # experts 0 and 2 always win
+    (y.sum() + balance).backward()
+    for i, expert in enumerate(moe.experts):
+        grads = [p.grad for p in expert.parameters()]
+        if i in (0, 2):
+            assert all(g is not None and g.abs().sum() > 0 for g in grads)
+        else:
+            assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+
+
+def test_grouped_path_only_for_identical_plain_experts() -> None:
+    from dsl.blocks.nn.moe import _grouped_layers
+
+    xs = torch.randn(3, 8)
+    assert _grouped_layers(_mlp_experts(3), xs) is not None
+    assert _grouped_layers([nn.Linear(8, 4) for _ in range(3)], xs) is not None
+    assert _grouped_layers(_mlp_experts(3), xs.double()) is None  # the kernel's dtypes only
+    assert _grouped_layers(_mlp_experts(3, d=6), torch.randn(3, 6)) is None  # 16-byte strides
+    mixed = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))]
+    assert _grouped_layers(mixed, xs) is None
+    tanh_gelu = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.GELU("tanh"), nn.Linear(16, 8))]
+    assert _grouped_layers(tanh_gelu, xs) is None
+    dropout = [nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 8)) for _ in range(3)]
+    assert _grouped_layers(dropout, xs) is None
+    assert _grouped_layers(_with_hooks(_mlp_experts(3)), xs) is None

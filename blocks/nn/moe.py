@@ -12,7 +12,13 @@ Two routers:
 
 Dispatch (:func:`dispatch`) sorts the (token, expert) assignments by expert,
 runs every expert once on its own tokens and adds the weighted outputs back
-with ``index_add``; no expert ever sees a token it was not routed to.
+with ``index_add``; no expert ever sees a token it was not routed to. In eager
+mode the combine is one autograd op (:class:`_WeightedSum`), and on CPU, when
+every expert is a copy of one ``Linear`` or ``nn.Sequential`` of Linear and
+elementwise layers (the default ``MLP`` expert) without hooks and the experts'
+batches are small, each layer of all experts runs as one ``torch._grouped_mm``
+over the stacked weights (:func:`_run_grouped`); otherwise each expert module is
+called on its slice. Both give the per-expert loop's outputs and gradients.
 
 torch.compile / torch.export: how many tokens each expert receives is data
 (it depends on the router's values). :func:`dispatch` reads the per-expert
@@ -28,9 +34,10 @@ count is not pinned. Checked with torch 2.13 (tests/test_moe.py):
 ``dynamic_shapes`` on the token axis too; the ``dropped_fraction`` buffer
 update is kept as a buffer mutation. Counting uses ``scatter_add``, not
 ``bincount``, whose output length is itself data-dependent. In eager mode an
-expert with no tokens is skipped (its parameters get ``grad is None``); while
-compiling it runs on an empty batch instead (its gradient is exactly zero),
-because a branch on a data-dependent size cannot be traced. Under inductor
+expert with no tokens is skipped (its parameters get ``grad is None``, or an
+exactly zero gradient on the grouped path); while compiling it runs on an empty
+batch instead (its gradient is exactly zero), because a branch on a
+data-dependent size cannot be traced. Under inductor
 the routing noise comes from inductor's own RNG, so a compiled training step
 draws different noise than eager mode with the same seed.
 
@@ -47,6 +54,7 @@ module, so it never changes an output and never enters a graph. ``usage`` is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 from torch import Tensor, nn
@@ -76,10 +84,10 @@ def prob_in_top_k(clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor,
     threshold_if_in = top_values[:, k : k + 1]
     threshold_if_out = top_values[:, k - 1 : k]
     is_in = noisy > threshold_if_in
-    normal = torch.distributions.Normal(clean.new_zeros(()), clean.new_ones(()))
-    prob_if_in = normal.cdf((clean - threshold_if_in) / std)
-    prob_if_out = normal.cdf((clean - threshold_if_out) / std)
-    return torch.where(is_in, prob_if_in, prob_if_out)
+    # One standard-normal CDF of the chosen threshold's distance: the same values and
+    # gradients as Φ(in) where is_in else Φ(out), in a third of the elementwise ops.
+    threshold = torch.where(is_in, threshold_if_in, threshold_if_out)
+    return torch.special.ndtr((clean - threshold) / std)
 
 
 class RoutingStats:
@@ -168,13 +176,15 @@ class NoisyTopKGate(nn.Module):
     def logits(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """(clean, noisy, std): noisy = clean + N(0, 1) * (softplus(x W_noise) + 1e-2) while
         training a noisy gate; otherwise noisy is clean and std is None."""
-        clean = x @ self.w_gate
         if self.w_noise is None or not self.training:
+            clean = x @ self.w_gate
             return clean, clean, None
-        std = nn.functional.softplus(x @ self.w_noise) + NOISE_EPSILON
+        # Both projections in one matmul: x [W_g | W_noise].
+        clean, raw_std = (x @ torch.cat([self.w_gate, self.w_noise], dim=1)).split(self.experts, dim=1)
+        std = nn.functional.softplus(raw_std) + NOISE_EPSILON
         if noise is None:
             noise = torch.randn_like(clean)
-        return clean, clean + noise * std, std
+        return clean, torch.addcmul(clean, noise, std), std
 
     def route(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """x [T, D] -> (indices [T, k] long, weights [T, k], weighted balance loss [])."""
@@ -191,12 +201,12 @@ class NoisyTopKGate(nn.Module):
         k, experts = self.k, self.experts
         top_values, top_idx = noisy.topk(min(k + 1, experts), dim=-1)
         idx = top_idx[:, :k]
-        # Softmax over the k winners only (not over all experts, then top-k).
-        w = torch.softmax(top_values[:, :k], dim=-1)
+        # Softmax over the k winners only (not over all experts, then top-k). For k = 1
+        # that is exactly 1 with a zero gradient: a constant, without the softmax.
+        w = torch.softmax(top_values[:, :k], dim=-1) if k > 1 else torch.ones_like(top_values[:, :1])
         if self.balance == 0:
             return idx, w, clean.new_zeros(())
-        dense = torch.zeros_like(clean).scatter(1, idx, w)
-        importance = dense.sum(0)
+        importance = clean.new_zeros(experts).index_add(0, idx.reshape(-1), w.reshape(-1))
         if std is not None and k < experts:
             load = prob_in_top_k(clean, noisy, std, top_values, k).sum(0)
         else:
@@ -257,10 +267,11 @@ def dispatch(
     counts = _counts(flat_e, n_exp)
     kept_counts = counts if capacity is None else torch.minimum(counts, _capacity_tensor(counts, capacity))
     sizes, kept = _sizes(counts, kept_counts, tokens * k)
-    compiling = torch.compiler.is_compiling()
+    if not torch.compiler.is_compiling():
+        if tokens == 0:
+            return x.new_zeros(0, out), kept_counts.sum()
+        return _dispatch_grouped(x, tok, wt, experts, sizes, kept), kept_counts.sum()
     y = x.new_zeros(tokens, out)
-    if not compiling:
-        return _dispatch_eager(x, tok, wt, experts, sizes, kept, y), kept_counts.sum()
     start = 0
     for e, expert in enumerate(experts):
         te = tok.narrow(0, start, kept[e])
@@ -270,31 +281,168 @@ def dispatch(
     return y, kept_counts.sum()
 
 
-def _dispatch_eager(
-    x: Tensor, tok: Tensor, wt: Tensor, experts: Sequence[nn.Module], sizes: list[int], kept: list[int], y: Tensor
-) -> Tensor:
-    """The eager body of :func:`dispatch`: one gather, one split, one scatter.
+class _WeightedSum(torch.autograd.Function):
+    """y[t] = sum over rows i with tok[i] = t of w[i] * ys[i]: the MoE combine as one op.
 
-    Gathering and scattering per expert costs O(E * T) (each out-of-place
-    ``index_add`` copies ``y``; each ``index_select`` backward fills a zero
-    tensor of x's size), so the cost grew with E; a single gather split by
-    expert and a single ``index_add`` keep it O(T * k) (benchmarks/RESULTS.md).
+    Autograd's version (``index_add`` of ``ys * w``) makes four [assignments, out]
+    temporaries in the backward (the gathered gradient, both products, the
+    index_add's zero buffer); this one makes one: it gathers the incoming gradient
+    once, takes the weights' gradient as a row-wise dot product with it, and then
+    scales it in place into the gradient of ``ys``: on CPU such temporaries cost
+    more than their arithmetic (allocation and first touch). Eager mode only;
+    ``once_differentiable``: no double backward through the combine.
     """
-    xs, ws, ts = x.index_select(0, tok).split(sizes), wt.split(sizes), tok.split(sizes)
-    parts_t: list[Tensor] = []
-    parts_y: list[Tensor] = []
-    for e, expert in enumerate(experts):
-        n = kept[e]
-        if n == 0:
+
+    @staticmethod
+    def forward(ctx: object, ys: Tensor, w: Tensor, tok: Tensor, tokens: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(ys, w, tok)  # type: ignore[attr-defined]
+        return ys.new_zeros(tokens, ys.shape[-1]).index_add_(0, tok, ys * w.unsqueeze(-1))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        ys, w, tok = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs_ys, needs_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
+        picked = grad.contiguous().index_select(0, tok)
+        grad_w = (picked * ys).sum(-1) if needs_w else None
+        grad_ys = picked.mul_(w.unsqueeze(-1)) if needs_ys else None
+        return grad_ys, grad_w, None, None
+
+
+def _dispatch_grouped(
+    x: Tensor,
+    tok: Tensor,
+    wt: Tensor,
+    experts: Sequence[nn.Module],
+    sizes: list[int],
+    kept: list[int],
+) -> Tensor:
+    """The eager body of :func:`dispatch`: one gather, each expert once on its contiguous
+    slice of the expert-sorted tokens, one weighted scatter back (:class:`_WeightedSum`).
+
+    ``tok``/``wt`` are the expert-sorted assignments; with a capacity each expert's
+    first ``kept[e]`` of its ``sizes[e]`` assignments are kept (the heaviest).
+    """
+    if kept != sizes:  # capacity: keep the first kept[e] of each expert's group
+        sel = _kept_positions(sizes, kept, tok.device)
+        tok, wt = tok[sel], wt[sel]
+    xs = x.index_select(0, tok)
+    # Measured on CPU (benchmarks/NOTES.md, "MoE"): the grouped kernel wins when the
+    # experts' batches are small and E calls' overhead dominates; with larger batches
+    # the per-expert matmuls are as fast and the bias gather costs more than it saves.
+    small = xs.shape[0] <= GROUPED_MAX_ROWS * len(experts)
+    columns = _grouped_layers(experts, xs) if small else None
+    if columns is not None:
+        ys = _run_grouped(columns, xs, kept)
+    else:
+        outs = [expert(part) for part, expert, n in zip(xs.split(kept), experts, kept, strict=True) if n]
+        ys = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
+
+
+# Parameter-free elementwise modules: applied to all experts' rows at once, they act as on each expert's.
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Identity)
+# Mean rows per expert up to which the experts run as one grouped matmul per layer.
+GROUPED_MAX_ROWS = 128
+# The dtypes torch._grouped_mm takes.
+_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _layers_of(expert: nn.Module) -> list[nn.Module] | None:
+    """The expert as a list of ``nn.Linear`` / elementwise layers; None for anything else
+    (other modules, subclasses that may override ``forward``, modules with hooks)."""
+    layers = list(expert) if type(expert) is nn.Sequential else [expert]
+    for m in [expert, *layers]:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
+            return None
+    if not all(type(m) is nn.Linear or type(m) in _ELEMENTWISE for m in layers):
+        return None
+    return layers
+
+
+def _same_layer(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two layers compute the same function of their (own) parameters.
+
+    Reads instance dicts directly: this runs for every layer of every expert on
+    every forward, where ``nn.Module.__getattr__`` would cost more than the check."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is nn.Linear:
+        pa, pb = a._parameters, b._parameters
+        return (a.in_features, a.out_features, pa["bias"] is None) == (b.in_features, b.out_features, pb["bias"] is None)
+    # GELU(approximate), ELU(alpha), LeakyReLU(negative_slope); the others have no settings
+    da, db = a.__dict__, b.__dict__
+    return all(da.get(n) == db.get(n) for n in ("approximate", "alpha", "negative_slope"))
+
+
+def _grouped_layers(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Module]] | None:
+    """Layer by layer, the experts' modules, when all experts are copies of one Linear /
+    ``nn.Sequential`` of Linear and elementwise layers (the default ``MLP`` expert) and
+    ``torch._grouped_mm`` can run them; None otherwise (then each expert is called).
+
+    CPU only: on CUDA the grouped kernel has dtype and architecture limits that this
+    project has not measured, so the per-expert loop is kept there."""
+    if xs.device.type != "cpu" or xs.dtype not in _GROUPED_DTYPES or not hasattr(torch, "_grouped_mm"):
+        return None
+    first = _layers_of(experts[0])
+    if first is None:
+        return None
+    columns: list[list[nn.Module]] = [[m] for m in first]
+    for expert in experts[1:]:
+        layers = _layers_of(expert)
+        if layers is None or len(layers) != len(first):
+            return None
+        for column, m in zip(columns, layers, strict=True):
+            if not _same_layer(column[0], m):
+                return None
+            column.append(m)
+    # The kernel wants every row stride to be a multiple of 16 bytes, and one dtype.
+    per_16 = 16 // xs.element_size()
+    for column in columns:
+        first = column[0]
+        if isinstance(first, nn.Linear):
+            if first.in_features % per_16 or first.out_features % per_16:
+                return None
+            params = [p for m in column for p in m._parameters.values() if p is not None]
+            if any(p.dtype != xs.dtype for p in params):
+                return None
+    return columns
+
+
+def _run_grouped(columns: list[list[nn.Module]], xs: Tensor, kept: list[int]) -> Tensor:
+    """All experts on their contiguous row groups of ``xs`` (``kept[e]`` rows for expert e).
+
+    Each Linear layer is one ``torch._grouped_mm`` over the stacked weights instead of E
+    small matmuls: E separate calls cost a fixed overhead each, forward and backward,
+    which made the MoE's cost grow with E. ``torch.stack`` is differentiable, so each
+    expert's own parameters get their gradients (the state_dict is unchanged)."""
+    ends = torch.tensor(list(accumulate(kept)), dtype=torch.int32, device=xs.device)
+    group: Tensor | None = None  # the expert of each row, for the biases
+    h = xs
+    for column in columns:
+        first = column[0]
+        if not isinstance(first, nn.Linear):
+            h = first(h)  # elementwise: the same for every expert
             continue
-        xe, we, te = xs[e], ws[e], ts[e]
-        if n < sizes[e]:  # capacity: the heaviest `n` come first
-            xe, we, te = xe[:n], we[:n], te[:n]
-        parts_y.append((expert(xe) * we.unsqueeze(-1)).to(y.dtype))
-        parts_t.append(te)
-    if not parts_y:
-        return y
-    return y.index_add(0, torch.cat(parts_t), torch.cat(parts_y))
+        h = torch._grouped_mm(h, torch.stack([m.weight for m in column]).transpose(1, 2), offs=ends)
+        if first.bias is not None:
+            if group is None:
+                experts = torch.arange(len(kept), device=xs.device)
+                group = experts.repeat_interleave(torch.tensor(kept, device=xs.device), output_size=xs.shape[0])
+            h = h + torch.stack([m.bias for m in column]).index_select(0, group)
+    return h
+
+
+def _kept_positions(sizes: list[int], kept: list[int], device: torch.device) -> Tensor:
+    """Positions, in the expert-sorted order, of the first ``kept[e]`` assignments of each
+    expert's group of ``sizes[e]``: group e starts at sum(sizes[:e]) there and at
+    sum(kept[:e]) among the kept ones, so each kept one is shifted by the difference."""
+    shift = [0]
+    for s, c in zip(sizes[:-1], kept[:-1], strict=True):
+        shift.append(shift[-1] + s - c)
+    total = sum(kept)
+    shifts = torch.tensor(shift, device=device).repeat_interleave(torch.tensor(kept, device=device), output_size=total)
+    return torch.arange(total, device=device) + shifts
 
 
 def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], list[int]]:
@@ -302,6 +450,8 @@ def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], 
     torch.compile/export trace them as unbacked symbolic ints."""
     both = torch.stack([counts, kept_counts]).tolist()
     sizes, kept = both[0], both[1]
+    if not torch.compiler.is_compiling():  # facts for the tracer only; ~20 µs each in eager
+        return sizes, kept
     for s, c in zip(sizes, kept, strict=True):
         torch._check(c >= 0)
         torch._check(c <= s)
