@@ -189,7 +189,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except BuildFailure as e:
         emit_diagnostics(e.diags, args.json)
         return 1
-    if not getattr(args, "no_guards", False):  # the module as dsl.compile returns it (export ignores hooks)
+    if not getattr(args, "no_guards", False):  # the module as dsl.compile returns it (export traces past the guard)
         from .guards import install_guards
 
         install_guards(model, prog)

@@ -7,13 +7,18 @@ edge index past the last node). Without a guard that surfaces as a matmul or
 scatter error three frames inside torch; with one it is an :class:`InputError`
 naming the input, the dim, and the expected and actual values.
 
-The guard is a forward pre-hook (:func:`install_guards`), plain Python that
-runs before the fx graph, so the graph itself stays what the compiler wrote:
-``torch.compile(fullgraph=True)`` and ``torch.export`` see no guard code (the
-hook returns at once while they trace, ``torch.compiler.is_compiling()``).
-``dsl.compile(..., guards=False)`` or ``--no-guards`` leaves it out.
+The guard (:func:`install_guards`) is plain Python that runs in the module's
+call before the fx graph (:class:`GuardedCall`, not a forward pre-hook, which
+would put every call on ``nn.Module``'s slow path), so the graph itself stays
+what the compiler wrote: ``torch.compile(fullgraph=True)`` and ``torch.export``
+see no guard code (the guard returns at once while they trace,
+``torch.compiler.is_compiling()``). ``dsl.compile(..., guards=False)`` or
+``--no-guards`` leaves it out.
 
-What is checked, per call (all sizes are read from the tensors, no copies):
+What is checked, per call (all sizes are read from the tensors, no copies;
+the checks that depend only on the inputs' shapes, dtypes and devices are
+skipped when a call repeats one of the last signatures that passed, see
+:meth:`InputGuard.validate`):
 
 * every declared input is given, and nothing else;
 * dtype: ``long`` is int64, ``int`` int32, ``bool`` bool; ``float`` is the
@@ -221,7 +226,19 @@ def _user_rules(prog: Any, node: Any, input_of: dict[str, str]) -> list[IndexRul
 
 
 class InputGuard:
-    """The forward pre-hook; picklable plain data plus :meth:`check`."""
+    """The checks of one compiled model: picklable plain data, :meth:`validate` and :meth:`check`.
+
+    :meth:`validate` is what every call runs. Whether a call passes the dtype,
+    device, rank and dim checks depends only on its *signature*: the type,
+    shape, dtype and device of each input and the dtype and device of the
+    model's parameters. The last ``MAX_SIGNATURES`` signatures that passed are
+    remembered (with the symbols they bound), so a training loop that feeds
+    the same shapes pays for those checks once. Index values (``edge_index <
+    N``) change from call to call: they are read on every call, one
+    ``aminmax`` per index input.
+    """
+
+    MAX_SIGNATURES = 64  # bounded: a loop over ragged batches must not grow memory
 
     def __init__(self, inputs: tuple[InputRule, ...], indices: tuple[IndexRule, ...], probe: str | None):
         self.inputs = inputs
@@ -233,20 +250,78 @@ class InputGuard:
                                                        for d in r.dims))
         self.probe = probe  # a floating parameter whose dtype and device the inputs must share
         self.probe_path = tuple(probe.split(".")) if probe else ()
+        # signature -> (the symbols it bound, its index plan: see _index_plan)
+        self._passed: dict[tuple[Any, ...], tuple[dict[str, int], tuple[tuple[str, int | None], ...]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_passed"] = {}  # a cache, not data: a copy starts empty
+        return state
 
     def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        import torch
-
-        if torch.compiler.is_compiling():  # tracing (compile/export): the graph must stay guard-free
+        """The forward pre-hook interface (``register_forward_pre_hook(guard, with_kwargs=True)``)."""
+        if _is_compiling():  # tracing (compile/export): the graph must stay guard-free
             return None
+        self.validate(module, args, kwargs)
+        return None
+
+    def validate(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise :class:`InputError` unless ``module(*args, **kwargs)`` fits the spec."""
+        given = kwargs if not args else self._merge(args, kwargs)
+        ref = self._reference(module)
+        key = self._signature(given, ref)
+        known = self._passed.get(key) if key is not None else None
+        if known is None:
+            bound = self.check_shapes(given, ref)
+            known = bound, self._index_plan(given, bound)
+            if key is not None:
+                self._remember(key, known)
+        for name, upper in known[1]:  # index values: read on every call
+            lo, hi = _extremes(given[name])
+            if lo < 0 or (upper is not None and hi >= upper):
+                self.check_indices(given, known[0])  # the rule-by-rule check names the block and bound
+
+    def _merge(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if len(args) > len(self.names):
             raise InputError(f"the model takes {len(self.names)} inputs ({_names(self.names)}), "
                              f"got {len(args)} positional arguments")
         given = dict(kwargs)
         for name, value in zip(self.names, args):
             given[name] = value
-        self.check(given, self._reference(module))
-        return None
+        return given
+
+    def _signature(self, given: dict[str, Any], ref: Any) -> tuple[Any, ...] | None:
+        """What the dtype/rank/dim checks depend on; None when an input is missing, extra or not tensor-like."""
+        if len(given) != len(self.names):
+            return None
+        sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.device]
+        try:
+            for name in self.names:
+                t = given[name]
+                sig += (t.__class__, t.shape, t.dtype, t.device)  # the class: a non-tensor never matches
+        except (KeyError, AttributeError):
+            return None
+        return tuple(sig)
+
+    def _remember(self, key: tuple[Any, ...], known: tuple[Any, Any]) -> None:
+        passed = self._passed
+        if len(passed) >= self.MAX_SIGNATURES:
+            passed.pop(next(iter(passed)), None)  # the oldest (None: another thread got there first)
+        passed[key] = known
+
+    def _index_plan(self, given: dict[str, Any], bound: dict[str, int]) -> tuple[tuple[str, int | None], ...]:
+        """Per index input with values to read, the tightest bound of its rules (shapes only, so memoised)."""
+        plan: dict[str, int | None] = {}
+        for rule in self.indices:
+            if not _readable_indices(given[rule.input]):
+                continue
+            upper = _upper(rule, given, bound)
+            if rule.input not in plan:
+                plan[rule.input] = upper
+            elif upper is not None:
+                old = plan[rule.input]
+                plan[rule.input] = upper if old is None else min(old, upper)
+        return tuple(plan.items())
 
     def _reference(self, module: Any) -> Any:
         """The probe parameter, looked up on every call (``.to()`` or ``load_state_dict`` may replace it)."""
@@ -260,7 +335,13 @@ class InputGuard:
             return None
 
     def check(self, given: dict[str, Any], ref: Any = None) -> None:
-        """Raise :class:`InputError` unless ``given`` fits the spec (``ref``: a model parameter)."""
+        """Raise :class:`InputError` unless ``given`` fits the spec (``ref``: a model parameter); no memo."""
+        bound = self.check_shapes(given, ref)
+        if self.indices:
+            self.check_indices(given, bound)
+
+    def check_shapes(self, given: dict[str, Any], ref: Any = None) -> dict[str, int]:
+        """Names, types, dtypes, devices, ranks and dims; return the symbols the inputs bind."""
         import torch
 
         if given.keys() != self.name_set:
@@ -276,10 +357,13 @@ class InputGuard:
             _check_shape(rule, value, bound, seen)
         for rule in self.compound:
             _check_compound(rule, given[rule.name], bound)
-        if self.indices:
-            extremes: dict[str, tuple[int, int]] = {}
-            for idx in self.indices:
-                _check_index(idx, given, bound, extremes)
+        return bound
+
+    def check_indices(self, given: dict[str, Any], bound: dict[str, int]) -> None:
+        """Index inputs hold values in ``[0, bound)``: one ``aminmax`` per input, however many blocks use it."""
+        extremes: dict[str, tuple[int, int]] = {}
+        for idx in self.indices:
+            _check_index(idx, given, bound, extremes)
 
     def _names_error(self, given: dict[str, Any]) -> None:
         missing = [n for n in self.names if n not in given]
@@ -367,25 +451,40 @@ def _check_compound(rule: InputRule, t: Any, bound: dict[str, int]) -> None:
                              input=rule.name, dim=axis, expected=want, actual=size)
 
 
-def _check_index(rule: IndexRule, given: dict[str, Any], bound: dict[str, int],
-                 extremes: dict[str, tuple[int, int]]) -> None:
-    import torch
+def _readable_indices(t: Any) -> bool:
+    """Whether ``t`` has index values to read (a wrong dtype was reported by the dtype check)."""
+    return t.numel() > 0 and t.device.type != "meta" and not t.is_floating_point() and t.dtype != _torch_dtype("bool")
 
-    t = given[rule.input]
-    if t.numel() == 0 or t.device.type == "meta" or t.is_floating_point() or t.dtype == torch.bool:
-        return  # nothing to read (a wrong dtype was reported by the dtype check)
-    upper: int | None = None
+
+def _upper(rule: IndexRule, given: dict[str, Any], bound: dict[str, int]) -> int | None:
+    """The exclusive upper bound of ``rule``'s indices for this call, None if unbounded."""
     if rule.rows_of is not None:
         rows = given[rule.rows_of]
-        upper = int(rows.shape[0]) if rows.dim() > 0 else None
-    elif isinstance(rule.bound, int):
-        upper = rule.bound
-    elif isinstance(rule.bound, Sym):
+        return int(rows.shape[0]) if rows.dim() > 0 else None
+    if isinstance(rule.bound, int):
+        return rule.bound
+    if isinstance(rule.bound, Sym):
         value = rule.bound.substitute(bound)  # type: ignore[arg-type]
-        upper = value if isinstance(value, int) else None
+        return value if isinstance(value, int) else None
+    return None
+
+
+def _extremes(t: Any) -> tuple[int, int]:
+    """The minimum and maximum of an index tensor: one ``aminmax`` (on a GPU, one synchronisation)."""
+    import torch
+
+    lo, hi = torch.aminmax(t)
+    return int(lo), int(hi)
+
+
+def _check_index(rule: IndexRule, given: dict[str, Any], bound: dict[str, int],
+                 extremes: dict[str, tuple[int, int]]) -> None:
+    t = given[rule.input]
+    if not _readable_indices(t):
+        return
+    upper = _upper(rule, given, bound)
     if rule.input not in extremes:  # one read per tensor, however many blocks use it
-        lo_t, hi_t = torch.aminmax(t)
-        extremes[rule.input] = (int(lo_t), int(hi_t))
+        extremes[rule.input] = _extremes(t)
     lo, hi = extremes[rule.input]
     if lo < 0 or (upper is not None and hi >= upper):
         limit = f"[0, {upper}) ({rule.what})" if upper is not None else "[0, ∞)"
@@ -397,6 +496,15 @@ def _check_index(rule: IndexRule, given: dict[str, Any], bound: dict[str, int],
 # --------------------------------------------------------------------------- installing
 
 
+def _is_compiling() -> bool:
+    """``torch.compiler.is_compiling()``, bound on first use (this module must not import torch)."""
+    global _is_compiling
+    import torch
+
+    _is_compiling = torch.compiler.is_compiling  # later calls go straight to torch
+    return _is_compiling()
+
+
 def _float_probe(module: Any) -> str | None:
     for name, p in module.named_parameters():
         if p.is_floating_point():
@@ -404,8 +512,40 @@ def _float_probe(module: Any) -> str | None:
     return None
 
 
+class GuardedCall:
+    """Validates a GraphModule's inputs, then makes the call it would have made without a guard.
+
+    A GraphModule's ``__call__`` is ``self._wrapped_call(self, *args, **kwargs)``
+    (torch.fx). An instance of this class set as the module's own
+    ``_wrapped_call`` runs :meth:`InputGuard.validate` first and then the
+    class's ``_wrapped_call``. ``forward`` is untouched (``torch.export`` and
+    ``inspect.signature`` see the compiler's), ``recompile()`` keeps the guard,
+    and ``nn.Module.__call__`` keeps its fast path: a forward pre-hook sends
+    every call down the slow path, which cost more than the checks
+    (benchmarks/NOTES.md). Holds only the guard, so it pickles and deep-copies.
+    """
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: InputGuard):
+        self.guard = guard
+
+    def __call__(self, module: Any, *args: Any, **kwargs: Any) -> Any:
+        if _is_compiling():  # tracing (compile/export): the graph must stay guard-free ...
+            return _module_call(module, *args, **kwargs)  # ... and dynamo will not trace fx's _WrappedCall
+        self.guard.validate(module, args, kwargs)
+        return type(module)._wrapped_call(module, *args, **kwargs)
+
+
+def _module_call(module: Any, *args: Any, **kwargs: Any) -> Any:
+    """``nn.Module.__call__``: what fx's ``_WrappedCall`` calls for a GraphModule."""
+    import torch
+
+    return torch.nn.Module.__call__(module, *args, **kwargs)
+
+
 class _Reinstall:
-    """``copy.deepcopy`` of a GraphModule drops forward hooks; this puts the guard back."""
+    """``copy.deepcopy`` of a GraphModule rebuilds it from its graph; this puts the guard back."""
 
     def __init__(self, guard: InputGuard):
         self.guard = guard
@@ -416,11 +556,14 @@ class _Reinstall:
 
 def _attach(module: Any, guard: InputGuard) -> None:
     module.dsl_guard = guard
-    module.register_forward_pre_hook(guard, with_kwargs=True)
+    if hasattr(type(module), "_wrapped_call"):  # a GraphModule
+        module._wrapped_call = GuardedCall(guard)
+    else:  # not a GraphModule: a forward pre-hook (slower, see GuardedCall)
+        module.register_forward_pre_hook(guard, with_kwargs=True)
 
 
 def install_guards(module: Any, prog: Any, symbolic: Any = None) -> InputGuard:
-    """Check every call of ``module`` (compiled from ``prog``) against the spec's inputs.
+    """Check every call of ``module`` (a GraphModule compiled from ``prog``) against the spec's inputs.
 
     ``symbolic``: :func:`symbolic_program`, whose free dims the guard does not pin."""
     guard = InputGuard(input_rules(prog, symbolic), index_rules(symbolic or prog), _float_probe(module))
@@ -431,4 +574,4 @@ def install_guards(module: Any, prog: Any, symbolic: Any = None) -> InputGuard:
     return guard
 
 
-__all__ = ["InputError", "InputGuard", "install_guards"]
+__all__ = ["GuardedCall", "InputError", "InputGuard", "install_guards"]

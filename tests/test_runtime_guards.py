@@ -165,8 +165,9 @@ def test_guards_off_gives_torchs_own_error():
 def test_the_guard_survives_deepcopy_and_pickle(classifier):
     twin = copy.deepcopy(classifier)
     assert "dim 1 should be 64" in str(_error(twin, x=torch.randn(2, 63)))
-    again = copy.deepcopy(twin)  # the deepcopy hook is not duplicated
-    assert len(again._forward_pre_hooks) == 1
+    again = copy.deepcopy(twin)  # the deepcopy hook is not duplicated, and the guard checks the copy
+    assert len(again._deepcopy_hooks) == 1 and not again._forward_pre_hooks
+    assert "dim 1 should be 64" in str(_error(again, x=torch.randn(2, 63)))
     guard = pickle.loads(pickle.dumps(classifier.dsl_guard))
     with pytest.raises(InputError):
         guard.check({"x": torch.randn(2, 63)})
@@ -219,3 +220,56 @@ train {
                                           **common))
     err = capsys.readouterr().err
     assert code == 1 and "input `x` dim 1 (F) should be 4, got 3" in err and "Traceback" not in err
+
+
+def test_the_guard_keeps_modules_fast_call_path(classifier):
+    # a forward pre-hook would put every call on nn.Module's slow path; the guard is the module's call wrapper
+    assert not classifier._forward_pre_hooks and "_wrapped_call" in vars(classifier)
+    assert "forward" not in vars(classifier)  # torch.export and inspect see the compiler's forward
+
+
+def test_a_remembered_signature_still_checks_index_values(karate):
+    guard = karate.dsl_guard
+    x, edges = torch.randn(34, 34), torch.randint(0, 34, (2, 60))
+    karate.eval()(x=x, edge_index=edges)
+    assert len(guard._passed) >= 1  # the shape checks of this signature passed once ...
+    too_big = edges.clone()
+    too_big[0, 3] = 40  # ... same shapes, dtypes and devices: the values are read again
+    e = _error(karate, x=x, edge_index=too_big)
+    assert e.actual == 40 and "must lie in [0, 34) (rows of `x`), found 40 (its maximum)" in str(e)
+
+
+def test_the_signature_includes_the_parameters_dtype():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    x = torch.randn(2, 64)
+    model(x=x)
+    model.double()  # the same input signature now contradicts the model
+    assert "should be float64" in str(_error(model, x=x))
+    assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63, dtype=torch.float64)))
+
+
+def test_a_failed_signature_is_not_remembered_and_the_memo_is_bounded():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    guard = model.dsl_guard
+    for _ in range(2):  # the second bad call is checked again, not waved through
+        _error(model, x=torch.randn(2, 63))
+    assert not guard._passed
+    for rows in range(1, guard.MAX_SIGNATURES + 10):
+        model(x=torch.randn(rows, 64))
+    assert len(guard._passed) == guard.MAX_SIGNATURES
+
+
+def test_positional_and_keyword_calls_share_the_checks(classifier):
+    x = torch.randn(3, 64)
+    assert torch.equal(classifier(x), classifier(x=x))
+    assert "dim 1 should be 64" in str(_error(classifier, torch.randn(3, 65)))
+    assert "unknown input `y`" in str(_error(classifier, x, y=x))
+
+
+def test_recompile_keeps_the_guard_and_a_pickled_model_still_runs():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    model.recompile()
+    assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63)))
+    loaded = pickle.loads(pickle.dumps(model))  # fx rebuilds the module from its code
+    assert loaded(x=torch.randn(2, 64)).shape == (2, 10)
+    assert not pickle.loads(pickle.dumps(model.dsl_guard))._passed  # the memo is a cache, not state
