@@ -355,14 +355,18 @@ class _Reader:
 
     def tensor_arg(self, node: Node, depth: int) -> Expr:
         """An ``in`` item: a text expression (usually a name), a number or a list."""
+        return self.list_or_expression(node, depth, "an `in` item must be a name or an expression",
+                                       "block values go in `with`")  # fmt: skip
+
+    def list_or_expression(self, node: Node, depth: int, what: str, help: str) -> Expr:
+        """A scalar text expression, or a (nested) list of them; a mapping is an error."""
         if not self.visit(node, depth):
             return NoneLit(span=self.span(node))
         if isinstance(node, SequenceNode):
-            items = tuple(self.tensor_arg(n, depth + 1) for n in node.value)
+            items = tuple(self.list_or_expression(n, depth + 1, what, help) for n in node.value)
             return ListExpr(items=items, span=self.span(node))
         if isinstance(node, MappingNode):
-            self.error(node, "an `in` item must be a name or an expression",
-                       label="found a mapping", help="block values go in `with`")  # fmt: skip
+            self.error(node, what, label="found a mapping", help=help)
             return NoneLit(span=self.span(node))
         return self.expression(node)
 
@@ -708,16 +712,8 @@ class _Reader:
         return TrainSection(entries=tuple(entries), span=self.span(node))
 
     def train_value(self, node: Node, depth: int) -> Expr:
-        if not self.visit(node, depth):
-            return NoneLit(span=self.span(node))
-        if isinstance(node, SequenceNode):
-            items = tuple(self.train_value(n, depth + 1) for n in node.value)
-            return ListExpr(items=items, span=self.span(node))
-        if isinstance(node, MappingNode):
-            self.error(node, "a train value must be an expression, a number or a list",
-                       label="found a mapping", help='write calls as text, e.g. optimizer: "adam(lr=0.01)"')  # fmt: skip
-            return NoneLit(span=self.span(node))
-        return self.expression(node)
+        return self.list_or_expression(node, depth, "a train value must be an expression, a number or a list",
+                                       'write calls as text, e.g. optimizer: "adam(lr=0.01)"')  # fmt: skip
 
 
 def literal_expr(value: Any, span: Span = NO_SPAN) -> Expr:
