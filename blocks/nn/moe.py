@@ -11,9 +11,14 @@ Two routers:
   ``alpha * E * sum_i f_i P_i``.
 
 Dispatch (:func:`dispatch`) sorts the (token, expert) assignments by expert,
-runs every expert once on its own tokens and adds the weighted outputs back
-with ``index_add``; no expert ever sees a token it was not routed to. In eager
-mode the combine is one autograd op (:class:`_WeightedSum`), and on CPU, when
+runs every expert once on its own tokens and adds the weighted outputs back;
+no expert ever sees a token it was not routed to. In eager mode, when no
+assignment is dropped, the sort is a permutation and both the dispatch and the
+combine are gathers with hand-written backwards (:class:`_Permute`,
+:class:`_Unpermute`); with a capacity the combine is one weighted ``index_add``
+(:class:`_WeightedSum`). The gate's load estimator is one autograd op too
+(:class:`_SmoothLoad`), and on the CPU top-k is k rounds of ``max``
+(:func:`top_k`). On CPU, when
 every expert is a copy of one ``Linear`` or ``nn.Sequential`` of Linear and
 elementwise layers (the default ``MLP`` expert) without hooks and the experts'
 batches are small, each layer of all experts runs as one ``torch._grouped_mm``
@@ -67,7 +72,7 @@ CV_EPSILON = 1e-10
 
 def cv_squared(v: Tensor) -> Tensor:
     """Squared coefficient of variation: population variance / (mean² + 1e-10); 0 for one value."""
-    v = v.float()
+    v = v.to(torch.promote_types(v.dtype, torch.float32))  # at least float32; float64 stays
     if v.numel() <= 1:  # a static shape: fine to branch on
         return v.new_zeros(())
     return v.var(unbiased=False) / (v.mean() ** 2 + CV_EPSILON)
@@ -86,8 +91,91 @@ def prob_in_top_k(clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor,
     is_in = noisy > threshold_if_in
     # One standard-normal CDF of the chosen threshold's distance: the same values and
     # gradients as Φ(in) where is_in else Φ(out), in a third of the elementwise ops.
-    threshold = torch.where(is_in, threshold_if_in, threshold_if_out)
+    # The choice is out + is_in * (in - out), not torch.where: on the CPU a where over
+    # broadcast [T, 1] operands (and its backward, two more) costs several times a
+    # fused multiply-add over [T, E]. Exact: is_in is 0 or 1.
+    threshold = torch.addcmul(threshold_if_out, is_in.to(noisy.dtype), threshold_if_in - threshold_if_out)
     return torch.special.ndtr((clean - threshold) / std)
+
+
+class _SmoothLoad(torch.autograd.Function):
+    """load[i] = sum over tokens of :func:`prob_in_top_k`, as one autograd op.
+
+    With z = (clean - threshold) / std and φ the standard normal density, the
+    backward of an incoming gradient g[i] is, per token and expert:
+    d clean = g φ(z) / std, d std = -d clean · z, and d threshold = -d clean, which
+    goes to the (k+1)-th top value where the expert is in the top k and to the k-th
+    elsewhere. Autograd's chain for the same function (the threshold choice, the
+    subtraction, the division, ``ndtr``) makes about twice as many [T, E] passes and
+    temporaries, which on the CPU cost more than their arithmetic. Eager mode only
+    (torch.compile fuses the plain version); ``once_differentiable``.
+    """
+
+    @staticmethod
+    def forward(ctx: object, clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        threshold_if_in = top_values[:, k : k + 1]
+        threshold_if_out = top_values[:, k - 1 : k]
+        is_in = noisy > threshold_if_in
+        threshold = torch.addcmul(threshold_if_out, is_in.to(clean.dtype), threshold_if_in - threshold_if_out)
+        z = torch.sub(clean, threshold).div_(std)
+        ctx.save_for_backward(z, std, is_in)  # type: ignore[attr-defined]
+        ctx.k, ctx.width = k, top_values.shape[1]  # type: ignore[attr-defined]
+        return torch.special.ndtr(z).sum(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, None, Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        z, std, is_in = ctx.saved_tensors  # type: ignore[attr-defined]
+        k, width = ctx.k, ctx.width  # type: ignore[attr-defined]
+        needs_clean, _, needs_std, needs_top = ctx.needs_input_grad[:4]  # type: ignore[attr-defined]
+        # φ(z) g / std, built in place in one buffer
+        d_clean = z.square().mul_(-0.5).exp_().mul_(grad * _INV_SQRT_2PI).div_(std)
+        d_std = torch.mul(d_clean, z).neg_() if needs_std else None
+        d_top = None
+        if needs_top:
+            d_in = torch.mul(d_clean, is_in).sum(1)
+            d_top = d_clean.new_zeros(z.shape[0], width)
+            d_top[:, k] = -d_in
+            d_top[:, k - 1] = d_in - d_clean.sum(1)
+        return (d_clean if needs_clean else None), None, d_std, d_top, None
+
+
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def smooth_load(clean: Tensor, noisy: Tensor, std: Tensor, top_values: Tensor, k: int) -> Tensor:
+    """The load estimator of the noisy top-k gate: ``prob_in_top_k(...).sum(0)`` [E]."""
+    if torch.compiler.is_compiling():
+        return prob_in_top_k(clean, noisy, std, top_values, k).sum(0)
+    return _SmoothLoad.apply(clean, noisy, std, top_values, k)
+
+
+def top_k(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k largest values per row of ``logits`` [T, E] and their indices, descending:
+    ``logits.topk(k, dim=-1)``.
+
+    On the CPU, for 8 experts or more, the indices come from k rounds of ``max`` (each
+    masking its winner), not from ``topk``, whose per-row partial sort costs 1.4x as
+    much at E=16 and k=3 and 2x at E=64 (benchmarks/NOTES.md, "MoE"); the values are then
+    gathered, so their gradient is the same scatter as ``topk``'s; among equal values
+    the lower expert index wins. Elsewhere, and while torch.compile / export trace,
+    ``topk`` itself."""
+    if logits.device.type != "cpu" or logits.shape[-1] < TOPK_BY_ARGMAX_MIN_EXPERTS or torch.compiler.is_compiling():
+        return logits.topk(k, dim=-1)
+    with torch.no_grad():
+        work = logits.detach().clone()
+        winners = []
+        for j in range(k):
+            winner = work.max(-1, keepdim=True).indices
+            winners.append(winner)
+            if j + 1 < k:
+                work.scatter_(1, winner, float("-inf"))
+        idx = torch.cat(winners, dim=1)
+    return logits.gather(1, idx), idx
+
+
+# From this many experts on, top_k takes k rounds of max on the CPU (measured crossover).
+TOPK_BY_ARGMAX_MIN_EXPERTS = 8
 
 
 class RoutingStats:
@@ -180,7 +268,10 @@ class NoisyTopKGate(nn.Module):
             clean = x @ self.w_gate
             return clean, clean, None
         # Both projections in one matmul: x [W_g | W_noise].
-        clean, raw_std = (x @ torch.cat([self.w_gate, self.w_noise], dim=1)).split(self.experts, dim=1)
+        both = x @ torch.cat([self.w_gate, self.w_noise], dim=1)
+        # Contiguous copies of the two column blocks: on the CPU, elementwise kernels on
+        # strided column views are many times slower (softplus on the view: ~13x).
+        clean, raw_std = (part.contiguous() for part in both.split(self.experts, dim=1))
         std = nn.functional.softplus(raw_std) + NOISE_EPSILON
         if noise is None:
             noise = torch.randn_like(clean)
@@ -199,16 +290,14 @@ class NoisyTopKGate(nn.Module):
 
     def _route_topk(self, clean: Tensor, noisy: Tensor, std: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         k, experts = self.k, self.experts
-        top_values, top_idx = noisy.topk(min(k + 1, experts), dim=-1)
+        top_values, top_idx = top_k(noisy, min(k + 1, experts))
         idx = top_idx[:, :k]
-        # Softmax over the k winners only (not over all experts, then top-k). For k = 1
-        # that is exactly 1 with a zero gradient: a constant, without the softmax.
-        w = torch.softmax(top_values[:, :k], dim=-1) if k > 1 else torch.ones_like(top_values[:, :1])
+        w = _softmax_of_sorted(top_values[:, :k])
         if self.balance == 0:
             return idx, w, clean.new_zeros(())
         importance = clean.new_zeros(experts).index_add(0, idx.reshape(-1), w.reshape(-1))
         if std is not None and k < experts:
-            load = prob_in_top_k(clean, noisy, std, top_values, k).sum(0)
+            load = smooth_load(clean, noisy, std, top_values, k)
         else:
             load = _counts(idx, experts).to(clean.dtype)
         return idx, w, self.balance * (cv_squared(importance) + cv_squared(load))
@@ -222,6 +311,19 @@ class NoisyTopKGate(nn.Module):
         f = _counts(idx, self.experts).to(probs.dtype) / tokens  # fraction dispatched to i
         p = probs.mean(0)  # mean router probability of i
         return idx, w, self.balance * self.experts * (f * p).sum()
+
+
+def _softmax_of_sorted(values: Tensor) -> Tensor:
+    """Softmax over the last dim of rows sorted descending: the gate over the k winners
+    only (not over all experts, then top-k).
+
+    For k = 1 that is exactly 1 with a zero gradient: a constant. Otherwise exp(v - v_0)
+    normalised, v_0 being the row's maximum: the same function as ``torch.softmax``,
+    whose CPU kernel pays a per-row cost that dominates rows of k = 2 values."""
+    if values.shape[-1] == 1:
+        return torch.ones_like(values)
+    e = torch.exp(values - values[:, :1])
+    return e / e.sum(-1, keepdim=True)
 
 
 def _counts(idx: Tensor, experts: int) -> Tensor:
@@ -263,14 +365,16 @@ def dispatch(
         # Two stable sorts = sort by (expert, -weight): the heaviest come first.
         by_w = torch.argsort(flat_w.detach(), descending=True, stable=True)
         order = by_w[torch.argsort(flat_e[by_w], stable=True)]
-    tok, wt = flat_t[order], flat_w[order]
     counts = _counts(flat_e, n_exp)
     kept_counts = counts if capacity is None else torch.minimum(counts, _capacity_tensor(counts, capacity))
     sizes, kept = _sizes(counts, kept_counts, tokens * k)
     if not torch.compiler.is_compiling():
         if tokens == 0:
             return x.new_zeros(0, out), kept_counts.sum()
-        return _dispatch_grouped(x, tok, wt, experts, sizes, kept), kept_counts.sum()
+        if kept == sizes:  # nothing dropped: ``order`` is a permutation of the assignments
+            return _dispatch_permuted(x, w, order, experts, sizes), kept_counts.sum()
+        return _dispatch_grouped(x, flat_t[order], flat_w[order], experts, sizes, kept), kept_counts.sum()
+    tok, wt = flat_t[order], flat_w[order]
     y = x.new_zeros(tokens, out)
     start = 0
     for e, expert in enumerate(experts):
@@ -326,18 +430,86 @@ def _dispatch_grouped(
     if kept != sizes:  # capacity: keep the first kept[e] of each expert's group
         sel = _kept_positions(sizes, kept, tok.device)
         tok, wt = tok[sel], wt[sel]
-    xs = x.index_select(0, tok)
+    ys = _run_experts(x.index_select(0, tok), experts, kept)
+    return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
+
+
+def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn.Module], sizes: list[int]) -> Tensor:
+    """:func:`_dispatch_grouped` when every assignment is kept: the expert order is then
+    a permutation of the T*k (token, slot) assignments, so both the dispatch and the
+    combine are gathers (:class:`_Permute`, :class:`_Unpermute`), forward and backward,
+    instead of ``index_add`` scatters, which the CPU runs row by row."""
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    xs = _Permute.apply(x, order, inverse, w.shape[1])
+    ys = _run_experts(xs, experts, sizes)
+    return _Unpermute.apply(ys.to(x.dtype), w.to(x.dtype), order, inverse)
+
+
+def _run_experts(xs: Tensor, experts: Sequence[nn.Module], kept: list[int]) -> Tensor:
+    """Expert e on its ``kept[e]`` rows of the expert-sorted ``xs``, as one tensor."""
     # Measured on CPU (benchmarks/NOTES.md, "MoE"): the grouped kernel wins when the
     # experts' batches are small and E calls' overhead dominates; with larger batches
     # the per-expert matmuls are as fast and the bias gather costs more than it saves.
     small = xs.shape[0] <= GROUPED_MAX_ROWS * len(experts)
     columns = _grouped_layers(experts, xs) if small else None
     if columns is not None:
-        ys = _run_grouped(columns, xs, kept)
-    else:
-        outs = [expert(part) for part, expert, n in zip(xs.split(kept), experts, kept, strict=True) if n]
-        ys = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
+        return _run_grouped(columns, xs, kept)
+    outs = [expert(part) for part, expert, n in zip(xs.split(kept), experts, kept, strict=True) if n]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+class _Permute(torch.autograd.Function):
+    """xs[i] = x[order[i] // k]: each token's row copied to its k assignment slots,
+    in expert order. Backward: the rows' gradients gathered back into token order
+    (``inverse``) and summed over the k slots."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor, order: Tensor, inverse: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inverse)  # type: ignore[attr-defined]
+        ctx.k = k  # type: ignore[attr-defined]
+        return x.index_select(0, torch.div(order, k, rounding_mode="floor"))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        k = ctx.k  # type: ignore[attr-defined]
+        slots = grad.index_select(0, inverse).view(inverse.numel() // k, k, grad.shape[-1])
+        return (slots[:, 0] if k == 1 else slots.sum(1)), None, None, None
+
+
+class _Unpermute(torch.autograd.Function):
+    """y[t] = sum over slots j of w[t, j] * ys[inverse[t*k + j]]: the combine of
+    :func:`_dispatch_permuted` (``ys`` in expert order, ``w`` [T, k] in token order).
+
+    Forward: one gather into token order and k fused multiply-adds. Backward, in
+    expert order: the incoming gradient's rows are gathered once (``order // k``);
+    the weights' gradient is their row-wise dot product with ``ys``, and the same
+    buffer, scaled in place by the weights, is the gradient of ``ys``."""
+
+    @staticmethod
+    def forward(ctx: object, ys: Tensor, w: Tensor, order: Tensor, inverse: Tensor) -> Tensor:  # type: ignore[override]
+        tokens, k = w.shape
+        slots = ys.index_select(0, inverse).view(tokens, k, ys.shape[-1])
+        y = torch.mul(slots[:, 0], w[:, :1])
+        for j in range(1, k):
+            y.addcmul_(slots[:, j], w[:, j : j + 1])
+        ctx.save_for_backward(ys, w, order, inverse)  # type: ignore[attr-defined]
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        ys, w, order, inverse = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs_ys, needs_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
+        tokens, k = w.shape
+        # contiguous: a broadcast gradient (e.g. of y.sum()) sends the gather down a slow path
+        picked = grad.contiguous().index_select(0, torch.div(order, k, rounding_mode="floor"))
+        grad_w = None
+        if needs_w:
+            grad_w = (picked * ys).sum(-1).index_select(0, inverse).view(tokens, k)
+        grad_ys = picked.mul_(w.reshape(-1).index_select(0, order).unsqueeze(-1)) if needs_ys else None
+        return grad_ys, grad_w, None, None
 
 
 # Parameter-free elementwise modules: applied to all experts' rows at once, they act as on each expert's.
