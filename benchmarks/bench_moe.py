@@ -11,6 +11,11 @@ spec, default expert ``MLP(hidden=2D, out=D)``) against:
   only, so k=2 rows only), same dim and expert hidden width.
 
 Cost must grow with k, not with E: the notes list µs/token by E for each k.
+
+The table uses D = 64, where an expert is so small that the gate's O(T·E) work
+(noisy logits, top-k, the load estimator's normal CDF) is a large share of a step;
+the width rows repeat E=16, k=2 against the dense MLP at D = 128 and 256, where the
+experts' O(T·k·D²) work dominates as in real models.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ NAME = "moe"
 TITLE = "MoE: time per token against dense, naive and the PyPI package"
 
 DIM = 64
+WIDTHS = (128, 256)  # the width rows at E=16, k=2
 
 SPEC = """
 model M(experts: int = 4, k: int = 2) {{
@@ -35,17 +41,17 @@ model M(experts: int = 4, k: int = 2) {{
 """
 
 
-def dsl_moe(experts: int, k: int) -> Any:
+def dsl_moe(experts: int, k: int, dim: int = DIM) -> Any:
     import dsl
 
-    spec = dsl.loads(SPEC.format(dim=DIM))
+    spec = dsl.loads(SPEC.format(dim=dim))
     return dsl.compile(spec, experts=experts, k=k)
 
 
-def dense_mlp(k: int) -> Any:
+def dense_mlp(k: int, dim: int = DIM) -> Any:
     from torch import nn
 
-    return nn.Sequential(nn.Linear(DIM, 2 * k * DIM), nn.GELU(), nn.Linear(2 * k * DIM, DIM))
+    return nn.Sequential(nn.Linear(dim, 2 * k * dim), nn.GELU(), nn.Linear(2 * k * dim, dim))
 
 
 class _Naive:
@@ -120,7 +126,7 @@ def run(ctx: Context) -> list[Row]:
             naive = _Naive(_moe_module(model))
             dense = dense_mlp(k).to(dev)
             contenders: dict[str, Callable[[], object]] = {
-                "dsl MoE": _step(lambda m=model: m(x=x), model.parameters),
+                "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters),
                 "dense MLP (same active params)": _step(lambda d=dense: d(x), dense.parameters),
             }
             if not (ctx.quick and experts == 64):
@@ -150,4 +156,26 @@ def run(ctx: Context) -> list[Row]:
     for k in (1, 2):
         line = ", ".join(f"E={e}: {per_token[(e, k)] * 1e6:.2f} µs" for e in (4, 16, 64))
         ctx.notes.append(f"dsl MoE per token, k={k}: {line}.")
+    rows += _width_rows(ctx, tokens)
+    return rows
+
+
+def _width_rows(ctx: Context, tokens: int) -> list[Row]:
+    """E=16, k=2 against the dense MLP of the same active parameters at wider D."""
+    torch = ctx.init_torch()
+    rows: list[Row] = []
+    for dim in ctx.pick(WIDTHS[:1], WIDTHS):
+        torch.manual_seed(0)
+        x = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(ctx.device)
+        model = dsl_moe(16, 2, dim).to(ctx.device).train()
+        dense = dense_mlp(2, dim).to(ctx.device)
+        stats = interleave(
+            {"dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters),
+             "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters)},
+            repeats=ctx.repeats, warmup=ctx.warmup, sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
+        case = f"E=16, k=2, {tokens} tokens, D={dim}"
+        rows.append(Row(case, "dsl MoE", stats["dsl MoE"], per=tokens, per_unit="token",
+                        baselines=["dense MLP (same active params)"], target=1.5))
+        rows.append(Row(case, "dense MLP (same active params)",
+                        stats["dense MLP (same active params)"], per=tokens, per_unit="token"))
     return rows

@@ -97,6 +97,19 @@ class Stats:
         return cls(vals, number)
 
 
+def paired_ratio(a: Stats, b: Stats) -> float | None:
+    """The median over rounds of a's sample / b's sample, for two contenders of one
+    :func:`interleave` call (sample i of each was taken in round i, back to back).
+
+    Load that comes and goes on a shared machine slows both samples of a round alike,
+    so it cancels in their ratio; the ratio of the two medians only cancels it when
+    it hits both contenders' samples in the same proportions. None when the samples
+    cannot be paired (different counts, or a single sample)."""
+    if len(a.samples) != len(b.samples) or len(a.samples) < 2 or min(b.samples) <= 0:
+        return None
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
+
+
 def _quantile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile (numpy's default), without numpy."""
     xs = sorted(values)
@@ -359,11 +372,16 @@ def _row_cells(row: Row, by_name: dict[str, Row]) -> list[str]:
             continue
         ratio = (row.value(s.median)) / base.value(base.stats.median)
         text = f"{ratio:.3f}× {b}"
+        paired = paired_ratio(s, base.stats) if row.unit != "B" else None
+        if paired is not None:
+            paired *= base.per / row.per
+            text += f" (paired {paired:.3f}×)"
         if len(s.samples) > 1 and base.stats.min > 0:
             # Ratio of the fastest samples: on a busy machine the least disturbed ones.
             text += f" (of minima {row.value(s.min) / base.value(base.stats.min):.3f}×)"
         if i == 0 and row.target is not None:
-            text += f" (target ≤ {row.target:g}×: {'met' if ratio <= row.target else 'MISSED'})"
+            judged = ratio if paired is None else paired
+            text += f" (target ≤ {row.target:g}×: {'met' if judged <= row.target else 'MISSED'})"
         ratios.append(text)
     note = row.note
     return [row.case, row.name, med, spread, "; ".join(ratios) + (f" — {note}" if note else "")]
@@ -450,8 +468,11 @@ def render_report(
         "",
         "Contenders of a case run interleaved (round-robin after warm-up); the median is per "
         "call, the spread is the interquartile range and min–max of the samples; the ratio "
-        "is this median over the baseline's median (and, in brackets, the ratio of the two "
-        "fastest samples, the least disturbed on a busy machine); targets are checked on medians.",
+        "is this median over the baseline's median. In brackets: *paired*, the median over "
+        "rounds of the two contenders' ratio within a round (their samples are taken back to "
+        "back, so load that comes and goes cancels), and *of minima*, the ratio of the two "
+        "fastest samples. Targets on time are checked on the paired ratio (on the ratio of "
+        "medians where samples cannot be paired, e.g. bytes).",
         "",
         *preamble,
     ]

@@ -48,10 +48,31 @@ def test_report_has_ratios_targets_and_not_run_rows(tmp_path: Path) -> None:
     out = tmp_path / "RESULTS.md"
     text = harness.write_report(str(out), [section], Context(quick=True), "python -m benchmarks")
     assert out.read_text() == text
-    assert "0.500× base (of minima 0.500×) (target ≤ 1.1×: met)" in text
-    assert "2.000× base (of minima 2.000×) (target ≤ 1.1×: MISSED)" in text
+    assert "0.500× base (paired 0.500×) (of minima 0.500×) (target ≤ 1.1×: met)" in text
+    assert "2.000× base (paired 2.000×) (of minima 2.000×) (target ≤ 1.1×: MISSED)" in text
     assert "not run (no GPU)" in text and "* a note" in text
     assert "python -m benchmarks" in text and "machine:" in text
+
+
+def test_paired_ratio_cancels_load_shared_by_a_round() -> None:
+    # Round 2 ran on a loaded machine: both samples doubled. The medians' ratio is
+    # pulled off 1.2 by it; the per-round ratios are all 1.2.
+    a = Stats.of([1.2, 2.4, 1.2, 2.4, 2.4])
+    b = Stats.of([1.0, 2.0, 1.0, 2.0, 2.0])
+    assert harness.paired_ratio(a, b) == pytest.approx(1.2)
+    assert harness.paired_ratio(a, Stats.of([1.0])) is None
+    assert harness.paired_ratio(Stats.of([1.0]), Stats.of([1.0])) is None
+
+
+def test_target_is_judged_on_the_paired_ratio(tmp_path: Path) -> None:
+    # Load hit both contenders in rounds 2 and 4, and only "dsl" in round 3: the medians'
+    # ratio is 2.4 / 1.0, while four rounds of five have "dsl" at 1.2x the base.
+    rows = [
+        Row("case", "base", Stats.of([1.0, 2.0, 1.0, 2.0, 1.0])),
+        Row("case", "dsl", Stats.of([1.2, 2.4, 2.4, 2.4, 1.2]), baselines=["base"], target=1.5),
+    ]
+    text = harness.render_section(harness.Section("demo", "Demo", rows, 0.1))
+    assert "2.400× base (paired 1.200×)" in text and "(target ≤ 1.5×: met)" in text
 
 
 def test_discovery_finds_every_benchmark() -> None:
