@@ -6,16 +6,19 @@ spec, default expert ``MLP(hidden=2D, out=D)``) against:
 * a dense MLP with the same *active* parameters (``MLP(hidden=2kD, out=D)``):
   target ≤ 1.5× at E=16, k=2, 4,096 tokens;
 * a naive MoE that runs every expert on every token and weights the results by
-  the same gate;
+  the same gate (D = 64 only: at D = 256 it costs up to E/k times the dense MLP);
 * the ``mixture-of-experts`` package from PyPI (extra ``bench``; top-2 gating
-  only, so k=2 rows only), same dim and expert hidden width.
+  only, so k=2 rows only), same dim and expert hidden width;
+* the router alone (``gate.route`` forward+backward, the noisy top-k gate with
+  its balance loss), whose O(T·E) work every token pays for every expert.
 
-Cost must grow with k, not with E: the notes list µs/token by E for each k.
+Cost must grow with k, not with E: the notes list µs/token by E for each k, and
+the same without the router's share (MoE − router).
 
-The table uses D = 64, where an expert is so small that the gate's O(T·E) work
-(noisy logits, top-k, the load estimator's normal CDF) is a large share of a step;
-the width rows repeat E=16, k=2 against the dense MLP at D = 128 and 256, where the
-experts' O(T·k·D²) work dominates as in real models.
+The grid runs at two widths. At D = 64 an expert is so small that the router's
+O(T·E) work (noisy logits, top-k, the load estimator's normal CDF) and the
+dispatch's memory traffic are a large share of a step; at D = 256 the experts'
+O(T·k·D²) work dominates, as in real models. E=16, k=2 is also measured at D = 128.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ NAME = "moe"
 TITLE = "MoE: time per token against dense, naive and the PyPI package"
 
 DIM = 64
-WIDTHS = (128, 256)  # the width rows at E=16, k=2
+GRID_WIDTHS = (DIM, 256)  # the E × k grid (D=64 only in --quick)
+WIDTHS = (128,)  # E=16, k=2 only
 
 SPEC = """
 model M(experts: int = 4, k: int = 2) {{
@@ -79,7 +83,7 @@ def _moe_module(model: Any) -> Any:
     return next(m for m in model.modules() if isinstance(m, MixtureOfExperts))
 
 
-def package_moe(experts: int) -> Any | None:
+def package_moe(experts: int, dim: int = DIM) -> Any | None:
     try:
         from mixture_of_experts import MoE
     except ImportError:
@@ -87,7 +91,7 @@ def package_moe(experts: int) -> Any | None:
     from torch import nn
 
     # second_policy "all": always use the second expert (k=2, as ours), GELU experts.
-    return MoE(dim=DIM, num_experts=experts, hidden_dim=2 * DIM, activation=nn.GELU,
+    return MoE(dim=dim, num_experts=experts, hidden_dim=2 * dim, activation=nn.GELU,
                second_policy_train="all", second_policy_eval="all")
 
 
@@ -108,39 +112,62 @@ def _step(fn: Callable[[], Any], params: Callable[[], Any]) -> Callable[[], obje
     return step
 
 
+def _gate_step(model: Any) -> Callable[[Any], Any]:
+    """Forward+backward of the MoE's router alone, on the same tokens."""
+    gate = _moe_module(model).gate
+
+    def route(x: Any) -> Any:
+        _, w, balance = gate.route(x)
+        return w, balance
+
+    return route
+
+
 def run(ctx: Context) -> list[Row]:
     torch = ctx.init_torch()
     tokens = ctx.pick(1024, 4096)
-    dev = ctx.device
-    x = torch.randn(tokens, DIM, generator=torch.Generator().manual_seed(0)).to(dev)
     has_pkg = package_moe(4) is not None
     if not has_pkg:
         ctx.notes.append("`mixture-of-experts` is not installed (`pip install -e .[bench]`): "
                          "its column is skipped.")
     rows: list[Row] = []
-    per_token: dict[tuple[int, int], float] = {}
+    for dim in ctx.pick((DIM,), GRID_WIDTHS):
+        rows += _grid(ctx, torch, tokens, dim, has_pkg)
+    rows += _width_rows(ctx, tokens)
+    return rows
+
+
+def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> list[Row]:
+    """The E × k grid at one width; notes give µs/token by E, with and without the router."""
+    dev = ctx.device
+    x = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(dev)
+    with_naive = dim == DIM
+    rows: list[Row] = []
+    per_token: dict[tuple[int, int], tuple[float, float]] = {}
     for k in (1, 2):
         for experts in (4, 16, 64):
             torch.manual_seed(0)
-            model = dsl_moe(experts, k).to(dev).train()
-            naive = _Naive(_moe_module(model))
-            dense = dense_mlp(k).to(dev)
+            model = dsl_moe(experts, k, dim).to(dev).train()
+            dense = dense_mlp(k, dim).to(dev)
+            route = _gate_step(model)
             contenders: dict[str, Callable[[], object]] = {
                 "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters),
-                "dense MLP (same active params)": _step(lambda d=dense: d(x), dense.parameters),
+                "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters),
+                "router alone": _step(lambda r=route, x=x: r(x), model.parameters),
             }
-            if not (ctx.quick and experts == 64):
-                contenders["naive (all experts)"] = _step(lambda n=naive: n(x), naive.parameters)
-            pkg = package_moe(experts) if k == 2 else None
+            if with_naive and not (ctx.quick and experts == 64):
+                naive = _Naive(_moe_module(model))
+                contenders["naive (all experts)"] = _step(lambda n=naive, x=x: n(x), naive.parameters)
+            pkg = package_moe(experts, dim) if k == 2 else None
             if pkg is not None:
                 pkg = pkg.to(dev).train()
-                xb = x.reshape(16, tokens // 16, DIM)  # groups of tokens, as the package expects
+                xb = x.reshape(16, tokens // 16, dim)  # groups of tokens, as the package expects
                 contenders["mixture-of-experts (PyPI)"] = _step(lambda p=pkg, xb=xb: p(xb),
                                                                 pkg.parameters)
             stats = interleave(contenders, repeats=ctx.repeats, warmup=ctx.warmup,
                                sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
-            case = f"E={experts}, k={k}, {tokens} tokens"
-            baselines = [n for n in contenders if n != "dsl MoE"]
+            case = f"E={experts}, k={k}, {tokens} tokens, D={dim}"
+            baselines = [n for n in contenders if n not in ("dsl MoE", "router alone")]
             for name in contenders:
                 rows.append(Row(
                     case, name, stats[name], per=tokens, per_unit="token",
@@ -150,21 +177,24 @@ def run(ctx: Context) -> list[Row]:
             if k == 1 and has_pkg:
                 rows.append(Row(case, "mixture-of-experts (PyPI)", None,
                                 note="n/a: the package routes top-2 only"))
-            if "naive (all experts)" not in contenders:
+            if with_naive and "naive (all experts)" not in contenders:
                 rows.append(Row(case, "naive (all experts)", None, note="skipped in --quick"))
-            per_token[(experts, k)] = stats["dsl MoE"].median / tokens
+            per_token[(experts, k)] = (stats["dsl MoE"].median / tokens,
+                                       stats["router alone"].median / tokens)
     for k in (1, 2):
-        line = ", ".join(f"E={e}: {per_token[(e, k)] * 1e6:.2f} µs" for e in (4, 16, 64))
-        ctx.notes.append(f"dsl MoE per token, k={k}: {line}.")
-    rows += _width_rows(ctx, tokens)
+        whole = ", ".join(f"E={e}: {per_token[(e, k)][0] * 1e6:.2f}" for e in (4, 16, 64))
+        rest = ", ".join(f"E={e}: {(per_token[(e, k)][0] - per_token[(e, k)][1]) * 1e6:.2f}"
+                         for e in (4, 16, 64))
+        ctx.notes.append(f"D={dim}, k={k}: dsl MoE µs/token {whole}; without the router "
+                         f"(MoE − router alone) {rest}.")
     return rows
 
 
 def _width_rows(ctx: Context, tokens: int) -> list[Row]:
-    """E=16, k=2 against the dense MLP of the same active parameters at wider D."""
+    """E=16, k=2 against the dense MLP of the same active parameters at D=128."""
     torch = ctx.init_torch()
     rows: list[Row] = []
-    for dim in ctx.pick(WIDTHS[:1], WIDTHS):
+    for dim in ctx.pick((), WIDTHS):
         torch.manual_seed(0)
         x = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(ctx.device)
         model = dsl_moe(16, 2, dim).to(ctx.device).train()

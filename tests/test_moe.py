@@ -521,3 +521,15 @@ def test_grouped_path_only_for_identical_plain_experts() -> None:
     dropout = [nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 8)) for _ in range(3)]
     assert _grouped_layers(dropout, xs) is None
     assert _grouped_layers(_with_hooks(_mlp_experts(3)), xs) is None
+
+
+def test_grouped_path_only_for_small_experts() -> None:
+    """Stacking large experts' weights on every call costs more than the calls it saves."""
+    from dsl.blocks.nn.moe import GROUPED_MAX_EXPERT_BYTES, _grouped_layers
+
+    def mlp(d: int) -> list[nn.Module]:
+        return [nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(2)]
+
+    assert 4 * 64 * 64 * 4 < GROUPED_MAX_EXPERT_BYTES < 4 * 128 * 128 * 4
+    assert _grouped_layers(mlp(64), torch.randn(3, 64)) is not None  # 64 KiB per expert
+    assert _grouped_layers(mlp(128), torch.randn(3, 128)) is None  # 256 KiB per expert

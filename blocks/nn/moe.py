@@ -385,6 +385,11 @@ def dispatch(
     return y, kept_counts.sum()
 
 
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """(a * b).sum(-1) for [R, C] rows, as a batched matmul: no [R, C] temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(a.shape[0])
+
+
 class _WeightedSum(torch.autograd.Function):
     """y[t] = sum over rows i with tok[i] = t of w[i] * ys[i]: the MoE combine as one op.
 
@@ -408,7 +413,7 @@ class _WeightedSum(torch.autograd.Function):
         ys, w, tok = ctx.saved_tensors  # type: ignore[attr-defined]
         needs_ys, needs_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
         picked = grad.contiguous().index_select(0, tok)
-        grad_w = (picked * ys).sum(-1) if needs_w else None
+        grad_w = _row_dot(picked, ys) if needs_w else None
         grad_ys = picked.mul_(w.unsqueeze(-1)) if needs_ys else None
         return grad_ys, grad_w, None, None
 
@@ -449,7 +454,9 @@ def _run_experts(xs: Tensor, experts: Sequence[nn.Module], kept: list[int]) -> T
     """Expert e on its ``kept[e]`` rows of the expert-sorted ``xs``, as one tensor."""
     # Measured on CPU (benchmarks/NOTES.md, "MoE"): the grouped kernel wins when the
     # experts' batches are small and E calls' overhead dominates; with larger batches
-    # the per-expert matmuls are as fast and the bias gather costs more than it saves.
+    # the per-expert matmuls are as fast and the bias gather costs more than it saves,
+    # and with larger experts stacking their weights on every call costs more than the
+    # E calls it saves (checked in _grouped_layers).
     small = xs.shape[0] <= GROUPED_MAX_ROWS * len(experts)
     columns = _grouped_layers(experts, xs) if small else None
     if columns is not None:
@@ -507,7 +514,7 @@ class _Unpermute(torch.autograd.Function):
         picked = grad.contiguous().index_select(0, torch.div(order, k, rounding_mode="floor"))
         grad_w = None
         if needs_w:
-            grad_w = (picked * ys).sum(-1).index_select(0, inverse).view(tokens, k)
+            grad_w = _row_dot(picked, ys).index_select(0, inverse).view(tokens, k)
         grad_ys = picked.mul_(w.reshape(-1).index_select(0, order).unsqueeze(-1)) if needs_ys else None
         return grad_ys, grad_w, None, None
 
@@ -516,6 +523,12 @@ class _Unpermute(torch.autograd.Function):
 _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Identity)
 # Mean rows per expert up to which the experts run as one grouped matmul per layer.
 GROUPED_MAX_ROWS = 128
+# Parameter bytes of one expert up to which they do: the grouped path stacks every
+# expert's weights on each call (and unstacks their gradients), a cost that grows with
+# the experts' size while the per-call overhead it saves does not. Measured on CPU
+# (benchmarks/NOTES.md, "MoE"): a win or even for 64 KiB experts (D=64, MLP(2D)),
+# 1.1-1.5x slower from 256 KiB (D=128) on.
+GROUPED_MAX_EXPERT_BYTES = 128 * 1024
 # The dtypes torch._grouped_mm takes.
 _GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -570,6 +583,7 @@ def _grouped_layers(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Mo
             column.append(m)
     # The kernel wants every row stride to be a multiple of 16 bytes, and one dtype.
     per_16 = 16 // xs.element_size()
+    expert_bytes = 0
     for column in columns:
         first = column[0]
         if isinstance(first, nn.Linear):
@@ -578,7 +592,8 @@ def _grouped_layers(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Mo
             params = [p for m in column for p in m._parameters.values() if p is not None]
             if any(p.dtype != xs.dtype for p in params):
                 return None
-    return columns
+            expert_bytes += sum(p.numel() for p in first._parameters.values() if p is not None) * xs.element_size()
+    return columns if expert_bytes <= GROUPED_MAX_EXPERT_BYTES else None
 
 
 def _run_grouped(columns: list[list[nn.Module]], xs: Tensor, kept: list[int]) -> Tensor:
