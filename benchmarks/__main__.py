@@ -1,4 +1,9 @@
-"""``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md."""
+"""``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md.
+
+``--only NAME...`` reruns some benchmarks and replaces their sections in the existing
+report, keeping the others when it was written with the same machine, versions and
+settings (otherwise the report holds only the new sections). ``--notes`` puts the
+current benchmarks/NOTES.md into the report without running anything."""
 
 from __future__ import annotations
 
@@ -10,11 +15,15 @@ from collections.abc import Sequence
 
 from benchmarks.harness import (
     Context,
+    Section,
     command_line,
     discover,
+    kept_sections,
     module_name,
     render_section,
+    replace_notes,
     run_module,
+    section_chunks,
     write_report,
 )
 
@@ -33,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="torch threads (default 1: stable on a shared machine; 0: torch's default)")
     p.add_argument("--out", default=DEFAULT_OUT, help="report file (markdown)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--notes", action="store_true",
+                   help="only rewrite the report's notes from benchmarks/NOTES.md (runs nothing)")
     return p.parse_args(argv)
 
 
@@ -44,8 +55,42 @@ def preamble() -> list[str]:
         return [f.read().rstrip(), ""]
 
 
+def earlier_sections(path: str, ctx: Context, sections: Sequence[Section]) -> dict[str, str]:
+    """With ``--only``: the other sections of the report already at ``path``, so that
+    rerunning one benchmark updates its section and keeps the rest."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        old = f.read()
+    kept = kept_sections(old, ctx, [s.name for s in sections])
+    if not kept and section_chunks(old):
+        print(f"[benchmarks] {path} was written on another machine, versions or settings: "
+              "its other sections are dropped", file=sys.stderr)
+    return kept
+
+
+def refresh_notes(path: str) -> int:
+    """``--notes``: put the current benchmarks/NOTES.md into the report at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = replace_notes(f.read(), preamble())
+    except OSError as exc:
+        print(f"[benchmarks] cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if text is None:
+        print(f"[benchmarks] {path} has no marked notes: run the benchmarks to rewrite it",
+              file=sys.stderr)
+        return 1
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"[benchmarks] notes of {path} rewritten", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.notes:
+        return refresh_notes(args.out)
     modules = discover(args.only)
     if args.list:
         for m in modules:
@@ -70,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = "FAILED" if section.error else "done"
         print(f"[benchmarks] {name} {status} in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
-    write_report(args.out, sections, ctx, command_line(argv), preamble())
+    kept = earlier_sections(args.out, ctx, sections) if args.only else {}
+    write_report(args.out, sections, ctx, command_line(argv), preamble(), kept)
     print(f"[benchmarks] wrote {args.out}", file=sys.stderr)
     return 1 if any(s.error for s in sections) else 0
 

@@ -250,6 +250,7 @@ class InputGuard:
                                                        for d in r.dims))
         self.probe = probe  # a floating parameter whose dtype and device the inputs must share
         self.probe_path = tuple(probe.split(".")) if probe else ()
+        self._probe_owner, self._probe_leaf = self.probe_path[:-1], self.probe_path[-1:]
         # signature -> (the symbols it bound, its index plan: see _index_plan)
         self._passed: dict[tuple[Any, ...], tuple[dict[str, int], tuple[tuple[str, int | None], ...]]] = {}
 
@@ -257,6 +258,11 @@ class InputGuard:
         state = dict(self.__dict__)
         state["_passed"] = {}  # a cache, not data: a copy starts empty
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # derived from probe_path: a guard pickled by an older version lacks them
+        self._probe_owner, self._probe_leaf = self.probe_path[:-1], self.probe_path[-1:]
 
     def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """The forward pre-hook interface (``register_forward_pre_hook(guard, with_kwargs=True)``)."""
@@ -294,11 +300,14 @@ class InputGuard:
         """What the dtype/rank/dim checks depend on; None when an input is missing, extra or not tensor-like."""
         if len(given) != len(self.names):
             return None
-        sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.device]
+        # ``is_cpu or device``: a CPU tensor's device is the constant True, which spares
+        # building and hashing a torch.device on every call (the common case on a CPU).
+        sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.is_cpu or ref.device]
         try:
             for name in self.names:
                 t = given[name]
-                sig += (t.__class__, t.shape, t.dtype, t.device)  # the class: a non-tensor never matches
+                # the class: a non-tensor never matches
+                sig += (t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
         except (KeyError, AttributeError):
             return None
         return tuple(sig)
@@ -325,12 +334,12 @@ class InputGuard:
 
     def _reference(self, module: Any) -> Any:
         """The probe parameter, looked up on every call (``.to()`` or ``load_state_dict`` may replace it)."""
-        if not self.probe_path:
+        if not self._probe_leaf:
             return None
         try:  # plain dict lookups: Module.get_parameter costs more than the whole check
-            for part in self.probe_path[:-1]:
+            for part in self._probe_owner:
                 module = module._modules[part]
-            return module._parameters[self.probe_path[-1]]
+            return module._parameters[self._probe_leaf[0]]
         except (KeyError, AttributeError):  # removed or renamed: skip dtype/device matching
             return None
 

@@ -138,3 +138,31 @@ def test_cuda_without_gpu_marks_rows_not_run(monkeypatch: pytest.MonkeyPatch) ->
     section = harness.run_module(NeedsGpu, Context(device="cuda"))  # type: ignore[arg-type]
     assert section.error is None
     assert [r.note for r in section.rows] == ["not run (no GPU)"]
+
+
+def test_only_replaces_its_sections_and_keeps_the_rest(tmp_path: Path) -> None:
+    ctx = Context(quick=True)
+    first = [harness.Section("alpha", "Alpha", [Row("c", "x", Stats.of([1.0]))], 0.1),
+             harness.Section("beta", "Beta", [Row("c", "y", Stats.of([2.0]))], 0.1)]
+    out = tmp_path / "R.md"
+    old = harness.write_report(str(out), first, ctx, "python -m benchmarks")
+    assert set(harness.section_chunks(old)) == {"alpha", "beta"}
+    rerun = [harness.Section("beta", "Beta", [Row("c", "y", Stats.of([3.0]))], 0.1)]
+    kept = harness.kept_sections(old, ctx, ["beta"])
+    assert set(kept) == {"alpha"}
+    text = harness.write_report(str(out), rerun, ctx, "python -m benchmarks --only beta", kept=kept)
+    chunks = harness.section_chunks(text)
+    assert list(chunks) == ["alpha", "beta"]
+    assert "| c | x | 1 s |" in chunks["alpha"] and "| c | y | 3 s |" in chunks["beta"]
+    assert "`alpha` kept from earlier runs" in text
+    # another setup (here: not --quick) must not mix its numbers with these
+    assert harness.kept_sections(old, Context(quick=False), ["beta"]) == {}
+
+
+def test_notes_are_replaced_without_touching_the_numbers(tmp_path: Path) -> None:
+    section = harness.Section("alpha", "Alpha", [Row("c", "x", Stats.of([1.0]))], 0.1)
+    text = harness.render_report([section], Context(), "python -m benchmarks", ["old notes", ""])
+    new = harness.replace_notes(text, ["new notes", ""])
+    assert new is not None and "new notes" in new and "old notes" not in new
+    assert harness.section_chunks(new) == harness.section_chunks(text)
+    assert harness.replace_notes("# no markers", ["x"]) is None
