@@ -24,6 +24,7 @@ from benchmarks.harness import (
     replace_notes,
     run_module,
     section_chunks,
+    steady_malloc,
     write_report,
 )
 
@@ -40,6 +41,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds before timing")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: stable on a shared machine; 0: torch's default)")
+    p.add_argument("--malloc", choices=["steady", "default"], default="steady",
+                   help="steady (default): pin glibc's malloc so timings do not depend on what ran "
+                        "before; default: leave it as it is")
     p.add_argument("--out", default=DEFAULT_OUT, help="report file (markdown)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--notes", action="store_true",
@@ -102,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before torch is imported, so that its thread pools (and subprocesses') agree.
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    malloc = steady_malloc() if args.malloc == "steady" else "system default"
     ctx = Context(quick=args.quick, device=args.device, repeats=repeats, warmup=warmup,
-                  threads=args.threads or None)
+                  threads=args.threads or None, malloc=malloc)
     sections = []
     for m in modules:
         name = module_name(m)

@@ -211,6 +211,39 @@ def interleave(
     return {n: Stats(tuple(samples[n]), numbers[n]) for n in names}
 
 
+# --------------------------------------------------------------------------- allocator
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's upper bound for M_MMAP_THRESHOLD on 64-bit
+
+
+def steady_malloc() -> str:
+    """Pin glibc's malloc so that timings do not depend on what ran before; describe it.
+
+    By default glibc serves blocks above a threshold that adapts to past frees with
+    fresh ``mmap``s, and returns the top of the heap to the system whenever enough of it
+    is free. A step that allocates and frees the same large buffers then page-faults them
+    in again on every call or not, depending on the allocator's history: a dense MLP step
+    measured 400-500 page faults and 5.5-6.1 ms in one process, 51 and 5.1 ms in another
+    (benchmarks/NOTES.md). Fixing the threshold at its maximum and never trimming keeps
+    freed memory mapped, so every contender runs on warm pages, as a caching allocator
+    (jemalloc, tcmalloc, CUDA's) would give it. The interpreter is not restarted;
+    ``--malloc default`` keeps glibc's behaviour. Returns what was done, for the report."""
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "system default (not glibc)"
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    ok = all(libc.mallopt(param, value) == 1 for param, value in (
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX),
+        (_M_TRIM_THRESHOLD, 2**31 - 1),
+        (_M_TOP_PAD, 64 * 2**20),
+    ))
+    return "glibc, steady (mallopt: mmap threshold 32 MiB, no trimming)" if ok else "glibc default (mallopt failed)"
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -258,6 +291,7 @@ class Context:
     repeats: int = 15
     warmup: int = 2
     threads: int | None = 1  # torch intra-op threads (None: torch's default)
+    malloc: str = "glibc default"  # how the allocator was set up (see steady_malloc)
     notes: list[str] = field(default_factory=list)  # free text the module adds to its section
 
     def init_torch(self) -> Any:
@@ -463,6 +497,7 @@ def settings_lines(ctx: Context) -> list[str]:
         *machine_lines(ctx.device),
         f"* device: {ctx.device}; torch threads: {ctx.threads or 'default'}; repeats: "
         f"{ctx.repeats}; warm-up rounds: {ctx.warmup}; quick: {ctx.quick}",
+        f"* malloc: {ctx.malloc}",
     ]
 
 

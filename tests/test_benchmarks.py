@@ -121,7 +121,7 @@ def test_main_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     fake.run = lambda ctx: [Row("c", "x", Stats.of([1e-3]))]  # type: ignore[attr-defined]
     monkeypatch.setattr(cli, "discover", lambda only: [fake])
     out = tmp_path / "R.md"
-    assert cli.main(["--quick", "--only", "fake", "--out", str(out)]) == 0
+    assert cli.main(["--quick", "--malloc", "default", "--only", "fake", "--out", str(out)]) == 0
     text = out.read_text()
     assert "| c | x | 1 ms |" in text and "--only fake" in text
 

@@ -54,6 +54,16 @@ def test_top_k_of_all_experts_is_a_permutation() -> None:
     assert torch.equal(idx.sort(-1).values, torch.arange(9).expand(20, 9))
 
 
+def test_top_k_keeps_indices_in_range_for_non_finite_logits() -> None:
+    logits = torch.randn(4, TOPK_BY_ARGMAX_MIN_EXPERTS)
+    logits[1, 3] = float("nan")
+    logits[2] = float("nan")
+    logits[3, 5] = float("inf")
+    _, idx = top_k(logits, 3)
+    assert idx.shape == (4, 3) and int(idx.min()) >= 0 and int(idx.max()) < TOPK_BY_ARGMAX_MIN_EXPERTS
+    assert torch.equal(idx[0], logits[0].topk(3).indices)  # finite rows are unaffected
+
+
 def test_softmax_of_sorted_rows() -> None:
     v = torch.randn(30, 3, dtype=torch.float64).sort(-1, descending=True).values * 20
     torch.testing.assert_close(_softmax_of_sorted(v), torch.softmax(v, -1))
