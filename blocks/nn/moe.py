@@ -160,9 +160,9 @@ def top_k(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
     ``row + E`` off the maximum, ``row`` on it), since ``topk``, ``max`` with indices,
     comparisons and ``where`` all run scalar loops over the short rows of [T, E] on the
     CPU. At E=16, 4,096 tokens, k=3: 250 µs against 460 µs for rounds of ``max`` and
-    630 µs for ``topk`` (benchmarks/NOTES.md, "MoE"). The values are then gathered, so
-    their gradient is the same scatter as ``topk``'s; among equal values the lower
-    expert index wins. For finite logits the result is ``topk``'s; a NaN or infinite
+    630 µs for ``topk`` (benchmarks/NOTES.md). The values are then gathered, so their
+    gradient is the same scatter as ``topk``'s; among equal values the lower expert
+    index wins. For finite logits the result is ``topk``'s; a NaN or infinite
     logit keeps the indices in range, with an unspecified winner. Elsewhere, and while
     torch.compile / export trace, ``topk`` itself."""
     experts = logits.shape[-1]
@@ -543,8 +543,8 @@ GROUPED_MAX_ROWS = 128
 # Parameter bytes of one expert up to which they do: the grouped path stacks every
 # expert's weights on each call (and unstacks their gradients), a cost that grows with
 # the experts' size while the per-call overhead it saves does not. Measured on CPU
-# (benchmarks/NOTES.md, "MoE"): a win or even for 64 KiB experts (D=64, MLP(2D)),
-# 1.1-1.5x slower from 256 KiB (D=128) on.
+# (benchmarks/NOTES.md): a win or even for 64 KiB experts (D=64, MLP(2D)), 1.2-1.5x
+# slower from 256 KiB (D=128) on.
 GROUPED_MAX_EXPERT_BYTES = 128 * 1024
 # The dtypes torch._grouped_mm takes.
 _GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
