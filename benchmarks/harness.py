@@ -291,7 +291,7 @@ class Context:
     repeats: int = 15
     warmup: int = 2
     threads: int | None = 1  # torch intra-op threads (None: torch's default)
-    malloc: str = "glibc default"  # how the allocator was set up (see steady_malloc)
+    malloc: str = "system default"  # how the allocator was set up (see steady_malloc)
     notes: list[str] = field(default_factory=list)  # free text the module adds to its section
 
     def init_torch(self) -> Any:
