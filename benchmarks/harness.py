@@ -247,6 +247,10 @@ def steady_malloc() -> str:
 # --------------------------------------------------------------------------- rows
 
 
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass
 class Row:
     """One contender of one case, as it appears in the report."""
@@ -276,7 +280,7 @@ class Section:
     seconds: float
     notes: list[str] = field(default_factory=list)
     error: str | None = None
-    when: str = field(default_factory=lambda: utc_now())  # when it finished, for merged reports
+    when: str = field(default_factory=utc_now)  # when it finished, for merged reports
 
 
 # --------------------------------------------------------------------------- context
@@ -487,10 +491,6 @@ def machine_lines(device: str) -> list[str]:
     return lines
 
 
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def settings_lines(ctx: Context) -> list[str]:
     """Machine, versions and run settings: what must match for sections to share a report."""
     return [
@@ -504,7 +504,7 @@ def settings_lines(ctx: Context) -> list[str]:
 NOTES_MARK = "<!-- notes: benchmarks/NOTES.md -->"
 _SECTION_PREFIX = "<!-- section: "
 _SECTION_MARK = _SECTION_PREFIX + "{} -->"
-_SECTION_SPLIT = re.compile(r"^<!-- section: ([\w-]+) -->\n", re.MULTILINE)
+_SECTION_SPLIT = re.compile("^" + re.escape(_SECTION_PREFIX) + r"([\w-]+) -->\n", re.MULTILINE)
 
 
 def section_chunks(text: str) -> dict[str, str]:
@@ -517,7 +517,7 @@ def kept_sections(old_report: str, ctx: Context, replaced: Iterable[str]) -> dic
     """The sections of an earlier report that a partial run (``--only``) keeps: all but
     ``replaced``, and none when the earlier report has other machine, versions or settings
     (numbers from different setups must not share a table of ratios)."""
-    if any(line not in old_report.splitlines() for line in settings_lines(ctx)):
+    if not set(settings_lines(ctx)) <= set(old_report.splitlines()):
         return {}
     skip = set(replaced)
     return {name: chunk for name, chunk in section_chunks(old_report).items() if name not in skip}

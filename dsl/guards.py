@@ -250,7 +250,6 @@ class InputGuard:
                                                        for d in r.dims))
         self.probe = probe  # a floating parameter whose dtype and device the inputs must share
         self.probe_path = tuple(probe.split(".")) if probe else ()
-        self._probe_owner, self._probe_leaf = self.probe_path[:-1], self.probe_path[-1:]
         # signature -> (the symbols it bound, its index plan: see _index_plan)
         self._passed: dict[tuple[Any, ...], tuple[dict[str, int], tuple[tuple[str, int | None], ...]]] = {}
 
@@ -258,11 +257,6 @@ class InputGuard:
         state = dict(self.__dict__)
         state["_passed"] = {}  # a cache, not data: a copy starts empty
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # derived from probe_path: a guard pickled by an older version lacks them
-        self._probe_owner, self._probe_leaf = self.probe_path[:-1], self.probe_path[-1:]
 
     def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """The forward pre-hook interface (``register_forward_pre_hook(guard, with_kwargs=True)``)."""
@@ -334,12 +328,12 @@ class InputGuard:
 
     def _reference(self, module: Any) -> Any:
         """The probe parameter, looked up on every call (``.to()`` or ``load_state_dict`` may replace it)."""
-        if not self._probe_leaf:
+        if not self.probe_path:
             return None
         try:  # plain dict lookups: Module.get_parameter costs more than the whole check
-            for part in self._probe_owner:
+            for part in self.probe_path[:-1]:
                 module = module._modules[part]
-            return module._parameters[self._probe_leaf[0]]
+            return module._parameters[self.probe_path[-1]]
         except (KeyError, AttributeError):  # removed or renamed: skip dtype/device matching
             return None
 

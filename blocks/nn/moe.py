@@ -450,8 +450,9 @@ def _dispatch_grouped(
 def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn.Module], sizes: list[int]) -> Tensor:
     """:func:`_dispatch_grouped` when every assignment is kept: the expert order is then
     a permutation of the T*k (token, slot) assignments, so both the dispatch and the
-    combine are gathers (:class:`_Permute`, :class:`_Unpermute`), forward and backward,
-    instead of ``index_add`` scatters, which the CPU runs row by row."""
+    combine are gathers (:class:`_Permute`, :class:`_Unpermute`) instead of weighted
+    ``index_add`` scatters; only the dispatch's backward sums by token with ``index_add_``
+    on the CPU."""
     k = w.shape[1]
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
     src = torch.div(order, k, rounding_mode="floor")  # the token of each expert-ordered row
