@@ -526,6 +526,10 @@ class GuardedCall:
     and ``nn.Module.__call__`` keeps its fast path: a forward pre-hook sends
     every call down the slow path, which cost more than the checks
     (benchmarks/NOTES.md). Holds only the guard, so it pickles and deep-copies.
+
+    :func:`_attach` also sets :func:`guarded_call` as the ``__call__`` of the
+    module's own class (fx makes one per GraphModule), which spares the two
+    frames of this route until ``recompile()`` puts fx's ``__call__`` back.
     """
 
     __slots__ = ("guard",)
@@ -540,6 +544,13 @@ class GuardedCall:
         # will not trace _WrappedCall either). The one thing skipped is its printout of
         # the generated forward's source lines when the forward raises.
         return _module_call(module, *args, **kwargs)
+
+
+def guarded_call(module: Any, *args: Any, **kwargs: Any) -> Any:
+    """``__call__`` of a guarded GraphModule's class: validate, then ``nn.Module.__call__``."""
+    if not _is_compiling():
+        module.dsl_guard.validate(module, args, kwargs)
+    return _module_call(module, *args, **kwargs)
 
 
 def _module_call(module: Any, *args: Any, **kwargs: Any) -> Any:
@@ -565,6 +576,8 @@ def _attach(module: Any, guard: InputGuard) -> None:
     module.dsl_guard = guard
     if hasattr(type(module), "_wrapped_call"):  # a GraphModule
         module._wrapped_call = GuardedCall(guard)
+        if "_wrapped_call" in vars(type(module)):  # the class fx made for this one module
+            type(module).__call__ = guarded_call
     else:  # not a GraphModule: a forward pre-hook (slower, see GuardedCall)
         module.register_forward_pre_hook(guard, with_kwargs=True)
 

@@ -11,7 +11,7 @@ import torch
 from conftest import SPECS, run_cli
 
 import dsl
-from dsl.guards import InputError
+from dsl.guards import InputError, guarded_call
 
 SYMBOLIC = """
 model Sym {
@@ -165,8 +165,9 @@ def test_guards_off_gives_torchs_own_error():
 def test_the_guard_survives_deepcopy_and_pickle(classifier):
     twin = copy.deepcopy(classifier)
     assert "dim 1 should be 64" in str(_error(twin, x=torch.randn(2, 63)))
-    again = copy.deepcopy(twin)  # the deepcopy hook is not duplicated, and the guard checks the copy
-    assert len(again._deepcopy_hooks) == 1 and not again._forward_pre_hooks
+    again = copy.deepcopy(twin)  # the deepcopy hooks are not duplicated, and the guard checks the copy
+    assert len(again._deepcopy_hooks) == len(classifier._deepcopy_hooks) == 2 and not again._forward_pre_hooks
+    assert type(again).__call__ is guarded_call
     assert "dim 1 should be 64" in str(_error(again, x=torch.randn(2, 63)))
     guard = pickle.loads(pickle.dumps(classifier.dsl_guard))
     with pytest.raises(InputError):
@@ -226,6 +227,17 @@ def test_the_guard_keeps_modules_fast_call_path(classifier):
     # a forward pre-hook would put every call on nn.Module's slow path; the guard is the module's call wrapper
     assert not classifier._forward_pre_hooks and "_wrapped_call" in vars(classifier)
     assert "forward" not in vars(classifier)  # torch.export and inspect see the compiler's forward
+    # the call of the class fx made for this module, which skips fx's call wrapper ...
+    assert type(classifier).__call__ is guarded_call
+    assert type(dsl.compile(SPECS / "classifier.dsl", guards=False)).__call__ is not guarded_call
+
+
+def test_the_guard_survives_recompile():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    model.recompile()  # ... until fx's recompile puts its own back: then the call wrapper checks
+    assert type(model).__call__ is not guarded_call
+    assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63)))
+    assert model(x=torch.randn(2, 64)).shape == (2, 10)
 
 
 def test_a_remembered_signature_still_checks_index_values(karate):
