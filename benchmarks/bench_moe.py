@@ -1,4 +1,5 @@
-"""Mixture of experts: time per token of forward+backward (training mode, noisy gate).
+"""Mixture of experts: time per token of forward+backward (training mode, noisy gate),
+including the gradient of the layer's input, as inside a network.
 
 For E ∈ {4, 16, 64} experts and k ∈ {1, 2}, the ``MoE`` block (compiled from a
 spec, default expert ``MLP(hidden=2D, out=D)``) against:
@@ -95,7 +96,15 @@ def package_moe(experts: int, dim: int = DIM) -> Any | None:
                second_policy_train="all", second_policy_eval="all")
 
 
-def _step(fn: Callable[[], Any], params: Callable[[], Any]) -> Callable[[], object]:
+def _layer_input(torch: Any, tokens: int, dim: int, device: str) -> Any:
+    """The tokens, as the input of a layer inside a network: the backward computes their
+    gradient too (every contender; :func:`_step` clears it), as training does for any
+    MoE layer but a first one. Without it the dense MLP would skip one of its three
+    backward GEMMs, the MoE its dispatch's backward and the router's input gradient."""
+    return torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(device).requires_grad_()
+
+
+def _step(fn: Callable[[], Any], params: Callable[[], Any], x: Any = None) -> Callable[[], object]:
     def step() -> object:
         out = fn()
         if isinstance(out, dict):
@@ -107,6 +116,8 @@ def _step(fn: Callable[[], Any], params: Callable[[], Any]) -> Callable[[], obje
         loss.backward()
         for p in params():
             p.grad = None
+        if x is not None:
+            x.grad = None
         return None
 
     return step
@@ -140,7 +151,7 @@ def run(ctx: Context) -> list[Row]:
 def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> list[Row]:
     """The E × k grid at one width; notes give µs/token by E, with and without the router."""
     dev = ctx.device
-    x = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(dev)
+    x = _layer_input(torch, tokens, dim, dev)
     with_naive = dim == DIM
     rows: list[Row] = []
     per_token: dict[tuple[int, int], tuple[float, float]] = {}
@@ -151,19 +162,19 @@ def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> lis
             dense = dense_mlp(k, dim).to(dev)
             route = _gate_step(model)
             contenders: dict[str, Callable[[], object]] = {
-                "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters),
-                "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters),
-                "router alone": _step(lambda r=route, x=x: r(x), model.parameters),
+                "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters, x),
+                "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters, x),
+                "router alone": _step(lambda r=route, x=x: r(x), model.parameters, x),
             }
             if with_naive and not (ctx.quick and experts == 64):
                 naive = _Naive(_moe_module(model))
-                contenders["naive (all experts)"] = _step(lambda n=naive, x=x: n(x), naive.parameters)
+                contenders["naive (all experts)"] = _step(lambda n=naive, x=x: n(x), naive.parameters, x)
             pkg = package_moe(experts, dim) if k == 2 else None
             if pkg is not None:
                 pkg = pkg.to(dev).train()
                 xb = x.reshape(16, tokens // 16, dim)  # groups of tokens, as the package expects
                 contenders["mixture-of-experts (PyPI)"] = _step(lambda p=pkg, xb=xb: p(xb),
-                                                                pkg.parameters)
+                                                                pkg.parameters, x)
             stats = interleave(contenders, repeats=ctx.repeats, warmup=ctx.warmup,
                                sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
             case = f"E={experts}, k={k}, {tokens} tokens, D={dim}"
@@ -196,12 +207,12 @@ def _width_rows(ctx: Context, tokens: int) -> list[Row]:
     rows: list[Row] = []
     for dim in ctx.pick((), WIDTHS):
         torch.manual_seed(0)
-        x = torch.randn(tokens, dim, generator=torch.Generator().manual_seed(0)).to(ctx.device)
+        x = _layer_input(torch, tokens, dim, ctx.device)
         model = dsl_moe(16, 2, dim).to(ctx.device).train()
         dense = dense_mlp(2, dim).to(ctx.device)
         stats = interleave(
-            {"dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters),
-             "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters)},
+            {"dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters, x),
+             "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters, x)},
             repeats=ctx.repeats, warmup=ctx.warmup, sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
         case = f"E=16, k=2, {tokens} tokens, D={dim}"
         rows.append(Row(case, "dsl MoE", stats["dsl MoE"], per=tokens, per_unit="token",
