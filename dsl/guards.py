@@ -8,7 +8,7 @@ scatter error three frames inside torch; with one it is an :class:`InputError`
 naming the input, the dim, and the expected and actual values.
 
 The guard (:func:`install_guards`) is plain Python that runs in the module's
-call before the fx graph (:class:`GuardedCall`, not a forward pre-hook, which
+call before the fx graph (:func:`guarded_call`, not a forward pre-hook, which
 would put every call on ``nn.Module``'s slow path), so the graph itself stays
 what the compiler wrote: ``torch.compile(fullgraph=True)`` and ``torch.export``
 see no guard code (the guard returns at once while they trace,
@@ -515,40 +515,22 @@ def _float_probe(module: Any) -> str | None:
     return None
 
 
-class GuardedCall:
-    """Validates a GraphModule's inputs, then makes the call it would have made without a guard.
-
-    A GraphModule's ``__call__`` is ``self._wrapped_call(self, *args, **kwargs)``
-    (torch.fx). An instance of this class set as the module's own
-    ``_wrapped_call`` runs :meth:`InputGuard.validate` first and then the
-    class's ``_wrapped_call``. ``forward`` is untouched (``torch.export`` and
-    ``inspect.signature`` see the compiler's), ``recompile()`` keeps the guard,
-    and ``nn.Module.__call__`` keeps its fast path: a forward pre-hook sends
-    every call down the slow path, which cost more than the checks
-    (benchmarks/NOTES.md). Holds only the guard, so it pickles and deep-copies.
-
-    :func:`_attach` also sets :func:`guarded_call` as the ``__call__`` of the
-    module's own class (fx makes one per GraphModule), which spares the two
-    frames of this route until ``recompile()`` puts fx's ``__call__`` back.
-    """
-
-    __slots__ = ("guard",)
-
-    def __init__(self, guard: InputGuard):
-        self.guard = guard
-
-    def __call__(self, module: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _is_compiling():  # tracing (compile/export): the graph must stay guard-free
-            self.guard.validate(module, args, kwargs)
-        # What fx's _WrappedCall calls, without its two extra frames (~1 µs a call; dynamo
-        # will not trace _WrappedCall either). The one thing skipped is its printout of
-        # the generated forward's source lines when the forward raises.
-        return _module_call(module, *args, **kwargs)
-
-
 def guarded_call(module: Any, *args: Any, **kwargs: Any) -> Any:
-    """``__call__`` of a guarded GraphModule's class: validate, then ``nn.Module.__call__``."""
-    if not _is_compiling():
+    """A guarded GraphModule's call: :meth:`InputGuard.validate`, then ``nn.Module.__call__``.
+
+    :func:`_attach` sets it twice. As the ``__call__`` of the class fx makes for each
+    GraphModule, it replaces fx's ``__call__`` -> ``_wrapped_call`` -> ``nn.Module.__call__``
+    route and its two frames. As the module's own ``_wrapped_call`` (which fx's
+    ``__call__`` calls as ``self._wrapped_call(self, *args, **kwargs)``), it keeps the guard
+    after ``recompile()`` puts fx's ``__call__`` back. Either way ``forward`` is untouched
+    (``torch.export`` and ``inspect.signature`` see the compiler's), and
+    ``nn.Module.__call__`` keeps its fast path: a forward pre-hook sends every call down
+    the slow path, which cost more than the checks (benchmarks/NOTES.md). A plain
+    function, so the module still pickles and deep-copies. The one thing skipped from
+    fx's wrapper is its printout of the generated forward's source lines when the
+    forward raises (dynamo will not trace fx's ``_WrappedCall`` either).
+    """
+    if not _is_compiling():  # tracing (compile/export): the graph must stay guard-free
         module.dsl_guard.validate(module, args, kwargs)
     return _module_call(module, *args, **kwargs)
 
@@ -575,10 +557,10 @@ class _Reinstall:
 def _attach(module: Any, guard: InputGuard) -> None:
     module.dsl_guard = guard
     if hasattr(type(module), "_wrapped_call"):  # a GraphModule
-        module._wrapped_call = GuardedCall(guard)
+        module._wrapped_call = guarded_call
         if "_wrapped_call" in vars(type(module)):  # the class fx made for this one module
             type(module).__call__ = guarded_call
-    else:  # not a GraphModule: a forward pre-hook (slower, see GuardedCall)
+    else:  # not a GraphModule: a forward pre-hook (slower, see guarded_call)
         module.register_forward_pre_hook(guard, with_kwargs=True)
 
 
@@ -594,4 +576,4 @@ def install_guards(module: Any, prog: Any, symbolic: Any = None) -> InputGuard:
     return guard
 
 
-__all__ = ["GuardedCall", "InputError", "InputGuard", "install_guards"]
+__all__ = ["InputError", "InputGuard", "guarded_call", "install_guards"]
