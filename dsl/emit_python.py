@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import importlib.util
 import inspect
 import keyword
 import math
@@ -135,6 +136,8 @@ class _SourceModule:
     defs: dict[str, ast.stmt] = field(default_factory=dict)  # name -> def/class/assignment
     imports: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # bound name -> import
     order: dict[str, int] = field(default_factory=dict)
+    # name -> the sibling module it comes from (``from .moe_experts import run_experts``): inlined too
+    relative: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, name: str) -> _SourceModule:
@@ -160,6 +163,11 @@ class _SourceModule:
                 else:
                     top = a.name.split(".")[0]
                     self.imports[top] = ("import", a.name, None)
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level > 0:
+            origin = importlib.util.resolve_name("." * stmt.level + (stmt.module or ""), self.name.rpartition(".")[0])
+            for a in stmt.names:
+                if a.asname is None or a.asname == a.name:  # inlined under its own name
+                    self.relative[a.name] = origin
         elif isinstance(stmt, ast.ImportFrom) and stmt.module != "__future__" and stmt.level == 0:
             for a in stmt.names:
                 self.imports[a.asname or a.name] = ("from", stmt.module or "", a.name if a.asname is None else f"{a.name} as {a.asname}")
@@ -196,6 +204,9 @@ class _Inliner:
         todo = [name]
         while todo:
             n = todo.pop()
+            if n in src.relative and n not in src.defs:
+                self.need(src.relative[n], n)
+                continue
             if n in wanted or n not in src.defs:
                 continue
             wanted.add(n)
@@ -211,8 +222,13 @@ class _Inliner:
         return out
 
     def bound_names(self) -> dict[str, str]:
-        """Global name -> the module it is defined in."""
-        return {n: module for module, names in self.needed.items() for n in names}
+        """Global name -> the module it is defined in; an ExportError if two modules define one."""
+        bound: dict[str, str] = {}
+        for module, names in self.needed.items():
+            for n in names:
+                if bound.setdefault(n, module) != module:
+                    raise ExportError(f"the inlined `{module}.{n}` clashes with `{bound[n]}.{n}`")
+        return bound
 
     def blocks(self) -> list[str]:
         out = []

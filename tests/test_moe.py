@@ -464,7 +464,7 @@ def _grads(y: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 @pytest.mark.parametrize(("k", "capacity"), [(1, None), (2, None), (2, 0.5)])
 def test_grouped_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, k: int,
                                                 capacity: float | None) -> None:
-    import dsl.blocks.nn.moe as moe_mod
+    import dsl.blocks.nn.moe_experts as moe_mod
 
     calls: list[int] = []
     run_grouped = moe_mod._run_grouped
@@ -507,7 +507,7 @@ def test_grouped_experts_unselected_get_zero_gradient() -> None:
 
 
 def test_grouped_path_only_for_identical_plain_experts() -> None:
-    from dsl.blocks.nn.moe import _grouped_layers
+    from dsl.blocks.nn.moe_experts import _grouped_layers
 
     xs = torch.randn(3, 8)
     assert _grouped_layers(_mlp_experts(3), xs) is not None
@@ -525,7 +525,7 @@ def test_grouped_path_only_for_identical_plain_experts() -> None:
 
 def test_grouped_path_only_for_small_experts() -> None:
     """Stacking large experts' weights on every call costs more than the calls it saves."""
-    from dsl.blocks.nn.moe import GROUPED_MAX_EXPERT_BYTES, _grouped_layers
+    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES, _grouped_layers
 
     def mlp(d: int) -> list[nn.Module]:
         return [nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(2)]
@@ -533,3 +533,133 @@ def test_grouped_path_only_for_small_experts() -> None:
     assert 4 * 64 * 64 * 4 < GROUPED_MAX_EXPERT_BYTES < 4 * 128 * 128 * 4
     assert _grouped_layers(mlp(64), torch.randn(3, 64)) is not None  # 64 KiB per expert
     assert _grouped_layers(mlp(128), torch.randn(3, 128)) is None  # 256 KiB per expert
+
+
+# --------------------------------------------------------------------------- stacked experts (eager fast path)
+
+
+def _stack(make: Any, n: int = 4) -> list[nn.Module]:
+    return [make() for _ in range(n)]
+
+
+_STACKS = {
+    "gelu": lambda: nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 5)),
+    "gelu_tanh": lambda: nn.Sequential(nn.Linear(6, 12), nn.GELU("tanh"), nn.Linear(12, 5)),
+    "relu_inplace": lambda: nn.Sequential(nn.Linear(6, 12), nn.ReLU(inplace=True), nn.Linear(12, 5)),
+    "silu": lambda: nn.Sequential(nn.Linear(6, 12), nn.SiLU(), nn.Linear(12, 5)),
+    "tanh_last": lambda: nn.Sequential(nn.Linear(6, 12), nn.Tanh()),
+    "sigmoid": lambda: nn.Sequential(nn.Linear(6, 12), nn.Sigmoid(), nn.Linear(12, 5)),
+    "elu": lambda: nn.Sequential(nn.Linear(6, 12), nn.ELU(0.5, inplace=True), nn.Linear(12, 5)),
+    "leaky": lambda: nn.Sequential(nn.Linear(6, 12), nn.LeakyReLU(0.2), nn.Linear(12, 5)),
+    "no_bias_three": lambda: nn.Sequential(nn.Linear(6, 12, bias=False), nn.GELU(), nn.Identity(),
+                                           nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 5, bias=False)),
+    "activation_first": lambda: nn.Sequential(nn.Tanh(), nn.Linear(6, 5)),
+    "one_linear": lambda: nn.Linear(6, 5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_STACKS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_experts_equal_per_expert_calls(name: str, dtype: torch.dtype) -> None:
+    from dsl.blocks.nn.moe_experts import _run_stacked, expert_columns
+
+    experts = [e.to(dtype) for e in _stack(_STACKS[name])]
+    hooked = _with_hooks(experts)
+    kept = [3, 0, 5, 2]  # expert 1 gets no rows
+    xs = torch.randn(sum(kept), 6, dtype=dtype, requires_grad=True)
+    columns = expert_columns(experts, xs)
+    assert columns is not None
+    ys = _run_stacked(columns, xs, kept)
+    ys_ref = torch.cat([e(p) for e, p, n in zip(hooked, xs.split(kept), kept, strict=True) if n])
+    torch.testing.assert_close(ys, ys_ref)
+    g = torch.randn_like(ys)
+    ys.backward(g)
+    grad_xs, xs.grad = xs.grad, None
+    ys_ref.backward(g)
+    torch.testing.assert_close(grad_xs, xs.grad)
+    for i, (e, e_ref) in enumerate(zip(experts, hooked, strict=True)):
+        for p, p_ref in zip(e.parameters(), e_ref.parameters(), strict=True):
+            if kept[i] == 0:  # skipped, as the loop skips it
+                assert p.grad is None and p_ref.grad is None
+            else:
+                torch.testing.assert_close(p.grad, p_ref.grad)
+
+
+def test_stacked_experts_gradcheck() -> None:
+    from dsl.blocks.nn.moe_experts import _ExpertStack, expert_columns, stack_layout
+
+    experts = [nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)).double() for _ in range(3)]
+    kept = (2, 1, 3)
+    xs = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    columns = expert_columns(experts, xs)
+    assert columns is not None
+    layers, params = stack_layout(columns)
+    flat = [p.detach().clone().requires_grad_() for p in params]
+    assert torch.autograd.gradcheck(lambda xs, *ps: _ExpertStack.apply(xs, layers, kept, *ps), (xs, *flat))
+
+
+def test_stacked_experts_frozen_layers_and_retain_graph() -> None:
+    from dsl.blocks.nn.moe_experts import _run_stacked, expert_columns
+
+    experts = _stack(_STACKS["gelu"], 3)
+    for e in experts:
+        e[0].requires_grad_(False)  # frozen first layer, and xs needs no gradient
+    kept = [4, 2, 3]
+    xs = torch.randn(9, 6)
+    columns = expert_columns(experts, xs)
+    assert columns is not None
+    ys = _run_stacked(columns, xs, kept)
+    ys.sum().backward(retain_graph=True)
+    first = [e[2].weight.grad.clone() for e in experts]
+    assert all(e[0].weight.grad is None for e in experts)
+    ys.sum().backward()  # the saved tensors outlive a retained backward
+    for e, g in zip(experts, first, strict=True):
+        torch.testing.assert_close(e[2].weight.grad, 2 * g)
+
+
+def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsl.blocks.nn.moe_experts as mod
+
+    taken: list[str] = []
+    for name in ("_run_stacked", "_run_grouped"):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _n=name, _r=real: taken.append(_n) or _r(*a))
+    experts = _mlp_experts(4)  # 8 -> 16 -> 8, 16-byte rows: groupable
+    few = torch.randn(4 * mod.GROUPED_MAX_ROWS, 8)
+    mod.run_experts(few, experts, [mod.GROUPED_MAX_ROWS] * 4)
+    many = torch.randn(4 * mod.GROUPED_MAX_ROWS + 4, 8)
+    mod.run_experts(many, experts, [mod.GROUPED_MAX_ROWS + 1] * 4)
+    assert taken == ["_run_grouped", "_run_stacked"]
+    taken.clear()
+    mod.run_experts(few, _with_hooks(experts), [mod.GROUPED_MAX_ROWS] * 4)  # hooks: each module called
+    mixed = [e.double() if i == 0 else e for i, e in enumerate(_mlp_experts(4))]
+    assert mod.expert_columns(mixed, few) is None  # mixed dtypes: the loop (and its error)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert mod.expert_columns(experts, few) is None
+    assert mod.expert_columns([nn.Sequential()] * 2, few) is None
+    assert mod.expert_columns([nn.Linear(7, 8)] * 2, few) is None  # widths that do not chain
+    assert taken == []
+
+
+def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
+    import dsl.blocks.nn.moe_experts as mod
+
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)  # every call takes the stacked path
+    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2), _mlp_experts(4), 8)
+    _randomise_gate(moe.gate)
+    ref = copy.deepcopy(moe)
+    ref.experts = nn.ModuleList(_with_hooks(list(moe.experts)))  # same weights, called one by one
+    x = torch.randn(40, 8, requires_grad=True)
+    torch.manual_seed(1)
+    y, balance = moe(x)
+    torch.manual_seed(1)
+    y_ref, balance_ref = ref(x)
+    torch.testing.assert_close(y, y_ref)
+    (y.pow(2).sum() + balance).backward()
+    grad_x, x.grad = x.grad, None
+    (y_ref.pow(2).sum() + balance_ref).backward()
+    torch.testing.assert_close(grad_x, x.grad)
+    for p, p_ref in zip(moe.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad)

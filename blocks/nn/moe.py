@@ -18,12 +18,13 @@ combine are gathers with hand-written backwards (:class:`_Permute`,
 :class:`_Unpermute`); with a capacity the combine is one weighted ``index_add``
 (:class:`_WeightedSum`). The gate's load estimator is one autograd op too
 (:class:`_SmoothLoad`), and on the CPU top-k is k rounds of ``max``
-(:func:`top_k`). On CPU, when
-every expert is a copy of one ``Linear`` or ``nn.Sequential`` of Linear and
-elementwise layers (the default ``MLP`` expert) without hooks and the experts'
-batches are small, each layer of all experts runs as one ``torch._grouped_mm``
-over the stacked weights (:func:`_run_grouped`); otherwise each expert module is
-called on its slice. Both give the per-expert loop's outputs and gradients.
+(:func:`top_k`). The experts themselves run through
+:func:`~.moe_experts.run_experts`: when every expert is a copy of one ``Linear`` or
+``nn.Sequential`` of Linear and elementwise layers (the default ``MLP`` expert)
+without hooks, as one autograd op that goes expert by expert through all layers
+(or, for small experts with few rows each on the CPU, one ``torch._grouped_mm``
+per layer); otherwise each expert module is called on its slice. All give the
+per-expert loop's outputs and gradients.
 
 torch.compile / torch.export: how many tokens each expert receives is data
 (it depends on the router's values). :func:`dispatch` reads the per-expert
@@ -59,10 +60,11 @@ module, so it never changes an output and never enters a graph. ``usage`` is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import accumulate
 
 import torch
 from torch import Tensor, nn
+
+from .moe_experts import run_experts
 
 # The paper's noise_epsilon: keeps the noise std strictly positive.
 NOISE_EPSILON = 1e-2
@@ -443,7 +445,7 @@ def _dispatch_grouped(
     if kept != sizes:  # capacity: keep the first kept[e] of each expert's group
         sel = _kept_positions(sizes, kept, tok.device)
         tok, wt = tok[sel], wt[sel]
-    ys = _run_experts(x.index_select(0, tok), experts, kept)
+    ys = run_experts(x.index_select(0, tok), experts, kept)
     return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
 
 
@@ -457,23 +459,8 @@ def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
     src = torch.div(order, k, rounding_mode="floor")  # the token of each expert-ordered row
     xs = _Permute.apply(x, src, inverse, k)
-    ys = _run_experts(xs, experts, sizes)
+    ys = run_experts(xs, experts, sizes)
     return _Unpermute.apply(ys.to(x.dtype), w.to(x.dtype), src, order, inverse)
-
-
-def _run_experts(xs: Tensor, experts: Sequence[nn.Module], kept: list[int]) -> Tensor:
-    """Expert e on its ``kept[e]`` rows of the expert-sorted ``xs``, as one tensor."""
-    # Measured on CPU (benchmarks/NOTES.md, "MoE"): the grouped kernel wins when the
-    # experts' batches are small and E calls' overhead dominates; with larger batches
-    # the per-expert matmuls are as fast and the bias gather costs more than it saves,
-    # and with larger experts stacking their weights on every call costs more than the
-    # E calls it saves (checked in _grouped_layers).
-    small = xs.shape[0] <= GROUPED_MAX_ROWS * len(experts)
-    columns = _grouped_layers(experts, xs) if small else None
-    if columns is not None:
-        return _run_grouped(columns, xs, kept)
-    outs = [expert(part) for part, expert, n in zip(xs.split(kept), experts, kept, strict=True) if n]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 class _Permute(torch.autograd.Function):
@@ -535,107 +522,6 @@ class _Unpermute(torch.autograd.Function):
             grad_w = _row_dot(picked, ys).index_select(0, inverse).view(tokens, k)
         grad_ys = picked.mul_(w.reshape(-1).index_select(0, order).unsqueeze(-1)) if needs_ys else None
         return grad_ys, grad_w, None, None, None
-
-
-# Parameter-free elementwise modules: applied to all experts' rows at once, they act as on each expert's.
-_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.ELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.Identity)
-# Mean rows per expert up to which the experts run as one grouped matmul per layer.
-GROUPED_MAX_ROWS = 128
-# Parameter bytes of one expert up to which they do: the grouped path stacks every
-# expert's weights on each call (and unstacks their gradients), a cost that grows with
-# the experts' size while the per-call overhead it saves does not. Measured on CPU
-# (benchmarks/NOTES.md): a win or even for 64 KiB experts (D=64, MLP(2D)), 1.2-1.5x
-# slower from 256 KiB (D=128) on.
-GROUPED_MAX_EXPERT_BYTES = 128 * 1024
-# The dtypes torch._grouped_mm takes.
-_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _layers_of(expert: nn.Module) -> list[nn.Module] | None:
-    """The expert as a list of ``nn.Linear`` / elementwise layers; None for anything else
-    (other modules, subclasses that may override ``forward``, modules with hooks)."""
-    layers = list(expert) if type(expert) is nn.Sequential else [expert]
-    for m in [expert, *layers]:
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-            return None
-    if not all(type(m) is nn.Linear or type(m) in _ELEMENTWISE for m in layers):
-        return None
-    return layers
-
-
-def _same_layer(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two layers compute the same function of their (own) parameters.
-
-    Reads instance dicts directly: this runs for every layer of every expert on
-    every forward, where ``nn.Module.__getattr__`` would cost more than the check."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is nn.Linear:
-        pa, pb = a._parameters, b._parameters
-        return (a.in_features, a.out_features, pa["bias"] is None) == (b.in_features, b.out_features, pb["bias"] is None)
-    # GELU(approximate), ELU(alpha), LeakyReLU(negative_slope); the others have no settings
-    da, db = a.__dict__, b.__dict__
-    return all(da.get(n) == db.get(n) for n in ("approximate", "alpha", "negative_slope"))
-
-
-def _grouped_layers(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Module]] | None:
-    """Layer by layer, the experts' modules, when all experts are copies of one Linear /
-    ``nn.Sequential`` of Linear and elementwise layers (the default ``MLP`` expert) and
-    ``torch._grouped_mm`` can run them; None otherwise (then each expert is called).
-
-    CPU only: on CUDA the grouped kernel has dtype and architecture limits that this
-    project has not measured, so the per-expert loop is kept there."""
-    if xs.device.type != "cpu" or xs.dtype not in _GROUPED_DTYPES or not hasattr(torch, "_grouped_mm"):
-        return None
-    first = _layers_of(experts[0])
-    if first is None:
-        return None
-    columns: list[list[nn.Module]] = [[m] for m in first]
-    for expert in experts[1:]:
-        layers = _layers_of(expert)
-        if layers is None or len(layers) != len(first):
-            return None
-        for column, m in zip(columns, layers, strict=True):
-            if not _same_layer(column[0], m):
-                return None
-            column.append(m)
-    # The kernel wants every row stride to be a multiple of 16 bytes, and one dtype.
-    per_16 = 16 // xs.element_size()
-    expert_bytes = 0
-    for column in columns:
-        first = column[0]
-        if isinstance(first, nn.Linear):
-            if first.in_features % per_16 or first.out_features % per_16:
-                return None
-            params = [p for m in column for p in m._parameters.values() if p is not None]
-            if any(p.dtype != xs.dtype for p in params):
-                return None
-            expert_bytes += sum(p.numel() for p in first._parameters.values() if p is not None) * xs.element_size()
-    return columns if expert_bytes <= GROUPED_MAX_EXPERT_BYTES else None
-
-
-def _run_grouped(columns: list[list[nn.Module]], xs: Tensor, kept: list[int]) -> Tensor:
-    """All experts on their contiguous row groups of ``xs`` (``kept[e]`` rows for expert e).
-
-    Each Linear layer is one ``torch._grouped_mm`` over the stacked weights instead of E
-    small matmuls: E separate calls cost a fixed overhead each, forward and backward,
-    which made the MoE's cost grow with E. ``torch.stack`` is differentiable, so each
-    expert's own parameters get their gradients (the state_dict is unchanged)."""
-    ends = torch.tensor(list(accumulate(kept)), dtype=torch.int32, device=xs.device)
-    group: Tensor | None = None  # the expert of each row, for the biases
-    h = xs
-    for column in columns:
-        first = column[0]
-        if not isinstance(first, nn.Linear):
-            h = first(h)  # elementwise: the same for every expert
-            continue
-        h = torch._grouped_mm(h, torch.stack([m.weight for m in column]).transpose(1, 2), offs=ends)
-        if first.bias is not None:
-            if group is None:
-                experts = torch.arange(len(kept), device=xs.device)
-                group = experts.repeat_interleave(torch.tensor(kept, device=xs.device), output_size=xs.shape[0])
-            h = h + torch.stack([m.bias for m in column]).index_select(0, group)
-    return h
 
 
 def _kept_positions(sizes: list[int], kept: list[int], device: torch.device) -> Tensor:
