@@ -291,16 +291,27 @@ class InputGuard:
         return given
 
     def _signature(self, given: dict[str, Any], ref: Any) -> tuple[Any, ...] | None:
-        """What the dtype/rank/dim checks depend on; None when an input is missing, extra or not tensor-like."""
-        if len(given) != len(self.names):
+        """What the dtype/rank/dim checks depend on; None when an input is missing, extra or not tensor-like.
+
+        Runs on every call, right after a backward has cooled the caches: every attribute
+        read and temporary shows (benchmarks/NOTES.md, guards), hence the flat tuple for
+        one- and two-input models. ``is_cpu or device``: a CPU tensor's device is the constant
+        True, which spares building and hashing a torch.device (the common case on a CPU).
+        """
+        names = self.names
+        if len(given) != len(names):
             return None
-        # ``is_cpu or device``: a CPU tensor's device is the constant True, which spares
-        # building and hashing a torch.device on every call (the common case on a CPU).
-        sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.is_cpu or ref.device]
         try:
-            for name in self.names:
+            if ref is not None and len(names) <= 2:  # flat tuples, no loop
+                t = given[names[0]]  # the class: a non-tensor never matches
+                if len(names) == 1:
+                    return (ref.dtype, ref.is_cpu or ref.device, t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
+                u = given[names[1]]
+                return (ref.dtype, ref.is_cpu or ref.device, t.__class__, t.shape, t.dtype, t.is_cpu or t.device,
+                        u.__class__, u.shape, u.dtype, u.is_cpu or u.device)
+            sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.is_cpu or ref.device]
+            for name in names:
                 t = given[name]
-                # the class: a non-tensor never matches
                 sig += (t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
         except (KeyError, AttributeError):
             return None
@@ -328,12 +339,16 @@ class InputGuard:
 
     def _reference(self, module: Any) -> Any:
         """The probe parameter, looked up on every call (``.to()`` or ``load_state_dict`` may replace it)."""
-        if not self.probe_path:
-            return None
+        path = self.probe_path
         try:  # plain dict lookups: Module.get_parameter costs more than the whole check
-            for part in self.probe_path[:-1]:
+            # unrolled for a top-level block's parameter and one level below (an MLP's layer)
+            if len(path) == 2:
+                return module._modules[path[0]]._parameters[path[1]]
+            if len(path) == 3:
+                return module._modules[path[0]]._modules[path[1]]._parameters[path[2]]
+            for part in path[:-1]:
                 module = module._modules[part]
-            return module._parameters[self.probe_path[-1]]
+            return module._parameters[path[-1]] if path else None
         except (KeyError, AttributeError):  # removed or renamed: skip dtype/device matching
             return None
 

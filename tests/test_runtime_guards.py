@@ -260,6 +260,43 @@ def test_the_signature_includes_the_parameters_dtype():
     assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63, dtype=torch.float64)))
 
 
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_probe_parameter_is_found_at_any_depth_and_followed_when_replaced(depth: int):
+    spec = SPECS / {2: "classifier.dsl", 3: "siamese.dsl"}.get(depth, "classifier.dsl")
+    model = dsl.compile(spec, dims={"F": 8} if depth == 3 else None)
+    guard = model.dsl_guard
+    if depth == 4:  # deeper than the unrolled lookups: wrap the probe's block one level down
+        first = guard.probe_path[0]
+        setattr(model, first, torch.nn.Sequential(torch.nn.Sequential(getattr(model, first))))
+        guard.probe_path = (first, "0", "0", guard.probe_path[-1])
+    assert len(guard.probe_path) == depth
+    names = guard.names
+    width = 8 if depth == 3 else 64
+    feed = {n: torch.randn(3, width) for n in names}
+    model(**feed)
+    owner = model
+    for part in guard.probe_path[:-1]:
+        owner = owner._modules[part]
+    assert guard._reference(model) is owner._parameters[guard.probe_path[-1]]
+    owner.double()  # converted alone: the same signature now contradicts the model
+    assert "should be float64" in str(_error(model, **feed))
+    del owner._parameters[guard.probe_path[-1]]  # gone: dtype matching is skipped, not a crash
+    assert guard._reference(model) is None
+
+
+def test_two_input_signatures_are_remembered_per_input():
+    model = dsl.compile(SPECS / "siamese.dsl", dims={"F": 8})
+    guard = model.dsl_guard
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    model(a=a, b=b)
+    model(a, b)
+    assert len(guard._passed) == 1
+    assert "`b` dim 0 is B = 5, but `a` dim 0 gives B = 4" in str(_error(model, a=a, b=torch.randn(5, 8)))
+    assert "should be float32" in str(_error(model, a=a, b=b.double()))
+    assert "should be a tensor" in str(_error(model, a=a, b=b.tolist()))
+    assert len(guard._passed) == 1
+
+
 def test_a_failed_signature_is_not_remembered_and_the_memo_is_bounded():
     model = dsl.compile(SPECS / "classifier.dsl")
     guard = model.dsl_guard
