@@ -3,15 +3,22 @@
 ``--only NAME...`` reruns some benchmarks and replaces their sections in the existing
 report, keeping the others when it was written with the same machine, versions and
 settings (otherwise the report holds only the new sections). ``--notes`` puts the
-current benchmarks/NOTES.md into the report without running anything."""
+current benchmarks/NOTES.md into the report without running anything. Each benchmark
+runs in a fresh Python process (``--isolation none``: all in this one), so that the
+heap, caches and threads one leaves behind cannot change the next one's numbers, and
+a full run and ``--only`` measure the same thing."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from types import ModuleType
 
 from benchmarks.harness import (
     Context,
@@ -24,11 +31,14 @@ from benchmarks.harness import (
     replace_notes,
     run_module,
     section_chunks,
+    section_from_dict,
+    section_to_dict,
     steady_malloc,
     write_report,
 )
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "RESULTS.md")
 PREAMBLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
 
 
@@ -44,7 +54,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--malloc", choices=["steady", "default"], default="steady",
                    help="steady (default): pin glibc's malloc so timings do not depend on what ran "
                         "before; default: leave it as it is")
+    p.add_argument("--isolation", choices=["process", "none"], default="process",
+                   help="process (default): each benchmark in a fresh Python process, so that what "
+                        "one leaves behind (heap, caches) cannot slow the next; none: all in this one")
     p.add_argument("--out", default=DEFAULT_OUT, help="report file (markdown)")
+    # internal: run one benchmark (in a child process) and write its section as JSON
+    p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--section-json", metavar="PATH", help=argparse.SUPPRESS)
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--notes", action="store_true",
                    help="only rewrite the report's notes from benchmarks/NOTES.md (runs nothing)")
@@ -95,35 +111,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.notes:
         return refresh_notes(args.out)
-    modules = discover(args.only)
+    modules = discover([args.child] if args.child else args.only)
     if args.list:
         for m in modules:
             print(f"{module_name(m):12} {getattr(m, 'TITLE', '')}")
         return 0
-    repeats = args.repeats or (5 if args.quick else 15)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    args.repeats = args.repeats or (5 if args.quick else 15)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     if args.threads:
         # Before torch is imported, so that its thread pools (and subprocesses') agree.
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         os.environ["MKL_NUM_THREADS"] = str(args.threads)
     malloc = steady_malloc() if args.malloc == "steady" else "system default"
-    ctx = Context(quick=args.quick, device=args.device, repeats=repeats, warmup=warmup,
-                  threads=args.threads or None, malloc=malloc)
+    ctx = Context(quick=args.quick, device=args.device, repeats=args.repeats, warmup=args.warmup,
+                  threads=args.threads or None, malloc=malloc,
+                  isolation="none" if args.child else args.isolation)
+    if args.child:
+        return run_child(modules[0], ctx, args.section_json)
     sections = []
     for m in modules:
         name = module_name(m)
         print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        section = run_module(m, ctx)
+        if args.isolation == "process":
+            section = run_in_child(m, args)
+        else:
+            section = run_module(m, ctx)
+            print(render_section(section), flush=True)
         sections.append(section)
-        print(render_section(section), flush=True)
         status = "FAILED" if section.error else "done"
         print(f"[benchmarks] {name} {status} in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
+    ctx.isolation = args.isolation
     kept = earlier_sections(args.out, ctx, sections) if args.only else {}
     write_report(args.out, sections, ctx, command_line(argv), preamble(), kept)
     print(f"[benchmarks] wrote {args.out}", file=sys.stderr)
     return 1 if any(s.error for s in sections) else 0
+
+
+def run_child(module: ModuleType, ctx: Context, path: str | None) -> int:
+    """``--child NAME``: run one benchmark, print its section, write it as JSON to ``path``."""
+    section = run_module(module, ctx)
+    print(render_section(section), flush=True)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(section_to_dict(section), f)
+    return 0
+
+
+def child_command(name: str, args: argparse.Namespace, path: str) -> list[str]:
+    """The command line that runs benchmark ``name`` alone, with this run's settings."""
+    cmd = [sys.executable, "-m", "benchmarks", "--child", name, "--section-json", path,
+           "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--threads", str(args.threads), "--malloc", args.malloc]
+    return cmd + (["--quick"] if args.quick else [])
+
+
+def run_in_child(module: ModuleType, args: argparse.Namespace) -> Section:
+    """Run one benchmark in a fresh Python process and read back its section; a process
+    that dies (a crash, the OOM killer) becomes the section's error."""
+    name = module_name(module)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dsl-bench-") as tmp:
+        path = os.path.join(tmp, "section.json")
+        done = subprocess.run(child_command(name, args, path), cwd=os.path.dirname(HERE), check=False)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return section_from_dict(json.load(f))
+    return Section(name, getattr(module, "TITLE", name), [], time.perf_counter() - start,
+                   error=f"the benchmark's process exited with status {done.returncode} and no results")
 
 
 if __name__ == "__main__":

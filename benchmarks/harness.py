@@ -283,6 +283,26 @@ class Section:
     when: str = field(default_factory=utc_now)  # when it finished, for merged reports
 
 
+def section_to_dict(section: Section) -> dict[str, Any]:
+    """A section as plain JSON data (a benchmark run in a child process sends it back so)."""
+    rows = []
+    for r in section.rows:
+        row = {k: v for k, v in vars(r).items() if k != "stats"}
+        row["stats"] = None if r.stats is None else {"samples": list(r.stats.samples), "number": r.stats.number}
+        rows.append(row)
+    return {"name": section.name, "title": section.title, "rows": rows, "seconds": section.seconds,
+            "notes": list(section.notes), "error": section.error, "when": section.when}
+
+
+def section_from_dict(data: dict[str, Any]) -> Section:
+    """The inverse of :func:`section_to_dict`."""
+    rows = []
+    for row in data["rows"]:
+        stats = row.pop("stats")
+        rows.append(Row(stats=None if stats is None else Stats(tuple(stats["samples"]), stats["number"]), **row))
+    return Section(data["name"], data["title"], rows, data["seconds"], data["notes"], data["error"], data["when"])
+
+
 # --------------------------------------------------------------------------- context
 
 
@@ -296,6 +316,7 @@ class Context:
     warmup: int = 2
     threads: int | None = 1  # torch intra-op threads (None: torch's default)
     malloc: str = "system default"  # how the allocator was set up (see steady_malloc)
+    isolation: str = "none"  # "process": each benchmark module ran in a fresh Python process
     notes: list[str] = field(default_factory=list)  # free text the module adds to its section
 
     def init_torch(self) -> Any:
@@ -498,6 +519,8 @@ def settings_lines(ctx: Context) -> list[str]:
         f"* device: {ctx.device}; torch threads: {ctx.threads or 'default'}; repeats: "
         f"{ctx.repeats}; warm-up rounds: {ctx.warmup}; quick: {ctx.quick}",
         f"* malloc: {ctx.malloc}",
+        "* isolation: " + ("each benchmark in a fresh Python process" if ctx.isolation == "process"
+                           else "every benchmark in one process"),
     ]
 
 

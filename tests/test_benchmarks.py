@@ -6,8 +6,10 @@ the report exist and are shaped right.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,9 +123,65 @@ def test_main_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     fake.run = lambda ctx: [Row("c", "x", Stats.of([1e-3]))]  # type: ignore[attr-defined]
     monkeypatch.setattr(cli, "discover", lambda only: [fake])
     out = tmp_path / "R.md"
-    assert cli.main(["--quick", "--malloc", "default", "--only", "fake", "--out", str(out)]) == 0
+    assert cli.main(["--quick", "--malloc", "default", "--isolation", "none", "--only", "fake",
+                     "--out", str(out)]) == 0
     text = out.read_text()
     assert "| c | x | 1 ms |" in text and "--only fake" in text
+    assert "isolation: every benchmark in one process" in text
+
+
+def _fake_benchmark(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import types
+
+    from benchmarks import __main__ as cli
+
+    fake = types.ModuleType("benchmarks.bench_fake")
+    fake.NAME = "fake"  # type: ignore[attr-defined]
+    fake.run = lambda ctx: [Row("c", "x", Stats.of([1e-3, 2e-3]), per=2.0, per_unit="token",  # type: ignore[attr-defined]
+                                note="a note")]
+    monkeypatch.setattr(cli, "discover", lambda only: [fake])
+    return cli
+
+
+def test_each_benchmark_runs_in_a_fresh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent runs `--child NAME` once per benchmark and reads its section back as JSON
+    (here the child runs in this process, through a stand-in for subprocess.run)."""
+    import subprocess
+
+    cli = _fake_benchmark(monkeypatch)
+    commands: list[list[str]] = []
+
+    def child(cmd: list[str], cwd: str, check: bool) -> subprocess.CompletedProcess[bytes]:
+        commands.append(cmd)
+        assert cmd[1:3] == ["-m", "benchmarks"] and cli.main(cmd[3:]) == 0
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", child)
+    out = tmp_path / "R.md"
+    assert cli.main(["--quick", "--malloc", "default", "--only", "fake", "--out", str(out)]) == 0
+    assert len(commands) == 1 and commands[0][3:5] == ["--child", "fake"] and "--quick" in commands[0]
+    text = out.read_text()
+    assert "| c | x | 750 µs/token |" in text and "a note" in text  # median 1.5 ms over per=2
+    assert "isolation: each benchmark in a fresh Python process" in text
+
+
+def test_a_dead_benchmark_process_is_a_failed_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    cli = _fake_benchmark(monkeypatch)
+    monkeypatch.setattr(cli.subprocess, "run", lambda cmd, cwd, check: subprocess.CompletedProcess(cmd, -9))
+    out = tmp_path / "R.md"
+    assert cli.main(["--malloc", "default", "--only", "fake", "--out", str(out)]) == 1
+    assert "exited with status -9 and no results" in out.read_text()
+
+
+def test_a_section_survives_its_json_round_trip() -> None:
+    section = harness.Section("alpha", "Alpha", [Row("c", "x", Stats.of([1.0, 3.0], number=4), baselines=["y"],
+                                                     target=1.5, limit=2.0, unit="B", per=2.0, per_unit="token"),
+                                                 Row("c", "y", None, note="not run")],
+                              0.5, notes=["n"], error=None)
+    back = harness.section_from_dict(json.loads(json.dumps(harness.section_to_dict(section))))
+    assert back == section
 
 
 def test_cuda_without_gpu_marks_rows_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
