@@ -638,6 +638,12 @@ def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
         assert mod.expert_columns(experts, few) is None
     assert mod.expert_columns([nn.Sequential()] * 2, few) is None
     assert mod.expert_columns([nn.Linear(7, 8)] * 2, few) is None  # widths that do not chain
+    handle = nn.modules.module.register_module_forward_hook(lambda _m, _i, _o: None)
+    try:  # a global hook must see every expert's call
+        assert mod.expert_columns(experts, few) is None
+    finally:
+        handle.remove()
+    assert mod.expert_columns(experts, few) is not None
     assert taken == []
 
 

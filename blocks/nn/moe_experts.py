@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,66 +96,82 @@ _ELEMENTWISE = tuple(_ACTIVATIONS)
 def _layers_of(expert: nn.Module) -> list[nn.Module] | None:
     """The expert as a list of ``nn.Linear`` / elementwise layers; None for anything else
     (other modules, subclasses that may override ``forward``, modules with hooks)."""
-    layers = list(expert) if type(expert) is nn.Sequential else [expert]
-    for m in [expert, *layers]:
-        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks:
-            return None
-    if not all(type(m) is nn.Linear or type(m) in _ACTIVATIONS for m in layers):
+    if type(expert) is not nn.Sequential:
+        return [expert]
+    if _hooked(expert):
         return None
-    return layers
+    return list(expert._modules.values())
 
 
-def _same_layer(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two layers compute the same function of their (own) parameters.
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
 
-    Reads instance dicts directly: this runs for every layer of every expert on
-    every forward, where ``nn.Module.__getattr__`` would cost more than the check."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is nn.Linear:
-        pa, pb = a._parameters, b._parameters
-        return (a.in_features, a.out_features, pa["bias"] is None) == (b.in_features, b.out_features, pb["bias"] is None)
-    # GELU(approximate), ELU(alpha), LeakyReLU(negative_slope); the others have no settings
-    da, db = a.__dict__, b.__dict__
-    return all(da.get(n) == db.get(n) for n in ("approximate", "alpha", "negative_slope"))
+
+def _layer_key(m: nn.Module | None) -> tuple[Any, ...] | None:
+    """What makes two layers compute the same function of their own parameters, with the
+    parameters' dtypes; None for a layer the fast paths cannot run (see :func:`_layers_of`).
+
+    Reads instance dicts directly: this runs for every layer of every expert on every
+    forward, where ``nn.Module.__getattr__`` would cost more than the check."""
+    t = type(m)
+    if m is None or _hooked(m):
+        return None
+    if t is nn.Linear:
+        weight, bias = m._parameters["weight"], m._parameters["bias"]
+        return (t, m.in_features, m.out_features, weight.dtype, None if bias is None else bias.dtype)
+    if t in _ACTIVATIONS:  # GELU(approximate), ELU(alpha), LeakyReLU(negative_slope)
+        d = m.__dict__
+        return (t, d.get("approximate"), d.get("alpha"), d.get("negative_slope"))
+    return None
 
 
 def expert_columns(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Module]] | None:
     """Layer by layer, the experts' modules, when all experts are copies of one Linear /
-    ``nn.Sequential`` of Linear and elementwise layers, with parameters of ``xs``'s dtype
-    and no autocast; None otherwise (then each expert module is called)."""
-    if not experts or torch.is_autocast_enabled(xs.device.type):
+    ``nn.Sequential`` of Linear and elementwise layers, with parameters of ``xs``'s dtype,
+    no hooks (the module's or global ones) and no autocast; None otherwise (then each
+    expert module is called).
+
+    Checked on every forward (E times the layers, about 1.5 µs per expert): any expert
+    may have been replaced, converted or hooked since the last one."""
+    if not len(experts) or torch.is_autocast_enabled(xs.device.type) or _global_hooks():
         return None
-    first = _layers_of(experts[0])
+    it = iter(experts)  # not experts[1:]: slicing a ModuleList builds a new one
+    first = _layers_of(next(it))
     if not first:
         return None
+    keys = [_layer_key(m) for m in first]
+    if not _first_expert_fits(keys, xs):
+        return None
     columns: list[list[nn.Module]] = [[m] for m in first]
-    for expert in experts[1:]:
+    for expert in it:
         layers = _layers_of(expert)
-        if layers is None or len(layers) != len(first):
+        if layers is None or len(layers) != len(keys) or [_layer_key(m) for m in layers] != keys:
             return None
         for column, m in zip(columns, layers, strict=True):
-            if not _same_layer(column[0], m):
-                return None
             column.append(m)
-    for column in columns:
-        if type(column[0]) is nn.Linear:
-            if column[0].in_features != _width_into(columns, column, xs):
-                return None
-            if any(p is not None and p.dtype != xs.dtype for m in column for p in m._parameters.values()):
-                return None
     return columns
 
 
-def _width_into(columns: list[list[nn.Module]], column: list[nn.Module], xs: Tensor) -> int:
-    """The width of the rows that reach ``column``: the previous Linear's output, or xs's."""
+def _first_expert_fits(keys: list[tuple[Any, ...] | None], xs: Tensor) -> bool:
+    """Every layer runnable, widths that chain from xs's, parameters of xs's dtype."""
     width = xs.shape[-1]
-    for c in columns:
-        if c is column:
-            return width
-        if type(c[0]) is nn.Linear:
-            width = c[0].out_features
-    return width
+    for key in keys:
+        if key is None:
+            return False
+        if key[0] is nn.Linear:
+            _, in_features, out_features, weight_dtype, bias_dtype = key
+            if in_features != width or weight_dtype != xs.dtype or bias_dtype not in (None, xs.dtype):
+                return False
+            width = out_features
+    return True
+
+
+def _global_hooks() -> bool:
+    """Whether global module hooks are registered: the fast paths would skip them."""
+    from torch.nn.modules import module as m
+
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)
 
 
 def _groupable(columns: list[list[nn.Module]], xs: Tensor) -> bool:
@@ -261,7 +278,7 @@ class _ExpertStack(torch.autograd.Function):
     elementwise layers, expert by expert through all layers, forward and backward.
 
     ``layers`` holds, per layer, its first expert's module (the others compute the same
-    function of their own parameters, :func:`_same_layer`) and where its weights and
+    function of their own parameters, :func:`_layer_key`) and where its weights and
     biases sit in ``params``. The backward is the one autograd runs for the module loop
     (per Linear: ``g.T @ input`` for the weight, ``g.sum(0)`` for the bias, ``g @ W`` for
     the input; the activations' aten backwards), so gradients match it; an expert without
