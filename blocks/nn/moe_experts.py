@@ -87,7 +87,6 @@ _ACTIVATIONS: dict[type[nn.Module], tuple[Forward, Backward, bool]] = {
     nn.Sigmoid: (lambda m, h: torch.sigmoid(h), lambda m, g, i, o: aten.sigmoid_backward(g, o), False),
     nn.Identity: (lambda m, h: h, lambda m, g, i, o: g, False),
 }
-_ELEMENTWISE = tuple(_ACTIVATIONS)
 
 
 # --------------------------------------------------------------------------- which experts qualify
