@@ -39,7 +39,7 @@ from benchmarks.harness import (
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "RESULTS.md")
-PREAMBLE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+PREAMBLE_FILE = os.path.join(HERE, "NOTES.md")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -142,7 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = "FAILED" if section.error else "done"
         print(f"[benchmarks] {name} {status} in {time.perf_counter() - t0:.1f} s",
               file=sys.stderr, flush=True)
-    ctx.isolation = args.isolation
     kept = earlier_sections(args.out, ctx, sections) if args.only else {}
     write_report(args.out, sections, ctx, command_line(argv), preamble(), kept)
     print(f"[benchmarks] wrote {args.out}", file=sys.stderr)

@@ -298,8 +298,9 @@ def section_from_dict(data: dict[str, Any]) -> Section:
     """The inverse of :func:`section_to_dict`."""
     rows = []
     for row in data["rows"]:
-        stats = row.pop("stats")
-        rows.append(Row(stats=None if stats is None else Stats(tuple(stats["samples"]), stats["number"]), **row))
+        fields = {k: v for k, v in row.items() if k != "stats"}
+        stats = row["stats"]
+        rows.append(Row(stats=None if stats is None else Stats(tuple(stats["samples"]), stats["number"]), **fields))
     return Section(data["name"], data["title"], rows, data["seconds"], data["notes"], data["error"], data["when"])
 
 

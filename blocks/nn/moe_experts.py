@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 
 aten = torch.ops.aten
 
@@ -167,8 +168,7 @@ def _first_expert_fits(keys: list[tuple[Any, ...] | None], xs: Tensor) -> bool:
 
 def _global_hooks() -> bool:
     """Whether global module hooks are registered: the fast paths would skip them."""
-    from torch.nn.modules import module as m
-
+    m = _torch_module
     return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
                 or m._global_backward_pre_hooks)
 
