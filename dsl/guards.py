@@ -225,6 +225,11 @@ def _user_rules(prog: Any, node: Any, input_of: dict[str, str]) -> list[IndexRul
 # --------------------------------------------------------------------------- checking
 
 
+# What a signature that passed found: the symbols it bound, its index plan (see
+# InputGuard._index_plan), and a C++ check that a call repeats it exactly (_exact_check).
+Known = tuple[dict[str, int], tuple[tuple[str, int | None], ...], Any]
+
+
 class InputGuard:
     """The checks of one compiled model: picklable plain data, :meth:`validate` and :meth:`check`.
 
@@ -233,7 +238,9 @@ class InputGuard:
     shape, dtype and device of each input and the dtype and device of the
     model's parameters. The last ``MAX_SIGNATURES`` signatures that passed are
     remembered (with the symbols they bound), so a training loop that feeds
-    the same shapes pays for those checks once. Index values (``edge_index <
+    the same shapes pays for those checks once; a call that repeats the last
+    one exactly is recognised by one C++ check (:meth:`_repeats_last`) before
+    the signature is even built. Index values (``edge_index <
     N``) change from call to call: they are read on every call, one
     ``aminmax`` per index input.
     """
@@ -250,12 +257,14 @@ class InputGuard:
                                                        for d in r.dims))
         self.probe = probe  # a floating parameter whose dtype and device the inputs must share
         self.probe_path = tuple(probe.split(".")) if probe else ()
-        # signature -> (the symbols it bound, its index plan: see _index_plan)
-        self._passed: dict[tuple[Any, ...], tuple[dict[str, int], tuple[tuple[str, int | None], ...]]] = {}
+        # signature -> (the symbols it bound, its index plan (see _index_plan), its _exact_check)
+        self._passed: dict[tuple[Any, ...], Known] = {}
+        self._last: Known | None = None  # the entry of the last call that passed
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_passed"] = {}  # a cache, not data: a copy starts empty
+        state["_last"] = None  # and torch's C++ checks do not pickle
         return state
 
     def __call__(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -269,17 +278,45 @@ class InputGuard:
         """Raise :class:`InputError` unless ``module(*args, **kwargs)`` fits the spec."""
         given = kwargs if not args else self._merge(args, kwargs)
         ref = self._reference(module)
-        key = self._signature(given, ref)
-        known = self._passed.get(key) if key is not None else None
+        known = self._repeats_last(given, ref)
         if known is None:
-            bound = self.check_shapes(given, ref)
-            known = bound, self._index_plan(given, bound)
-            if key is not None:
-                self._remember(key, known)
+            key = self._signature(given, ref)
+            known = self._passed.get(key) if key is not None else None
+            if known is None:
+                bound = self.check_shapes(given, ref)
+                known = bound, self._index_plan(given, bound), _exact_check(ref, [given[n] for n in self.names])
+                if key is not None:
+                    self._remember(key, known)
+            self._last = known
         for name, upper in known[1]:  # index values: read on every call
             lo, hi = _extremes(given[name])
             if lo < 0 or (upper is not None and hi >= upper):
                 self.check_indices(given, known[0])  # the rule-by-rule check names the block and bound
+
+    def _repeats_last(self, given: dict[str, Any], ref: Any) -> Known | None:
+        """What the last call that passed found, if this one has its exact signature; else None.
+
+        One C++ check (``TensorGuards``, what ``torch.compile`` guards its graphs with) of the
+        probe parameter and every input: type, dtype, device, sizes, strides, requires_grad.
+        A training loop repeats one signature call after call, and inside a step (caches cold
+        after the backward) this costs about two thirds of building and hashing
+        :meth:`_signature` (benchmarks/NOTES.md, guards). Stricter than the signature (strides,
+        requires_grad), so a miss only means the memo below is asked."""
+        last = self._last
+        exact = last[2] if last is not None else None
+        if exact is None or ref is None or len(given) != len(self.names):
+            return None
+        names = self.names
+        try:  # unrolled for one and two inputs: no list to build
+            if len(names) == 1:
+                hit = exact.check(ref, given[names[0]])
+            elif len(names) == 2:
+                hit = exact.check(ref, given[names[0]], given[names[1]])
+            else:
+                hit = exact.check(ref, *[given[name] for name in names])
+        except KeyError:
+            return None
+        return last if hit else None
 
     def _merge(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if len(args) > len(self.names):
@@ -293,31 +330,23 @@ class InputGuard:
     def _signature(self, given: dict[str, Any], ref: Any) -> tuple[Any, ...] | None:
         """What the dtype/rank/dim checks depend on; None when an input is missing, extra or not tensor-like.
 
-        Runs on every call, right after a backward has cooled the caches: every attribute
-        read and temporary shows (benchmarks/NOTES.md, guards), hence the flat tuple for
-        one- and two-input models. ``is_cpu or device``: a CPU tensor's device is the constant
-        True, which spares building and hashing a torch.device (the common case on a CPU).
+        Asked when a call is not an exact repeat of the last one (:meth:`_repeats_last`).
+        ``is_cpu or device``: a CPU tensor's device is the constant True, which spares
+        building and hashing a torch.device (the common case on a CPU).
         """
         names = self.names
         if len(given) != len(names):
             return None
+        sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.is_cpu or ref.device]
         try:
-            if ref is not None and len(names) <= 2:  # flat tuples, no loop
-                t = given[names[0]]  # the class: a non-tensor never matches
-                if len(names) == 1:
-                    return (ref.dtype, ref.is_cpu or ref.device, t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
-                u = given[names[1]]
-                return (ref.dtype, ref.is_cpu or ref.device, t.__class__, t.shape, t.dtype, t.is_cpu or t.device,
-                        u.__class__, u.shape, u.dtype, u.is_cpu or u.device)
-            sig: list[Any] = [None, None] if ref is None else [ref.dtype, ref.is_cpu or ref.device]
             for name in names:
-                t = given[name]
+                t = given[name]  # the class: a non-tensor never matches
                 sig += (t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
         except (KeyError, AttributeError):
             return None
         return tuple(sig)
 
-    def _remember(self, key: tuple[Any, ...], known: tuple[Any, Any]) -> None:
+    def _remember(self, key: tuple[Any, ...], known: Known) -> None:
         passed = self._passed
         if len(passed) >= self.MAX_SIGNATURES:
             passed.pop(next(iter(passed)), None)  # the oldest (None: another thread got there first)
@@ -485,6 +514,22 @@ def _upper(rule: IndexRule, given: dict[str, Any], bound: dict[str, int]) -> int
         value = rule.bound.substitute(bound)  # type: ignore[arg-type]
         return value if isinstance(value, int) else None
     return None
+
+
+def _exact_check(ref: Any, tensors: list[Any]) -> Any:
+    """A C++ check that ``(ref, *tensors)`` come again with the same type, dtype, device,
+    sizes, strides and requires_grad; None without a probe parameter, where torch has no
+    such check, or for a tensor without strides (sparse). Built once per new signature."""
+    if ref is None:
+        return None
+    try:
+        from torch._C._dynamo.guards import TensorGuards
+
+        every = [ref, *tensors]
+        return TensorGuards(*every, dynamic_dims_sizes=[list(t.shape) for t in every],
+                            dynamic_dims_strides=[list(t.stride()) for t in every])
+    except Exception:  # a private torch API: without it every call takes the memo's path
+        return None
 
 
 def _extremes(t: Any) -> tuple[int, int]:

@@ -322,3 +322,70 @@ def test_recompile_keeps_the_guard_and_a_pickled_model_still_runs():
     loaded = pickle.loads(pickle.dumps(model))  # fx rebuilds the module from its code
     assert loaded(x=torch.randn(2, 64)).shape == (2, 10)
     assert not pickle.loads(pickle.dumps(model.dsl_guard))._passed  # the memo is a cache, not state
+
+
+def _without_memo(guard, monkeypatch) -> None:
+    """Make any call that misses the exact-repeat check fail loudly."""
+    def no_signature(*_args):
+        raise AssertionError("the memo was asked")
+    monkeypatch.setattr(guard, "_signature", no_signature)
+
+
+def test_an_exact_repeat_skips_the_memo_and_anything_else_does_not(monkeypatch):
+    model = dsl.compile(SPECS / "siamese.dsl", dims={"F": 8})
+    guard = model.dsl_guard
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    model(a=a, b=b)
+    assert guard._last is guard._passed[next(iter(guard._passed))] and guard._last[2] is not None
+    _without_memo(guard, monkeypatch)
+    model(a=torch.randn(4, 8), b=torch.randn(4, 8))  # new tensors, the same signature
+    model(a, b)
+    monkeypatch.undo()
+    for a2, b2, why in [
+        (a, torch.randn(5, 8), "`b` dim 0 is B = 5, but `a` dim 0 gives B = 4"),
+        (a, b.double(), "should be float32"),
+        (a, b.tolist(), "should be a tensor"),
+        (a, torch.randn(4, 9), "dim 1 (F) should be 8, got 9"),
+    ]:
+        assert why in str(_error(model, a=a2, b=b2))
+    assert "missing input `b`" in str(_error(model, a=a, c=b))
+    model(a=a, b=torch.randn(8, 4).t())  # other strides: the memo's path, and it passes
+    model(a=a, b=b.clone().requires_grad_())
+    assert len(guard._passed) == 1
+
+
+def test_an_exact_repeat_follows_the_parameters(monkeypatch):
+    model = dsl.compile(SPECS / "classifier.dsl")
+    x = torch.randn(2, 64)
+    model(x=x)
+    model.double()  # converted in place: the probe parameter's dtype changes under the check
+    assert "should be float64" in str(_error(model, x=x))
+    model.float()
+    model(x=x)
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)  # new parameter objects, looked up again
+    assert "should be float64" in str(_error(model, x=x))
+    model.float()
+    model(x=x)
+    model.requires_grad_(False)  # frozen: no longer an exact repeat, still a valid call
+    model(x=x)
+
+
+def test_the_guard_works_without_torchs_tensor_check(monkeypatch):
+    import torch._C._dynamo.guards as cguards
+
+    monkeypatch.delattr(cguards, "TensorGuards")
+    model = dsl.compile(SPECS / "classifier.dsl")
+    model(x=torch.randn(2, 64))
+    assert model.dsl_guard._last is not None and model.dsl_guard._last[2] is None
+    model(x=torch.randn(2, 64))
+    assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63)))
+
+
+def test_a_pickled_guard_starts_without_the_exact_check():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    model(x=torch.randn(2, 64))
+    copied = pickle.loads(pickle.dumps(model.dsl_guard))  # torch's C++ checks do not pickle
+    assert copied._last is None and not copied._passed
+    copied.validate(model, (torch.randn(2, 64),), {})
+    assert copied._last[2] is not None
