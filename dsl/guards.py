@@ -280,28 +280,40 @@ class InputGuard:
         ref = self._reference(module)
         known = self._repeats_last(given, ref)
         if known is None:
-            key = self._signature(given, ref)
-            known = self._passed.get(key) if key is not None else None
-            if known is None:
-                bound = self.check_shapes(given, ref)
-                known = bound, self._index_plan(given, bound), _exact_check(ref, [given[n] for n in self.names])
-                if key is not None:
-                    self._remember(key, known)
-            self._last = known
+            known = self._memo_entry(given, ref)
         for name, upper in known[1]:  # index values: read on every call
             lo, hi = _extremes(given[name])
             if lo < 0 or (upper is not None and hi >= upper):
                 self.check_indices(given, known[0])  # the rule-by-rule check names the block and bound
 
+    def _memo_entry(self, given: dict[str, Any], ref: Any) -> Known:
+        """This call's signature's entry, checked and remembered if it is new; now the last."""
+        key = self._signature(given, ref)
+        known = self._passed.get(key) if key is not None else None
+        if known is None:
+            bound = self.check_shapes(given, ref)
+            known = bound, self._index_plan(given, bound), self._exact_check(given, ref)
+        elif known is self._last and known[2] is not None:
+            # The last signature again, but its exact check missed: other strides,
+            # requires_grad or dispatch state (inference mode). Rebuilt for this call.
+            known = known[0], known[1], self._exact_check(given, ref)
+        else:
+            self._last = known
+            return known
+        if key is not None:
+            self._remember(key, known)
+        self._last = known
+        return known
+
     def _repeats_last(self, given: dict[str, Any], ref: Any) -> Known | None:
         """What the last call that passed found, if this one has its exact signature; else None.
 
         One C++ check (``TensorGuards``, what ``torch.compile`` guards its graphs with) of the
-        probe parameter and every input: type, dtype, device, sizes, strides, requires_grad.
-        A training loop repeats one signature call after call, and inside a step (caches cold
-        after the backward) this costs about two thirds of building and hashing
-        :meth:`_signature` (benchmarks/NOTES.md, guards). Stricter than the signature (strides,
-        requires_grad), so a miss only means the memo below is asked."""
+        probe parameter and every input (:meth:`_exact_check`). A training loop repeats one
+        signature call after call, and inside a step (caches cold after the backward) this
+        costs about two thirds of building and hashing :meth:`_signature` (benchmarks/NOTES.md,
+        guards). Stricter than the signature (strides, requires_grad, inference mode), so a
+        miss only means the memo is asked (:meth:`_memo_entry`)."""
         last = self._last
         exact = last[2] if last is not None else None
         if exact is None or ref is None or len(given) != len(self.names):
@@ -317,6 +329,21 @@ class InputGuard:
         except KeyError:
             return None
         return last if hit else None
+
+    def _exact_check(self, given: dict[str, Any], ref: Any) -> Any:
+        """A C++ check that the probe parameter and the inputs come again with the same type,
+        dtype, device, sizes, strides, requires_grad and dispatch keys; None without a probe,
+        where torch has no such check, or for a tensor without strides (sparse)."""
+        if ref is None:
+            return None
+        try:
+            from torch._C._dynamo.guards import TensorGuards
+
+            every = [ref, *(given[name] for name in self.names)]
+            return TensorGuards(*every, dynamic_dims_sizes=[list(t.shape) for t in every],
+                                dynamic_dims_strides=[list(t.stride()) for t in every])
+        except Exception:  # a private torch API: without it every call takes the memo's path
+            return None
 
     def _merge(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         if len(args) > len(self.names):
@@ -348,7 +375,7 @@ class InputGuard:
 
     def _remember(self, key: tuple[Any, ...], known: Known) -> None:
         passed = self._passed
-        if len(passed) >= self.MAX_SIGNATURES:
+        if key not in passed and len(passed) >= self.MAX_SIGNATURES:
             passed.pop(next(iter(passed)), None)  # the oldest (None: another thread got there first)
         passed[key] = known
 
@@ -514,22 +541,6 @@ def _upper(rule: IndexRule, given: dict[str, Any], bound: dict[str, int]) -> int
         value = rule.bound.substitute(bound)  # type: ignore[arg-type]
         return value if isinstance(value, int) else None
     return None
-
-
-def _exact_check(ref: Any, tensors: list[Any]) -> Any:
-    """A C++ check that ``(ref, *tensors)`` come again with the same type, dtype, device,
-    sizes, strides and requires_grad; None without a probe parameter, where torch has no
-    such check, or for a tensor without strides (sparse). Built once per new signature."""
-    if ref is None:
-        return None
-    try:
-        from torch._C._dynamo.guards import TensorGuards
-
-        every = [ref, *tensors]
-        return TensorGuards(*every, dynamic_dims_sizes=[list(t.shape) for t in every],
-                            dynamic_dims_strides=[list(t.stride()) for t in every])
-    except Exception:  # a private torch API: without it every call takes the memo's path
-        return None
 
 
 def _extremes(t: Any) -> tuple[int, int]:

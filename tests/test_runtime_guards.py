@@ -389,3 +389,15 @@ def test_a_pickled_guard_starts_without_the_exact_check():
     assert copied._last is None and not copied._passed
     copied.validate(model, (torch.randn(2, 64),), {})
     assert copied._last[2] is not None
+
+
+def test_the_exact_check_follows_a_switch_to_and_from_inference_mode(monkeypatch):
+    model = dsl.compile(SPECS / "classifier.dsl")
+    guard = model.dsl_guard
+    x = torch.randn(2, 64)
+    with torch.inference_mode():  # other dispatch keys: the exact check built here ...
+        model(x=x)
+    model(x=x)  # ... misses outside, and is rebuilt for this call
+    _without_memo(guard, monkeypatch)
+    model(x=x)
+    assert len(guard._passed) == 1
