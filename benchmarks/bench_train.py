@@ -87,7 +87,7 @@ def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            float(loss.detach())  # the Trainer reads the loss every step too
+            loss.item()  # the Trainer reads the loss every step too
             steps += 1
         return steps
 

@@ -24,37 +24,49 @@ def _select(mask: Tensor | None, *tensors: Tensor) -> tuple[Tensor, ...]:
     return tuple(t[m] for t in tensors)
 
 
+def _float(t: Tensor) -> Tensor:
+    """``t.float()``, without the dispatched no-op ``aten::to`` when it already is float32
+    (the loss runs every training step, where that call costs more than this check)."""
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _long(t: Tensor) -> Tensor:
+    """``t.long()``, without the no-op call (see :func:`_float`)."""
+    return t if t.dtype == torch.int64 else t.long()
+
+
 def _empty(t: Tensor) -> Result:
     # No selected rows: a zero that still depends on the graph (DDP needs every parameter used).
     return t.sum() * 0.0, 0
 
 
 def cross_entropy(logits: Tensor, target: Tensor, mask: Tensor | None = None, label_smoothing: float = 0.0) -> Result:
-    logits, target = _select(mask, logits, target)
+    if mask is not None:  # the common training loss: no call when there is nothing to select
+        logits, target = _select(mask, logits, target)
     if target.numel() == 0:
         return _empty(logits)
-    return F.cross_entropy(logits.float(), target.long(), label_smoothing=float(label_smoothing)), target.numel()
+    return F.cross_entropy(_float(logits), _long(target), label_smoothing=float(label_smoothing)), target.numel()
 
 
 def nll(log_probs: Tensor, target: Tensor, mask: Tensor | None = None) -> Result:
     log_probs, target = _select(mask, log_probs, target)
     if target.numel() == 0:
         return _empty(log_probs)
-    return F.nll_loss(log_probs.float(), target.long()), target.numel()
+    return F.nll_loss(_float(log_probs), _long(target)), target.numel()
 
 
 def mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Result:
     a, b = _select(mask, a, b)
     if a.numel() == 0:
         return _empty(a)
-    return F.mse_loss(a.float(), b.float()), int(a.shape[0]) if a.dim() else 1
+    return F.mse_loss(_float(a), _float(b)), int(a.shape[0]) if a.dim() else 1
 
 
 def l1(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Result:
     a, b = _select(mask, a, b)
     if a.numel() == 0:
         return _empty(a)
-    return F.l1_loss(a.float(), b.float()), int(a.shape[0]) if a.dim() else 1
+    return F.l1_loss(_float(a), _float(b)), int(a.shape[0]) if a.dim() else 1
 
 
 def bce_with_logits(logits: Tensor, target: Tensor, mask: Tensor | None = None, pos_weight: float | None = None) -> Result:
@@ -62,7 +74,7 @@ def bce_with_logits(logits: Tensor, target: Tensor, mask: Tensor | None = None, 
     if logits.numel() == 0:
         return _empty(logits)
     pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=logits.device)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pw)
+    loss = F.binary_cross_entropy_with_logits(_float(logits), _float(target), pos_weight=pw)
     return loss, int(logits.shape[0]) if logits.dim() else 1
 
 

@@ -136,10 +136,11 @@ class _TermLog:
         """The terms of step ``step`` (before its optimizer step)."""
         tr = self.trainer
         if self.every == 1:
-            terms = {"loss": float(loss.detach()) if isinstance(loss, Tensor) else float(loss)}
+            # .item(): a Python float without float(t.detach())'s extra tensor (every step)
+            terms = {"loss": loss.item() if isinstance(loss, Tensor) else float(loss)}
             for key in self.aux_keys:
                 if key in names:
-                    terms[key] = float(names[key].detach())
+                    terms[key] = names[key].item()
             if tr.world > 1 or not all(map(math.isfinite, terms.values())):
                 tr._stop_if_not_finite(terms, self.epoch, step)  # before the step: the weights stay good
             self._count(terms)
