@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import dsl
@@ -114,3 +115,17 @@ def test_compiled_loss_computes_what_the_interpreter_does() -> None:
     assert isinstance(compiled, torch.Tensor) and torch.equal(compiled, interpreted)
     assert torch.equal(ev.loss(loss, names), interpreted)  # loss() compiles once and reuses it
     assert len(ev._compiled) == 1 and torch.equal(ev.loss(loss, names), interpreted)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
+def test_losses_convert_only_what_needs_converting(dtype: torch.dtype, target_dtype: torch.dtype) -> None:
+    from dsl.train.functional import cross_entropy, mse
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(5, 3).to(dtype), torch.tensor([0, 2, 1, 1, 0], dtype=target_dtype)
+    value, count = cross_entropy(logits, y)
+    assert count == 5 and value.dtype == torch.float32
+    assert torch.equal(value, F.cross_entropy(logits.float(), y.long()))
+    p, q = torch.randn(4).to(dtype), torch.randn(4)
+    assert torch.equal(mse(p, q)[0], F.mse_loss(p.float(), q))
