@@ -319,14 +319,19 @@ class InputGuard:
         if exact is None or ref is None or len(given) != len(self.names):
             return None
         names = self.names
+        # Never a nested tensor: reading its strides aborts the process inside the C++
+        # check. (A non-tensor has no `is_nested`: AttributeError, and the memo's path.)
         try:  # unrolled for one and two inputs: no list to build
             if len(names) == 1:
-                hit = exact.check(ref, given[names[0]])
+                t = given[names[0]]
+                hit = not t.is_nested and exact.check(ref, t)
             elif len(names) == 2:
-                hit = exact.check(ref, given[names[0]], given[names[1]])
+                t, u = given[names[0]], given[names[1]]
+                hit = not (t.is_nested or u.is_nested) and exact.check(ref, t, u)
             else:
-                hit = exact.check(ref, *[given[name] for name in names])
-        except KeyError:
+                ts = [given[name] for name in names]
+                hit = not any(t.is_nested for t in ts) and exact.check(ref, *ts)
+        except (KeyError, AttributeError):
             return None
         return last if hit else None
 
@@ -369,7 +374,7 @@ class InputGuard:
             for name in names:
                 t = given[name]  # the class: a non-tensor never matches
                 sig += (t.__class__, t.shape, t.dtype, t.is_cpu or t.device)
-        except (KeyError, AttributeError):
+        except (KeyError, AttributeError, RuntimeError):  # RuntimeError: no sizes (a nested tensor)
             return None
         return tuple(sig)
 
@@ -427,6 +432,10 @@ class InputGuard:
             if not isinstance(value, torch.Tensor):
                 raise InputError(f"input `{rule.name}` should be a tensor {rule.declared}, got {type(value).__name__}",
                                  input=rule.name, expected="tensor", actual=type(value).__name__)
+            if value.is_nested:  # no sizes to check (reading them raises inside torch)
+                raise InputError(f"input `{rule.name}` should be a tensor {rule.declared}, got a nested tensor; "
+                                 "pad it (torch.nested.to_padded_tensor) or pass its parts one call each",
+                                 input=rule.name, expected="tensor", actual="nested tensor")
             _check_dtype(rule, value, ref)
             _check_shape(rule, value, bound, seen)
         for rule in self.compound:

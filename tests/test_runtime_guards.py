@@ -401,3 +401,17 @@ def test_the_exact_check_follows_a_switch_to_and_from_inference_mode(monkeypatch
     _without_memo(guard, monkeypatch)
     model(x=x)
     assert len(guard._passed) == 1
+
+
+@pytest.mark.parametrize("after_a_call", [False, True])
+def test_a_nested_tensor_is_an_input_error_before_or_after_a_passing_call(after_a_call: bool):
+    model = dsl.compile(SPECS / "classifier.dsl")
+    if after_a_call:  # the exact-repeat check then runs first: it must not read the nested tensor
+        model(x=torch.randn(2, 64))
+    nested = torch.nested.nested_tensor([torch.randn(2, 64), torch.randn(3, 64)])
+    e = _error(model, x=nested)
+    assert e.input == "x" and "got a nested tensor" in str(e)
+    siamese = dsl.compile(SPECS / "siamese.dsl", dims={"F": 8})
+    siamese(a=torch.randn(2, 8), b=torch.randn(2, 8))
+    assert "got a nested tensor" in str(_error(siamese, a=torch.randn(2, 8),
+                                               b=torch.nested.nested_tensor([torch.randn(2, 8)])))
