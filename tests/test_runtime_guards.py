@@ -403,6 +403,7 @@ def test_the_exact_check_follows_a_switch_to_and_from_inference_mode(monkeypatch
     assert len(guard._passed) == 1
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # torch's prototype notice
 @pytest.mark.parametrize("after_a_call", [False, True])
 def test_a_nested_tensor_is_an_input_error_before_or_after_a_passing_call(after_a_call: bool):
     model = dsl.compile(SPECS / "classifier.dsl")
