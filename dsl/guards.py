@@ -38,7 +38,7 @@ Importing this module never imports torch (``dsl.InputError`` lives here).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .shapes import Dim, Sym, TensorType
 
@@ -225,9 +225,12 @@ def _user_rules(prog: Any, node: Any, input_of: dict[str, str]) -> list[IndexRul
 # --------------------------------------------------------------------------- checking
 
 
-# What a signature that passed found: the symbols it bound, its index plan (see
-# InputGuard._index_plan), and a C++ check that a call repeats it exactly (_exact_check).
-Known = tuple[dict[str, int], tuple[tuple[str, int | None], ...], Any]
+class Known(NamedTuple):
+    """What a signature that passed found."""
+
+    bound: dict[str, int]  # the symbols it bound
+    index_plan: tuple[tuple[str, int | None], ...]  # see InputGuard._index_plan
+    exact: Any  # a C++ check that a call repeats it exactly (InputGuard._exact_check), or None
 
 
 class InputGuard:
@@ -257,7 +260,7 @@ class InputGuard:
                                                        for d in r.dims))
         self.probe = probe  # a floating parameter whose dtype and device the inputs must share
         self.probe_path = tuple(probe.split(".")) if probe else ()
-        # signature -> (the symbols it bound, its index plan (see _index_plan), its _exact_check)
+        # signature -> what its checks found
         self._passed: dict[tuple[Any, ...], Known] = {}
         self._last: Known | None = None  # the entry of the last call that passed
 
@@ -281,10 +284,10 @@ class InputGuard:
         known = self._repeats_last(given, ref)
         if known is None:
             known = self._memo_entry(given, ref)
-        for name, upper in known[1]:  # index values: read on every call
+        for name, upper in known.index_plan:  # index values: read on every call
             lo, hi = _extremes(given[name])
             if lo < 0 or (upper is not None and hi >= upper):
-                self.check_indices(given, known[0])  # the rule-by-rule check names the block and bound
+                self.check_indices(given, known.bound)  # the rule-by-rule check names the block and bound
 
     def _memo_entry(self, given: dict[str, Any], ref: Any) -> Known:
         """This call's signature's entry, checked and remembered if it is new; now the last."""
@@ -292,15 +295,13 @@ class InputGuard:
         known = self._passed.get(key) if key is not None else None
         if known is None:
             bound = self.check_shapes(given, ref)
-            known = bound, self._index_plan(given, bound), self._exact_check(given, ref)
-        elif known is self._last and known[2] is not None:
+            known = Known(bound, self._index_plan(given, bound), self._exact_check(given, ref))
+            if key is not None:
+                self._remember(key, known)
+        elif known is self._last and known.exact is not None:
             # The last signature again, but its exact check missed: other strides,
             # requires_grad or dispatch state (inference mode). Rebuilt for this call.
-            known = known[0], known[1], self._exact_check(given, ref)
-        else:
-            self._last = known
-            return known
-        if key is not None:
+            known = known._replace(exact=self._exact_check(given, ref))
             self._remember(key, known)
         self._last = known
         return known
@@ -315,7 +316,7 @@ class InputGuard:
         guards). Stricter than the signature (strides, requires_grad, inference mode), so a
         miss only means the memo is asked (:meth:`_memo_entry`)."""
         last = self._last
-        exact = last[2] if last is not None else None
+        exact = last.exact if last is not None else None
         if exact is None or ref is None or len(given) != len(self.names):
             return None
         names = self.names

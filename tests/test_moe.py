@@ -506,9 +506,15 @@ def test_grouped_experts_unselected_get_zero_gradient() -> None:
             assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
 
 
-def test_grouped_path_only_for_identical_plain_experts() -> None:
-    from dsl.blocks.nn.moe_experts import _grouped_layers
+def _grouped_layers(experts: list[nn.Module], xs: torch.Tensor) -> list[list[nn.Module]] | None:
+    """The experts' layer columns when run_experts would take the grouped path (any row count)."""
+    from dsl.blocks.nn.moe_experts import _groupable, expert_columns
 
+    columns = expert_columns(experts, xs)
+    return columns if columns is not None and _groupable(columns, xs) else None
+
+
+def test_grouped_path_only_for_identical_plain_experts() -> None:
     xs = torch.randn(3, 8)
     assert _grouped_layers(_mlp_experts(3), xs) is not None
     assert _grouped_layers([nn.Linear(8, 4) for _ in range(3)], xs) is not None
@@ -525,7 +531,7 @@ def test_grouped_path_only_for_identical_plain_experts() -> None:
 
 def test_grouped_path_only_for_small_experts() -> None:
     """Stacking large experts' weights on every call costs more than the calls it saves."""
-    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES, _grouped_layers
+    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES
 
     def mlp(d: int) -> list[nn.Module]:
         return [nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(2)]

@@ -336,7 +336,7 @@ def test_an_exact_repeat_skips_the_memo_and_anything_else_does_not(monkeypatch):
     guard = model.dsl_guard
     a, b = torch.randn(4, 8), torch.randn(4, 8)
     model(a=a, b=b)
-    assert guard._last is guard._passed[next(iter(guard._passed))] and guard._last[2] is not None
+    assert guard._last is guard._passed[next(iter(guard._passed))] and guard._last.exact is not None
     _without_memo(guard, monkeypatch)
     model(a=torch.randn(4, 8), b=torch.randn(4, 8))  # new tensors, the same signature
     model(a, b)
@@ -377,7 +377,7 @@ def test_the_guard_works_without_torchs_tensor_check(monkeypatch):
     monkeypatch.delattr(cguards, "TensorGuards")
     model = dsl.compile(SPECS / "classifier.dsl")
     model(x=torch.randn(2, 64))
-    assert model.dsl_guard._last is not None and model.dsl_guard._last[2] is None
+    assert model.dsl_guard._last is not None and model.dsl_guard._last.exact is None
     model(x=torch.randn(2, 64))
     assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63)))
 
@@ -388,7 +388,7 @@ def test_a_pickled_guard_starts_without_the_exact_check():
     copied = pickle.loads(pickle.dumps(model.dsl_guard))  # torch's C++ checks do not pickle
     assert copied._last is None and not copied._passed
     copied.validate(model, (torch.randn(2, 64),), {})
-    assert copied._last[2] is not None
+    assert copied._last.exact is not None
 
 
 def test_the_exact_check_follows_a_switch_to_and_from_inference_mode(monkeypatch):

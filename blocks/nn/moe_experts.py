@@ -192,12 +192,6 @@ def _groupable(columns: list[list[nn.Module]], xs: Tensor) -> bool:
     return expert_bytes <= GROUPED_MAX_EXPERT_BYTES
 
 
-def _grouped_layers(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Module]] | None:
-    """:func:`expert_columns` when the grouped kernel can run them (:func:`_groupable`)."""
-    columns = expert_columns(experts, xs)
-    return columns if columns is not None and _groupable(columns, xs) else None
-
-
 # --------------------------------------------------------------------------- running them
 
 

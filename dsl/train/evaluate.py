@@ -96,9 +96,6 @@ class Evaluator:
             else:
                 kwargs[k.name] = const_value(k.value, self.consts)
         if not has_mask:
-            if len(args) == 2:  # (prediction, target), most terms: no argument list built per step
-                first, second = args
-                return lambda names: impl(names[first], names[second], **kwargs)[0]
             return lambda names: impl(*[names[a] for a in args], **kwargs)[0]
 
         def term(names: dict[str, Tensor]) -> Tensor:

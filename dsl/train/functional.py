@@ -41,8 +41,7 @@ def _empty(t: Tensor) -> Result:
 
 
 def cross_entropy(logits: Tensor, target: Tensor, mask: Tensor | None = None, label_smoothing: float = 0.0) -> Result:
-    if mask is not None:  # the common training loss: no call when there is nothing to select
-        logits, target = _select(mask, logits, target)
+    logits, target = _select(mask, logits, target)
     if target.numel() == 0:
         return _empty(logits)
     return F.cross_entropy(_float(logits), _long(target), label_smoothing=float(label_smoothing)), target.numel()
