@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+import dsl.blocks.nn.moe as moe
+
 from dsl.blocks.nn.moe import (  # isort: skip
     TOPK_BY_ARGMAX_MIN_EXPERTS,
     NoisyTopKGate,
@@ -109,9 +111,24 @@ def _loop_dispatch(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, experts:
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("upstream", ["sum", "random"])
-def test_permuted_dispatch_values_and_gradients_match_the_loop(k: int, upstream: str) -> None:
+@pytest.mark.parametrize("kernels", ["embedding_bag", "no aten op", "no kernel"])
+def test_permuted_dispatch_values_and_gradients_match_the_loop(
+    monkeypatch: pytest.MonkeyPatch, k: int, upstream: str, kernels: str
+) -> None:
     """No capacity: the gather-only path. Gradients for x, the gate weights and every
-    expert parameter, including a broadcast upstream gradient (``y.sum()``)."""
+    expert parameter, including a broadcast upstream gradient (``y.sum()``). With
+    embedding_bag's kernels, and with the fallbacks for a torch without its private
+    per-sample-weights op and for a backend without either kernel."""
+    if kernels == "no aten op":
+        monkeypatch.setattr(moe, "_PER_SAMPLE_WEIGHTS_BACKWARD", None)
+    elif kernels == "no kernel":
+        def missing(*args: object, **kwargs: object) -> None:
+            raise NotImplementedError("no kernel for this backend")
+
+        monkeypatch.setattr(moe, "_PER_SAMPLE_WEIGHTS_BACKWARD", missing)
+        monkeypatch.setattr(moe.nn.functional, "embedding_bag", missing)
+    else:
+        assert moe._PER_SAMPLE_WEIGHTS_BACKWARD is not None
     experts = _mlp_experts(6, 8)
     ref_experts = copy.deepcopy(experts)
     x = torch.randn(40, 8, requires_grad=True)

@@ -13,9 +13,10 @@ Two routers:
 Dispatch (:func:`dispatch`) sorts the (token, expert) assignments by expert,
 runs every expert once on its own tokens and adds the weighted outputs back;
 no expert ever sees a token it was not routed to. In eager mode, when no
-assignment is dropped, the sort is a permutation and both the dispatch and the
-combine are gathers with hand-written backwards (:class:`_Permute`,
-:class:`_Unpermute`); with a capacity the combine is one weighted ``index_add``
+assignment is dropped, the sort is a permutation: the dispatch is a gather and the
+combine a weighted sum of each token's k rows, both with hand-written backwards
+(:class:`_Permute`, :class:`_Unpermute`) built on ``embedding_bag``'s fused
+gather-scale-add kernels; with a capacity the combine is one weighted ``index_add``
 (:class:`_WeightedSum`). The gate's load estimator is one autograd op too
 (:class:`_SmoothLoad`), and on the CPU top-k is k rounds of ``max``
 (:func:`top_k`). The experts themselves run through
@@ -451,10 +452,11 @@ def _dispatch_grouped(
 
 def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn.Module], sizes: list[int]) -> Tensor:
     """:func:`_dispatch_grouped` when every assignment is kept: the expert order is then
-    a permutation of the T*k (token, slot) assignments, so both the dispatch and the
-    combine are gathers (:class:`_Permute`, :class:`_Unpermute`) instead of weighted
-    ``index_add`` scatters; only the dispatch's backward sums by token with ``index_add_``
-    on the CPU."""
+    a permutation of the T*k (token, slot) assignments, so each token's k rows are
+    known by position (``inverse`` viewed [T, k]): the dispatch is a gather and the
+    combine and the dispatch's backward are sums over each token's own k rows
+    (:class:`_Permute`, :class:`_Unpermute`), instead of weighted ``index_add``
+    scatters into a zeroed buffer."""
     k = w.shape[1]
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
     src = torch.div(order, k, rounding_mode="floor")  # the token of each expert-ordered row
@@ -466,48 +468,43 @@ def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn
 class _Permute(torch.autograd.Function):
     """xs[i] = x[src[i]]: each token's row copied to its k assignment slots, in expert
     order (``src`` = ``order // k``, the token of each expert-ordered row). Backward: the
-    k slot gradients of each token summed back into token order; on the CPU as one
-    ``index_add_`` over ``src`` (sequential, so deterministic; ~0.6x the cost of
-    gathering through ``inverse`` and summing the slots, which other devices keep:
-    there ``index_add_`` is atomic and nondeterministic)."""
+    k slot gradients of each token summed back into token order (:func:`_bag_sum` over
+    the token's slots, ``inverse`` viewed [T, k]): one pass that writes each token's
+    row once, deterministic on every device (no atomic scatter, no zero fill)."""
 
     @staticmethod
     def forward(ctx: object, x: Tensor, src: Tensor, inverse: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(src, inverse)  # type: ignore[attr-defined]
+        ctx.save_for_backward(inverse)  # type: ignore[attr-defined]
         ctx.k = k  # type: ignore[attr-defined]
         return x.index_select(0, src)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: object, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        src, inverse = ctx.saved_tensors  # type: ignore[attr-defined]
+        (inverse,) = ctx.saved_tensors  # type: ignore[attr-defined]
         k = ctx.k  # type: ignore[attr-defined]
-        tokens = inverse.numel() // k
-        if k > 1 and grad.device.type == "cpu":
-            return grad.new_zeros(tokens, grad.shape[-1]).index_add_(0, src, grad), None, None, None
-        slots = grad.index_select(0, inverse).view(tokens, k, grad.shape[-1])
-        return (slots[:, 0] if k == 1 else slots.sum(1)), None, None, None
+        grad = grad.contiguous()
+        if k == 1:
+            return grad.index_select(0, inverse), None, None, None
+        return _bag_sum(grad, inverse.view(-1, k)), None, None, None
 
 
 class _Unpermute(torch.autograd.Function):
     """y[t] = sum over slots j of w[t, j] * ys[inverse[t*k + j]]: the combine of
     :func:`_dispatch_permuted` (``ys`` in expert order, ``w`` [T, k] in token order).
 
-    Forward: per slot, one gather into token order and a fused multiply-add, in one
-    output buffer. Backward, in expert order: the incoming gradient's rows are gathered
-    once (``src``, the token of each row); the weights' gradient is their row-wise dot
-    product with ``ys``, and the same buffer, scaled in place by the weights, is the
-    gradient of ``ys``."""
+    Forward: one weighted bag sum per token (:func:`_bag_sum`). Backward, with
+    g = dy: the weights' gradient is dot(g[t], ys[inverse[t*k + j]]) per (token, slot)
+    (:func:`_slot_dots`), and the gradient of ``ys``, in expert order, is row i of g's
+    token scaled by that row's weight: one weighted gather (:func:`_bag_sum` with bags of
+    one row). Each reads its operands once and writes its result once, where gathers
+    followed by a multiply pass over [T*k, D] two or three times."""
 
     @staticmethod
     def forward(ctx: object, ys: Tensor, w: Tensor, src: Tensor, order: Tensor, inverse: Tensor) -> Tensor:  # type: ignore[override]
         tokens, k = w.shape
-        slot = inverse.view(tokens, k)
-        y = ys.index_select(0, slot[:, 0]).mul_(w[:, :1])
-        for j in range(1, k):
-            y.addcmul_(ys.index_select(0, slot[:, j]), w[:, j : j + 1])
         ctx.save_for_backward(ys, w, src, order, inverse)  # type: ignore[attr-defined]
-        return y
+        return _bag_sum(ys, inverse.view(tokens, k), w)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -515,13 +512,47 @@ class _Unpermute(torch.autograd.Function):
         ys, w, src, order, inverse = ctx.saved_tensors  # type: ignore[attr-defined]
         needs_ys, needs_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
         tokens, k = w.shape
-        # contiguous: a broadcast gradient (e.g. of y.sum()) sends the gather down a slow path
-        picked = grad.contiguous().index_select(0, src)
-        grad_w = None
-        if needs_w:
-            grad_w = _row_dot(picked, ys).index_select(0, inverse).view(tokens, k)
-        grad_ys = picked.mul_(w.reshape(-1).index_select(0, order).unsqueeze(-1)) if needs_ys else None
+        # contiguous: a broadcast gradient (e.g. of y.sum()) sends the gathers down a slow path
+        grad = grad.contiguous()
+        grad_w = _slot_dots(grad, ys, src, inverse, k).view(tokens, k) if needs_w else None
+        grad_ys = None
+        if needs_ys:
+            grad_ys = _bag_sum(grad, src.view(-1, 1), w.reshape(-1).index_select(0, order).view(-1, 1))
         return grad_ys, grad_w, None, None, None
+
+
+def _bag_sum(table: Tensor, bags: Tensor, weights: Tensor | None = None) -> Tensor:
+    """out[b] = sum over j of weights[b, j] * table[bags[b, j]] (weights default to 1):
+    ``embedding_bag`` in ``sum`` mode, whose kernels (FBGEMM's on x86 CPUs) gather,
+    scale and add each output row in one pass. [B, n] bags of rows of ``table`` [R, D]
+    -> [B, D]. On a backend without those kernels, the same sum by indexing."""
+    try:
+        return nn.functional.embedding_bag(bags, table, mode="sum", per_sample_weights=weights)
+    except NotImplementedError:
+        rows = table[bags]  # [B, n, D]
+        return (rows if weights is None else rows * weights.unsqueeze(-1)).sum(1)
+
+
+def _slot_dots(grad: Tensor, ys: Tensor, src: Tensor, inverse: Tensor, k: int) -> Tensor:
+    """dot(grad[t], ys[inverse[t*k + j]]) for every (token t, slot j), in token-slot order
+    [T*k]: the weights' gradient of the combine (:class:`_Unpermute`).
+
+    That is the gradient ``embedding_bag`` gives its per-sample weights, and its aten
+    op computes it without a [T*k, D] temporary. A private op: where it is missing (or
+    has no kernel for the device), the gradient's rows are gathered into expert order
+    and dotted there."""
+    tokens = grad.shape[0]
+    if _PER_SAMPLE_WEIGHTS_BACKWARD is not None:
+        offsets = torch.arange(0, tokens * k, k, device=grad.device)
+        bag_of = torch.arange(tokens, device=grad.device).repeat_interleave(k)
+        try:
+            return _PER_SAMPLE_WEIGHTS_BACKWARD(grad, ys, inverse, offsets, bag_of, 0)
+        except NotImplementedError:
+            pass
+    return _row_dot(grad.index_select(0, src), ys).index_select(0, inverse)
+
+
+_PER_SAMPLE_WEIGHTS_BACKWARD = getattr(torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None)
 
 
 def _kept_positions(sizes: list[int], kept: list[int], device: torch.device) -> Tensor:
