@@ -4,9 +4,10 @@
 report, keeping the others when it was written with the same machine, versions and
 settings (otherwise the report holds only the new sections). ``--notes`` puts the
 current benchmarks/NOTES.md into the report without running anything. Each benchmark
-runs in a fresh Python process (``--isolation none``: all in this one), so that the
-heap, caches and threads one leaves behind cannot change the next one's numbers, and
-a full run and ``--only`` measure the same thing."""
+runs in a fresh Python process, and so does each part of a benchmark that has parts
+(``--isolation none``: all in this one), so that the heap, caches and threads one
+leaves behind cannot change the next one's numbers, and a full run and ``--only``
+measure the same thing."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from benchmarks.harness import (
     command_line,
     discover,
     kept_sections,
+    merge_sections,
     module_name,
+    module_parts,
     render_section,
     replace_notes,
     run_module,
@@ -55,11 +58,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="steady (default): pin glibc's malloc so timings do not depend on what ran "
                         "before; default: leave it as it is")
     p.add_argument("--isolation", choices=["process", "none"], default="process",
-                   help="process (default): each benchmark in a fresh Python process, so that what "
+                   help="process (default): each benchmark (each part of one) in a fresh Python process, so that what "
                         "one leaves behind (heap, caches) cannot slow the next; none: all in this one")
     p.add_argument("--out", default=DEFAULT_OUT, help="report file (markdown)")
     # internal: run one benchmark (in a child process) and write its section as JSON
     p.add_argument("--child", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--part", help=argparse.SUPPRESS)  # internal: with --child, one part of it
     p.add_argument("--section-json", metavar="PATH", help=argparse.SUPPRESS)
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--notes", action="store_true",
@@ -125,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     malloc = steady_malloc() if args.malloc == "steady" else "system default"
     ctx = Context(quick=args.quick, device=args.device, repeats=args.repeats, warmup=args.warmup,
                   threads=args.threads or None, malloc=malloc,
-                  isolation="none" if args.child else args.isolation)
+                  isolation="none" if args.child else args.isolation, part=args.part)
     if args.child:
         return run_child(modules[0], ctx, args.section_json)
     sections = []
@@ -134,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         if args.isolation == "process":
-            section = run_in_child(m, args)
+            section = merge_sections([run_in_child(m, args, part) for part in module_parts(m, ctx) or [None]])
         else:
             section = run_module(m, ctx)
             print(render_section(section), flush=True)
@@ -158,27 +162,29 @@ def run_child(module: ModuleType, ctx: Context, path: str | None) -> int:
     return 0
 
 
-def child_command(name: str, args: argparse.Namespace, path: str) -> list[str]:
-    """The command line that runs benchmark ``name`` alone, with this run's settings."""
+def child_command(name: str, args: argparse.Namespace, path: str, part: str | None = None) -> list[str]:
+    """The command line that runs benchmark ``name`` (or one part of it) alone, with this
+    run's settings."""
     cmd = [sys.executable, "-m", "benchmarks", "--child", name, "--section-json", path,
            "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--malloc", args.malloc]
-    return cmd + (["--quick"] if args.quick else [])
+    return cmd + (["--quick"] if args.quick else []) + (["--part", part] if part is not None else [])
 
 
-def run_in_child(module: ModuleType, args: argparse.Namespace) -> Section:
-    """Run one benchmark in a fresh Python process and read back its section; a process
-    that dies (a crash, the OOM killer) becomes the section's error."""
+def run_in_child(module: ModuleType, args: argparse.Namespace, part: str | None = None) -> Section:
+    """Run one benchmark (or one part of it) in a fresh Python process and read back its
+    section; a process that dies (a crash, the OOM killer) becomes the section's error."""
     name = module_name(module)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dsl-bench-") as tmp:
         path = os.path.join(tmp, "section.json")
-        done = subprocess.run(child_command(name, args, path), cwd=os.path.dirname(HERE), check=False)
+        done = subprocess.run(child_command(name, args, path, part), cwd=os.path.dirname(HERE), check=False)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
                 return section_from_dict(json.load(f))
+    what = "the benchmark's process" if part is None else f"the process of its part {part!r}"
     return Section(name, getattr(module, "TITLE", name), [], time.perf_counter() - start,
-                   error=f"the benchmark's process exited with status {done.returncode} and no results")
+                   error=f"{what} exited with status {done.returncode} and no results")
 
 
 if __name__ == "__main__":

@@ -319,6 +319,7 @@ class Context:
     malloc: str = "system default"  # how the allocator was set up (see steady_malloc)
     isolation: str = "none"  # "process": each benchmark module ran in a fresh Python process
     notes: list[str] = field(default_factory=list)  # free text the module adds to its section
+    part: str | None = None  # the one part of the module's parts() to run (None: all of them)
 
     def init_torch(self) -> Any:
         """Import torch with the context's thread count applied; return the module."""
@@ -340,6 +341,10 @@ class Context:
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in --quick mode, ``full`` otherwise."""
         return quick if self.quick else full
+
+    def wants(self, part: str) -> bool:
+        """Whether this run covers ``part``, one of the module's ``parts(ctx)``."""
+        return self.part is None or self.part == part
 
     def cuda_available(self) -> bool:
         try:
@@ -372,6 +377,26 @@ def discover(only: Sequence[str] | None = None) -> list[ModuleType]:
 
 def module_name(module: ModuleType) -> str:
     return getattr(module, "NAME", module.__name__.rsplit(".", 1)[-1].removeprefix("bench_"))
+
+
+def module_parts(module: ModuleType, ctx: Context) -> list[str]:
+    """The parts a benchmark module splits into (its optional ``parts(ctx)``; none: one
+    whole). With process isolation each part runs in a fresh process of its own, so
+    that one part's heap and caches cannot change the next part's numbers either."""
+    parts = getattr(module, "parts", None)
+    return list(parts(ctx)) if parts is not None else []
+
+
+def merge_sections(sections: Sequence[Section]) -> Section:
+    """One section from the sections of a module's parts, in order: their rows, their
+    notes (each once), their time, and every part's error."""
+    first, last = sections[0], sections[-1]
+    notes: list[str] = []
+    for s in sections:
+        notes += [n for n in s.notes if n not in notes]
+    errors = [s.error for s in sections if s.error]
+    return Section(first.name, first.title, [r for s in sections for r in s.rows],
+                   sum(s.seconds for s in sections), notes, "\n".join(errors) if errors else None, last.when)
 
 
 def run_module(module: ModuleType, ctx: Context) -> Section:
@@ -520,7 +545,8 @@ def settings_lines(ctx: Context) -> list[str]:
         f"* device: {ctx.device}; torch threads: {ctx.threads or 'default'}; repeats: "
         f"{ctx.repeats}; warm-up rounds: {ctx.warmup}; quick: {ctx.quick}",
         f"* malloc: {ctx.malloc}",
-        "* isolation: " + ("each benchmark in a fresh Python process" if ctx.isolation == "process"
+        "* isolation: " + ("each benchmark (and each part of one, where it has parts) in a fresh "
+                           "Python process" if ctx.isolation == "process"
                            else "every benchmark in one process"),
     ]
 

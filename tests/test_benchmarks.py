@@ -162,7 +162,62 @@ def test_each_benchmark_runs_in_a_fresh_process(tmp_path: Path, monkeypatch: pyt
     assert len(commands) == 1 and commands[0][3:5] == ["--child", "fake"] and "--quick" in commands[0]
     text = out.read_text()
     assert "| c | x | 750 µs/token |" in text and "a note" in text  # median 1.5 ms over per=2
-    assert "isolation: each benchmark in a fresh Python process" in text
+    assert "isolation: each benchmark (and each part of one, where it has parts) in a fresh Python process" in text
+
+
+def test_each_part_of_a_benchmark_runs_in_a_fresh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark with ``parts(ctx)`` runs as one `--child NAME --part P` per part; the
+    section holds every part's rows in order and each note once. Without process
+    isolation, one run covers every part."""
+    import subprocess
+
+    cli = _fake_benchmark(monkeypatch)
+    fake = cli.discover(None)[0]
+    fake.parts = lambda ctx: ["one", "two"]
+
+    def run(ctx: Context) -> list[Row]:
+        ctx.notes.append("shared note")
+        return [Row(f"case {p}", "x", Stats.of([1e-3])) for p in ("one", "two") if ctx.wants(p)]
+
+    fake.run = run
+    commands: list[list[str]] = []
+
+    def child(cmd: list[str], cwd: str, check: bool) -> subprocess.CompletedProcess[bytes]:
+        commands.append(cmd)
+        assert cli.main(cmd[3:]) == 0
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", child)
+    out = tmp_path / "R.md"
+    assert cli.main(["--quick", "--malloc", "default", "--only", "fake", "--out", str(out)]) == 0
+    assert [c[c.index("--part") + 1] for c in commands] == ["one", "two"]
+    text = out.read_text()
+    assert text.index("| case one | x |") < text.index("| case two | x |")
+    assert text.count("shared note") == 1
+
+    whole = tmp_path / "W.md"
+    assert cli.main(["--quick", "--malloc", "default", "--isolation", "none", "--only", "fake",
+                     "--out", str(whole)]) == 0
+    assert len(commands) == 2 and "| case one | x |" in whole.read_text() and "| case two | x |" in whole.read_text()
+
+
+def test_a_dead_part_is_the_sections_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    cli = _fake_benchmark(monkeypatch)
+    cli.discover(None)[0].parts = lambda ctx: ["one", "two"]
+
+    def child(cmd: list[str], cwd: str, check: bool) -> subprocess.CompletedProcess[bytes]:
+        if cmd[cmd.index("--part") + 1] == "two":
+            return subprocess.CompletedProcess(cmd, -9)
+        assert cli.main(cmd[3:]) == 0
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(cli.subprocess, "run", child)
+    out = tmp_path / "R.md"
+    assert cli.main(["--malloc", "default", "--only", "fake", "--out", str(out)]) == 1
+    text = out.read_text()
+    assert "| c | x |" in text and "the process of its part 'two' exited with status -9" in text
 
 
 def test_a_dead_benchmark_process_is_a_failed_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
