@@ -35,8 +35,10 @@ perfectly uniform routing).
 MoE runs ``experts`` independent copies of the ``expert`` block value (default:
 ``MLP(hidden=2*D, out=out or D)``). Tokens are grouped by expert (a stable sort
 of the (token, expert) assignments), each expert runs once on its own tokens,
-and the gate-weighted outputs are summed back with ``index_add``. With
-``capacity=c`` each expert takes at most ceil(c · T · k / E) assignments
+and each token's gate-weighted expert outputs are summed back into its row (in
+eager mode with ``embedding_bag``'s weighted sums, or ``index_add`` when a capacity
+drops assignments). With ``capacity=c`` each expert takes at most
+ceil(c · T · k / E) assignments
 (T = number of tokens in the batch); the policy is to keep the assignments with
 the highest gate weight (ties: earlier token first) and drop the rest, which
 then contribute zero (no renormalisation, as in GShard/Switch). The built
