@@ -147,6 +147,25 @@ def test_permuted_dispatch_values_and_gradients_match_the_loop(
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("kernels", ["embedding_bag", "no aten op"])
+def test_permuted_dispatch_gradcheck(monkeypatch: pytest.MonkeyPatch, k: int, kernels: str) -> None:
+    """The combine's and the dispatch's hand-written backwards against finite differences
+    (float64), for the tokens, the gate weights and the experts' parameters."""
+    if kernels == "no aten op":
+        monkeypatch.setattr(moe, "_PER_SAMPLE_WEIGHTS_BACKWARD", None)
+    experts = [e.double() for e in _mlp_experts(4, 3)]
+    params = [p for e in experts for p in e.parameters()]
+    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.stack([torch.randperm(4)[:k] for _ in range(7)])
+    w = torch.rand(7, k, dtype=torch.float64, requires_grad=True)
+
+    def layer(x: torch.Tensor, w: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
+        return dispatch(x, idx, w, experts, 3)[0]
+
+    assert torch.autograd.gradcheck(layer, (x, w, *params))
+
+
 def test_gate_route_equals_the_plain_expressions() -> None:
     """The noisy top-k route (top_k, the sorted softmax, the smooth load) against the
     paper's formulas written with torch.topk, torch.softmax and prob_in_top_k."""
