@@ -389,7 +389,9 @@ def module_parts(module: ModuleType, ctx: Context) -> list[str]:
 
 def merge_sections(sections: Sequence[Section]) -> Section:
     """One section from the sections of a module's parts, in order: their rows, their
-    notes (each once), their time, and every part's error."""
+    notes (each once), their time, and every part's error. One section stays as it is."""
+    if len(sections) == 1:
+        return sections[0]
     first, last = sections[0], sections[-1]
     notes: list[str] = []
     for s in sections:

@@ -383,7 +383,7 @@ def dispatch(
         if tokens == 0:
             return x.new_zeros(0, out), kept_counts.sum()
         if kept == sizes:  # nothing dropped: ``order`` is a permutation of the assignments
-            return _dispatch_permuted(x, w, order, experts, sizes), kept_counts.sum()
+            return _dispatch_permuted(x, w, order, flat_t, experts, sizes), kept_counts.sum()
         return _dispatch_grouped(x, flat_t[order], flat_w[order], experts, sizes, kept), kept_counts.sum()
     tok, wt = flat_t[order], flat_w[order]
     y = x.new_zeros(tokens, out)
@@ -450,19 +450,20 @@ def _dispatch_grouped(
     return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
 
 
-def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, experts: Sequence[nn.Module], sizes: list[int]) -> Tensor:
+def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, flat_t: Tensor, experts: Sequence[nn.Module],
+                       sizes: list[int]) -> Tensor:
     """:func:`_dispatch_grouped` when every assignment is kept: the expert order is then
     a permutation of the T*k (token, slot) assignments, so each token's k rows are
     known by position (``inverse`` viewed [T, k]): the dispatch is a gather and the
     combine and the dispatch's backward are sums over each token's own k rows
     (:class:`_Permute`, :class:`_Unpermute`), instead of weighted ``index_add``
-    scatters into a zeroed buffer."""
+    scatters into a zeroed buffer. ``flat_t``: the token of each (token, slot) assignment."""
     k = w.shape[1]
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
     src = torch.div(order, k, rounding_mode="floor")  # the token of each expert-ordered row
     xs = _Permute.apply(x, src, inverse, k)
     ys = run_experts(xs, experts, sizes)
-    return _Unpermute.apply(ys.to(x.dtype), w.to(x.dtype), src, order, inverse)
+    return _Unpermute.apply(ys.to(x.dtype), w.to(x.dtype), src, order, inverse, flat_t)
 
 
 class _Permute(torch.autograd.Function):
@@ -501,24 +502,25 @@ class _Unpermute(torch.autograd.Function):
     followed by a multiply pass over [T*k, D] two or three times."""
 
     @staticmethod
-    def forward(ctx: object, ys: Tensor, w: Tensor, src: Tensor, order: Tensor, inverse: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: object, ys: Tensor, w: Tensor, src: Tensor, order: Tensor, inverse: Tensor,  # type: ignore[override]
+                flat_t: Tensor) -> Tensor:
         tokens, k = w.shape
-        ctx.save_for_backward(ys, w, src, order, inverse)  # type: ignore[attr-defined]
+        ctx.save_for_backward(ys, w, src, order, inverse, flat_t)  # type: ignore[attr-defined]
         return _bag_sum(ys, inverse.view(tokens, k), w)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # type: ignore[override]
-        ys, w, src, order, inverse = ctx.saved_tensors  # type: ignore[attr-defined]
+    def backward(ctx: object, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None, None]:  # type: ignore[override]
+        ys, w, src, order, inverse, flat_t = ctx.saved_tensors  # type: ignore[attr-defined]
         needs_ys, needs_w = ctx.needs_input_grad[:2]  # type: ignore[attr-defined]
         tokens, k = w.shape
         # contiguous: a broadcast gradient (e.g. of y.sum()) sends the gathers down a slow path
         grad = grad.contiguous()
-        grad_w = _slot_dots(grad, ys, src, inverse, k).view(tokens, k) if needs_w else None
+        grad_w = _slot_dots(grad, ys, src, inverse, flat_t).view(tokens, k) if needs_w else None
         grad_ys = None
         if needs_ys:
             grad_ys = _bag_sum(grad, src.view(-1, 1), w.reshape(-1).index_select(0, order).view(-1, 1))
-        return grad_ys, grad_w, None, None, None
+        return grad_ys, grad_w, None, None, None, None
 
 
 def _bag_sum(table: Tensor, bags: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -533,20 +535,19 @@ def _bag_sum(table: Tensor, bags: Tensor, weights: Tensor | None = None) -> Tens
         return (rows if weights is None else rows * weights.unsqueeze(-1)).sum(1)
 
 
-def _slot_dots(grad: Tensor, ys: Tensor, src: Tensor, inverse: Tensor, k: int) -> Tensor:
+def _slot_dots(grad: Tensor, ys: Tensor, src: Tensor, inverse: Tensor, flat_t: Tensor) -> Tensor:
     """dot(grad[t], ys[inverse[t*k + j]]) for every (token t, slot j), in token-slot order
-    [T*k]: the weights' gradient of the combine (:class:`_Unpermute`).
+    [T*k] (``flat_t``: t for each): the weights' gradient of the combine (:class:`_Unpermute`).
 
     That is the gradient ``embedding_bag`` gives its per-sample weights, and its aten
     op computes it without a [T*k, D] temporary. A private op: where it is missing (or
     has no kernel for the device), the gradient's rows are gathered into expert order
     and dotted there."""
-    tokens = grad.shape[0]
     if _PER_SAMPLE_WEIGHTS_BACKWARD is not None:
-        offsets = torch.arange(0, tokens * k, k, device=grad.device)
-        bag_of = torch.arange(tokens, device=grad.device).repeat_interleave(k)
+        k = flat_t.numel() // grad.shape[0]
+        offsets = torch.arange(0, flat_t.numel(), k, device=grad.device)
         try:
-            return _PER_SAMPLE_WEIGHTS_BACKWARD(grad, ys, inverse, offsets, bag_of, 0)
+            return _PER_SAMPLE_WEIGHTS_BACKWARD(grad, ys, inverse, offsets, flat_t, 0)
         except NotImplementedError:
             pass
     return _row_dot(grad.index_select(0, src), ys).index_select(0, inverse)
