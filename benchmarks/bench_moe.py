@@ -16,7 +16,13 @@ spec, default expert ``MLP(hidden=2D, out=D)``) against:
 Cost must grow with k, not with E: the notes list µs/token by E for each k, and
 the same without the router's share (MoE − router).
 
-The grid runs at two widths. At D = 64 an expert is so small that the router's
+The target is judged at the configuration the issue names: E=16, k=2, 4,096 tokens, which
+is the usage example of the ``mixture-of-experts`` package's README (``dim=512``,
+``num_experts=16``, ``hidden_dim=512 * 4``, top-2 gating, inputs ``[4, 1024, 512]``). The
+part ``package-512`` runs exactly that (our experts ``MLP(hidden=2048)``, the dense MLP
+``hidden=2k·2048``, the package with ``second_policy_train="all"``).
+
+The grid runs at two narrower widths. At D = 64 an expert is so small that the router's
 O(T·E) work (noisy logits, top-k, the load estimator's normal CDF) and the
 dispatch's memory traffic are a large share of a step; at D = 256 the experts'
 O(T·k·D²) work dominates, as in real models. E=16, k=2 is also measured at D = 128.
@@ -35,28 +41,35 @@ TITLE = "MoE: time per token against dense, naive and the PyPI package"
 DIM = 64
 GRID_WIDTHS = (DIM, 256)  # the E × k grid (D=64 only in --quick)
 WIDTHS = (128,)  # E=16, k=2 only
+# The mixture-of-experts package's README example: dim 512, 16 experts, hidden 4·dim, top-2,
+# 4 × 1024 tokens; the configuration of the issue's target (E=16, k=2, 4,096 tokens).
+PACKAGE_DIM, PACKAGE_HIDDEN = 512, 2048
 
 SPEC = """
 model M(experts: int = 4, k: int = 2) {{
     input x: [T, {dim}]
-    y, balance = MoE(x, experts=experts, k=k, out={dim})
+    y, balance = MoE(x, experts=experts, k=k, out={dim}{expert})
     output y
     output balance
 }}
 """
 
 
-def dsl_moe(experts: int, k: int, dim: int = DIM) -> Any:
+def dsl_moe(experts: int, k: int, dim: int = DIM, hidden: int | None = None) -> Any:
+    """The MoE block from a spec; experts ``MLP(hidden=hidden)`` (default: the block's 2D)."""
     import dsl
 
-    spec = dsl.loads(SPEC.format(dim=dim))
+    expert = "" if hidden is None else f", expert=MLP(hidden={hidden}, out={dim})"
+    spec = dsl.loads(SPEC.format(dim=dim, expert=expert))
     return dsl.compile(spec, experts=experts, k=k)
 
 
-def dense_mlp(k: int, dim: int = DIM) -> Any:
+def dense_mlp(k: int, dim: int = DIM, hidden: int | None = None) -> Any:
+    """The dense MLP with the active parameters of k experts of ``hidden`` (default 2D) units."""
     from torch import nn
 
-    return nn.Sequential(nn.Linear(dim, 2 * k * dim), nn.GELU(), nn.Linear(2 * k * dim, dim))
+    width = k * (2 * dim if hidden is None else hidden)
+    return nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, dim))
 
 
 class _Naive:
@@ -84,7 +97,7 @@ def _moe_module(model: Any) -> Any:
     return next(m for m in model.modules() if isinstance(m, MixtureOfExperts))
 
 
-def package_moe(experts: int, dim: int = DIM) -> Any | None:
+def package_moe(experts: int, dim: int = DIM, hidden: int | None = None) -> Any | None:
     try:
         from mixture_of_experts import MoE
     except ImportError:
@@ -92,8 +105,8 @@ def package_moe(experts: int, dim: int = DIM) -> Any | None:
     from torch import nn
 
     # second_policy "all": always use the second expert (k=2, as ours), GELU experts.
-    return MoE(dim=dim, num_experts=experts, hidden_dim=2 * dim, activation=nn.GELU,
-               second_policy_train="all", second_policy_eval="all")
+    return MoE(dim=dim, num_experts=experts, hidden_dim=2 * dim if hidden is None else hidden,
+               activation=nn.GELU, second_policy_train="all", second_policy_eval="all")
 
 
 def _layer_input(torch: Any, tokens: int, dim: int, device: str) -> Any:
@@ -138,7 +151,8 @@ def parts(ctx: Context) -> list[str]:
     """Each width in a process of its own (the harness's process isolation): run in one
     process after both grids, the D=128 rows read 7.85 µs/token against 7.4 alone, and
     the later widths' dense baselines were slowed less than the MoE (benchmarks/NOTES.md)."""
-    return [f"grid-{d}" for d in ctx.pick((DIM,), GRID_WIDTHS)] + [f"width-{d}" for d in ctx.pick((), WIDTHS)]
+    return ([f"grid-{d}" for d in ctx.pick((DIM,), GRID_WIDTHS)] + [f"width-{d}" for d in ctx.pick((), WIDTHS)]
+            + ctx.pick([], [f"package-{PACKAGE_DIM}"]))
 
 
 def run(ctx: Context) -> list[Row]:
@@ -155,6 +169,8 @@ def run(ctx: Context) -> list[Row]:
     for dim in ctx.pick((), WIDTHS):
         if ctx.wants(f"width-{dim}"):
             rows += _width_rows(ctx, tokens, dim)
+    if not ctx.quick and ctx.wants(f"package-{PACKAGE_DIM}"):
+        rows += _width_rows(ctx, tokens, PACKAGE_DIM, PACKAGE_HIDDEN, with_package=has_pkg)
     return rows
 
 
@@ -211,19 +227,29 @@ def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> lis
     return rows
 
 
-def _width_rows(ctx: Context, tokens: int, dim: int) -> list[Row]:
-    """E=16, k=2 against the dense MLP of the same active parameters at width ``dim``."""
+def _width_rows(ctx: Context, tokens: int, dim: int, hidden: int | None = None,
+                with_package: bool = False) -> list[Row]:
+    """E=16, k=2 against the dense MLP of the same active parameters at width ``dim``
+    (experts of ``hidden`` units, default 2D), and the PyPI package if asked."""
     torch = ctx.init_torch()
     torch.manual_seed(0)
     x = _layer_input(torch, tokens, dim, ctx.device)
-    model = dsl_moe(16, 2, dim).to(ctx.device).train()
-    dense = dense_mlp(2, dim).to(ctx.device)
-    stats = interleave(
-        {"dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters, x),
-         "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters, x)},
-        repeats=ctx.repeats, warmup=ctx.warmup, sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
-    case = f"E=16, k=2, {tokens} tokens, D={dim}"
-    return [Row(case, "dsl MoE", stats["dsl MoE"], per=tokens, per_unit="token",
-                baselines=["dense MLP (same active params)"], target=1.5),
-            Row(case, "dense MLP (same active params)",
-                stats["dense MLP (same active params)"], per=tokens, per_unit="token")]
+    model = dsl_moe(16, 2, dim, hidden).to(ctx.device).train()
+    dense = dense_mlp(2, dim, hidden).to(ctx.device)
+    contenders: dict[str, Callable[[], object]] = {
+        "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters, x),
+        "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters, x),
+    }
+    pkg = package_moe(16, dim, hidden) if with_package else None
+    if pkg is not None:
+        pkg = pkg.to(ctx.device).train()
+        xb = x.reshape(4, tokens // 4, dim)  # the README's [4, 1024, 512]
+        contenders["mixture-of-experts (PyPI)"] = _step(lambda p=pkg, xb=xb: p(xb), pkg.parameters, x)
+    stats = interleave(contenders, repeats=ctx.repeats, warmup=ctx.warmup, sync=ctx.sync,
+                       min_time=ctx.pick(0.01, 0.05))
+    case = f"E=16, k=2, {tokens} tokens, D={dim}" + ("" if hidden is None else f", expert hidden {hidden}")
+    baselines = [n for n in contenders if n != "dsl MoE"]
+    return [Row(case, name, stats[name], per=tokens, per_unit="token",
+                baselines=baselines if name == "dsl MoE" else [],
+                target=1.5 if name == "dsl MoE" else None)
+            for name in contenders]

@@ -113,6 +113,25 @@ def test_one_tiny_benchmark_quick(tmp_path: Path) -> None:
     assert "µs/node" in text and "Cost per node" in text
 
 
+
+def test_moe_target_part_has_the_package_readme_configuration() -> None:
+    """The MoE target is judged at the mixture-of-experts package's README example (dim 512,
+    16 experts, hidden 4·dim, top-2, 4,096 tokens): a full run has that part, with experts
+    and a dense baseline of those widths (built small here)."""
+    import torch
+
+    from benchmarks import bench_moe
+
+    assert "package-512" in bench_moe.parts(Context(quick=False))
+    assert "package-512" not in bench_moe.parts(Context(quick=True))
+    assert (bench_moe.PACKAGE_DIM, bench_moe.PACKAGE_HIDDEN) == (512, 2048)
+    model = bench_moe.dsl_moe(4, 2, dim=16, hidden=48)
+    expert = bench_moe._moe_module(model).experts[0]
+    assert [m.out_features for m in expert.modules() if isinstance(m, torch.nn.Linear)] == [48, 16]
+    dense = bench_moe.dense_mlp(2, dim=16, hidden=48)
+    assert [m.out_features for m in dense if isinstance(m, torch.nn.Linear)] == [96, 16]
+    assert bench_moe.dense_mlp(2, dim=16)[0].out_features == 64  # default experts: MLP(hidden=2D)
+
 def test_main_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m benchmarks --only ... --out ...` with a stand-in module (no real timing)."""
     import types
