@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -285,23 +285,16 @@ class Section:
 
 def section_to_dict(section: Section) -> dict[str, Any]:
     """A section as plain JSON data (a benchmark run in a child process sends it back so)."""
-    rows = []
-    for r in section.rows:
-        row = {k: v for k, v in vars(r).items() if k != "stats"}
-        row["stats"] = None if r.stats is None else {"samples": list(r.stats.samples), "number": r.stats.number}
-        rows.append(row)
-    return {"name": section.name, "title": section.title, "rows": rows, "seconds": section.seconds,
-            "notes": list(section.notes), "error": section.error, "when": section.when}
+    return asdict(section)
 
 
 def section_from_dict(data: dict[str, Any]) -> Section:
     """The inverse of :func:`section_to_dict`."""
     rows = []
     for row in data["rows"]:
-        fields = {k: v for k, v in row.items() if k != "stats"}
         stats = row["stats"]
-        rows.append(Row(stats=None if stats is None else Stats(tuple(stats["samples"]), stats["number"]), **fields))
-    return Section(data["name"], data["title"], rows, data["seconds"], data["notes"], data["error"], data["when"])
+        rows.append(Row(**{**row, "stats": None if stats is None else Stats(tuple(stats["samples"]), stats["number"])}))
+    return Section(**{**data, "rows": rows})
 
 
 # --------------------------------------------------------------------------- context
