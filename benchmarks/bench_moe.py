@@ -11,10 +11,14 @@ spec, default expert ``MLP(hidden=2D, out=D)``) against:
 * the ``mixture-of-experts`` package from PyPI (extra ``bench``; top-2 gating
   only, so k=2 rows only), same dim and expert hidden width;
 * the router alone (``gate.route`` forward+backward, the noisy top-k gate with
-  its balance loss), whose O(T·E) work every token pays for every expert.
+  its balance loss), whose O(T·E) work every token pays for every expert;
+* the experts' floor (:func:`experts_floor`): the same experts' work with no routing at
+  all, the T·k assignments split evenly, each layer one batched matmul over weights
+  stored as one [E, in, out] tensor. No MoE of E experts does less.
 
-Cost must grow with k, not with E: the notes list µs/token by E for each k, and
-the same without the router's share (MoE − router).
+Cost must grow with k, not with E: the notes list µs/token by E for each k, the
+same without the router's share (MoE − router), and the floor's, whose growth with E
+(every expert's weights read and their gradients written) no implementation avoids.
 
 The target is judged at the configuration the issue names: E=16, k=2, 4,096 tokens, which
 is the usage example of the ``mixture-of-experts`` package's README (``dim=512``,
@@ -36,6 +40,7 @@ from typing import Any
 from benchmarks.harness import Context, Row, interleave
 
 NAME = "moe"
+FLOOR = "experts' floor (balanced, stacked weights)"
 TITLE = "MoE: time per token against dense, naive and the PyPI package"
 
 DIM = 64
@@ -107,6 +112,29 @@ def package_moe(experts: int, dim: int = DIM, hidden: int | None = None) -> Any 
     # second_policy "all": always use the second expert (k=2, as ours), GELU experts.
     return MoE(dim=dim, num_experts=experts, hidden_dim=2 * dim if hidden is None else hidden,
                activation=nn.GELU, second_policy_train="all", second_policy_eval="all")
+
+
+def experts_floor(experts: int, k: int, tokens: int, dim: int, device: str) -> Callable[[], object]:
+    """Forward+backward of E experts ``MLP(hidden=2D)`` on T·k/E rows each, as one
+    ``baddbmm`` per layer over stacked weights, with the rows' gradient: the experts'
+    FLOPs and their weights' traffic, without a router, dispatch or combine, unequal
+    groups, or a parameter per expert."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    rows, hidden = tokens * k // experts, 2 * dim
+    xs = torch.randn(experts, rows, dim, generator=g).to(device).requires_grad_()
+    params = [(torch.randn(experts, dim, hidden, generator=g) * dim ** -0.5).to(device).requires_grad_(),
+              torch.zeros(experts, 1, hidden, device=device, requires_grad=True),
+              (torch.randn(experts, hidden, dim, generator=g) * hidden ** -0.5).to(device).requires_grad_(),
+              torch.zeros(experts, 1, dim, device=device, requires_grad=True)]
+    w1, b1, w2, b2 = params
+
+    def run() -> Any:
+        return torch.baddbmm(b2, F.gelu(torch.baddbmm(b1, xs, w1)), w2)
+
+    return _step(run, lambda: params, xs)
 
 
 def _layer_input(torch: Any, tokens: int, dim: int, device: str) -> Any:
@@ -191,6 +219,7 @@ def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> lis
                 "dsl MoE": _step(lambda m=model, x=x: m(x=x), model.parameters, x),
                 "dense MLP (same active params)": _step(lambda d=dense, x=x: d(x), dense.parameters, x),
                 "router alone": _step(lambda r=route, x=x: r(x), model.parameters, x),
+                FLOOR: experts_floor(experts, k, tokens, dim, dev),
             }
             if with_naive and not (ctx.quick and experts == 64):
                 naive = _Naive(_moe_module(model))
@@ -204,7 +233,7 @@ def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> lis
             stats = interleave(contenders, repeats=ctx.repeats, warmup=ctx.warmup,
                                sync=ctx.sync, min_time=ctx.pick(0.01, 0.05))
             case = f"E={experts}, k={k}, {tokens} tokens, D={dim}"
-            baselines = [n for n in contenders if n not in ("dsl MoE", "router alone")]
+            baselines = [n for n in contenders if n not in ("dsl MoE", "router alone", FLOOR)]
             for name in contenders:
                 rows.append(Row(
                     case, name, stats[name], per=tokens, per_unit="token",
@@ -216,15 +245,28 @@ def _grid(ctx: Context, torch: Any, tokens: int, dim: int, has_pkg: bool) -> lis
                                 note="n/a: the package routes top-2 only"))
             if with_naive and "naive (all experts)" not in contenders:
                 rows.append(Row(case, "naive (all experts)", None, note="skipped in --quick"))
-            per_token[(experts, k)] = (stats["dsl MoE"].median / tokens,
-                                       stats["router alone"].median / tokens)
+            per_token[(experts, k)] = tuple(stats[n].median / tokens * 1e6
+                                            for n in ("dsl MoE", "router alone", FLOOR))
     for k in (1, 2):
-        whole = ", ".join(f"E={e}: {per_token[(e, k)][0] * 1e6:.2f}" for e in (4, 16, 64))
-        rest = ", ".join(f"E={e}: {(per_token[(e, k)][0] - per_token[(e, k)][1]) * 1e6:.2f}"
-                         for e in (4, 16, 64))
-        ctx.notes.append(f"D={dim}, k={k}: dsl MoE µs/token {whole}; without the router "
-                         f"(MoE − router alone) {rest}.")
+        ctx.notes.append(_growth_note(dim, k, per_token))
     return rows
+
+
+def _growth_note(dim: int, k: int, per_token: dict[tuple[int, int], tuple[float, ...]]) -> str:
+    """µs/token by E at one k: the MoE, the MoE without the router, and the experts' floor,
+    with how much the last two grow from the fewest experts to the most."""
+    grid = sorted(e for e, kk in per_token if kk == k)
+    whole = {e: per_token[(e, k)][0] for e in grid}
+    rest = {e: per_token[(e, k)][0] - per_token[(e, k)][1] for e in grid}
+    floor = {e: per_token[(e, k)][2] for e in grid}
+
+    def listed(values: dict[int, float]) -> str:
+        return ", ".join(f"E={e}: {v:.2f}" for e, v in values.items())
+
+    lo, hi = grid[0], grid[-1]
+    return (f"D={dim}, k={k}: dsl MoE µs/token {listed(whole)}; without the router (MoE − router "
+            f"alone) {listed(rest)}, ×{rest[hi] / rest[lo]:.2f} from E={lo} to E={hi}; the experts' "
+            f"floor {listed(floor)}, ×{floor[hi] / floor[lo]:.2f}.")
 
 
 def _width_rows(ctx: Context, tokens: int, dim: int, hidden: int | None = None,

@@ -597,22 +597,37 @@ def _float_probe(module: Any) -> str | None:
 
 
 def guarded_call(module: Any, *args: Any, **kwargs: Any) -> Any:
-    """A guarded GraphModule's call: :meth:`InputGuard.validate`, then ``nn.Module.__call__``.
+    """A guarded GraphModule's call: :meth:`InputGuard.validate`, then the module's ``forward``.
 
     :func:`_attach` sets it twice. As the ``__call__`` of the class fx makes for each
     GraphModule, it replaces fx's ``__call__`` -> ``_wrapped_call`` -> ``nn.Module.__call__``
     route and its two frames. As the module's own ``_wrapped_call`` (which fx's
     ``__call__`` calls as ``self._wrapped_call(self, *args, **kwargs)``), it keeps the guard
     after ``recompile()`` puts fx's ``__call__`` back. Either way ``forward`` is untouched
-    (``torch.export`` and ``inspect.signature`` see the compiler's), and
-    ``nn.Module.__call__`` keeps its fast path: a forward pre-hook sends every call down
-    the slow path, which cost more than the checks (benchmarks/NOTES.md). A plain
-    function, so the module still pickles and deep-copies. The one thing skipped from
-    fx's wrapper is its printout of the generated forward's source lines when the
-    forward raises (dynamo will not trace fx's ``_WrappedCall`` either).
+    (``torch.export`` and ``inspect.signature`` see the compiler's). A plain function, so
+    the module still pickles and deep-copies. The one thing skipped from fx's wrapper is
+    its printout of the generated forward's source lines when the forward raises (dynamo
+    will not trace fx's ``_WrappedCall`` either).
+
+    After the check it takes ``nn.Module.__call__``'s own fast path itself: with no hook
+    (the module's or global), no ``module.compile()`` and no ``torch.jit.trace`` running,
+    ``nn.Module`` calls ``forward`` and nothing else, so this does too, without its two
+    frames re-packing ``*args, **kwargs`` (0.6–1% of a small model's training step,
+    benchmarks/NOTES.md). Anything else, and any call while compiling, goes through
+    ``nn.Module.__call__``. (A forward pre-hook as the guard would put every call on
+    ``nn.Module``'s slow path, which cost more than the checks.)
     """
-    if not _is_compiling():  # tracing (compile/export): the graph must stay guard-free
-        module.dsl_guard.validate(module, args, kwargs)
+    if _is_compiling():  # tracing (compile/export): the graph must stay guard-free
+        return _module_call(module, *args, **kwargs)
+    module.dsl_guard.validate(module, args, kwargs)
+    hooks = _nn_module
+    if (hooks is not None and module._compiled_call_impl is None
+            and not (module._forward_pre_hooks or module._forward_hooks
+                     or module._backward_pre_hooks or module._backward_hooks
+                     or hooks._global_forward_pre_hooks or hooks._global_forward_hooks
+                     or hooks._global_backward_pre_hooks or hooks._global_backward_hooks)
+            and not _tracing_state()):
+        return module.forward(*args, **kwargs)
     return _module_call(module, *args, **kwargs)
 
 
@@ -623,6 +638,29 @@ def _module_call(module: Any, *args: Any, **kwargs: Any) -> Any:
 
     _module_call = torch.nn.Module.__call__
     return _module_call(module, *args, **kwargs)
+
+
+# What nn.Module's fast-path test reads, bound by _bind_torch when a guard is attached
+# (torch is loaded by then); while None, guarded_call always takes nn.Module.__call__.
+_nn_module: Any = None  # torch.nn.modules.module: its global hook dicts
+_tracing_state: Any = None  # torch._C._get_tracing_state
+_GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks",
+                 "_global_backward_pre_hooks", "_global_backward_hooks")
+
+
+def _bind_torch() -> None:
+    """Bind the torch functions :func:`guarded_call` calls, and what its direct path reads if
+    this torch has all of it (then dynamo, tracing a first call, sees plain globals)."""
+    global _is_compiling, _module_call, _nn_module, _tracing_state
+    import torch
+    from torch.nn.modules import module as nn_module
+
+    _is_compiling, _module_call = torch.compiler.is_compiling, torch.nn.Module.__call__
+
+    tracing = getattr(torch._C, "_get_tracing_state", None)
+    if (tracing is not None and all(hasattr(nn_module, name) for name in _GLOBAL_HOOKS)
+            and hasattr(torch.nn.Module, "_compiled_call_impl")):
+        _nn_module, _tracing_state = nn_module, tracing
 
 
 class _Reinstall:
@@ -637,6 +675,8 @@ class _Reinstall:
 
 def _attach(module: Any, guard: InputGuard) -> None:
     module.dsl_guard = guard
+    if _nn_module is None:
+        _bind_torch()
     if hasattr(type(module), "_wrapped_call"):  # a GraphModule
         module._wrapped_call = guarded_call
         if "_wrapped_call" in vars(type(module)):  # the class fx made for this one module

@@ -132,6 +132,20 @@ def test_moe_target_part_has_the_package_readme_configuration() -> None:
     assert [m.out_features for m in dense if isinstance(m, torch.nn.Linear)] == [96, 16]
     assert bench_moe.dense_mlp(2, dim=16)[0].out_features == 64  # default experts: MLP(hidden=2D)
 
+def test_moe_grid_notes_compare_growth_with_e_against_the_experts_floor() -> None:
+    from benchmarks import bench_moe
+
+    # (MoE, router alone, floor) µs/token at E = 4, 16, 64
+    per_token = {(4, 1): (3.0, 1.0, 1.0), (16, 1): (4.0, 1.5, 1.2), (64, 1): (6.0, 2.0, 1.5)}
+    note = bench_moe._growth_note(64, 1, per_token)
+    assert note.startswith("D=64, k=1: dsl MoE µs/token E=4: 3.00, E=16: 4.00, E=64: 6.00;")
+    assert "(MoE − router alone) E=4: 2.00, E=16: 2.50, E=64: 4.00, ×2.00 from E=4 to E=64" in note
+    assert note.endswith("floor E=4: 1.00, E=16: 1.20, E=64: 1.50, ×1.50.")
+    step = bench_moe.experts_floor(4, 2, tokens=32, dim=8, device="cpu")
+    step()  # forward+backward of [4, 16, 8] rows through stacked [4, 8, 16] and [4, 16, 8] weights
+    step()  # gradients are cleared between steps, as for every contender
+
+
 def test_main_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`python -m benchmarks --only ... --out ...` with a stand-in module (no real timing)."""
     import types

@@ -416,3 +416,70 @@ def test_a_nested_tensor_is_an_input_error_before_or_after_a_passing_call(after_
     siamese(a=torch.randn(2, 8), b=torch.randn(2, 8))
     assert "got a nested tensor" in str(_error(siamese, a=torch.randn(2, 8),
                                                b=torch.nested.nested_tensor([torch.randn(2, 8)])))
+
+
+def test_a_plain_call_goes_straight_to_forward_and_anything_else_through_module_call(monkeypatch):
+    import dsl.guards as guards
+
+    model = dsl.compile(SPECS / "classifier.dsl")
+    through: list[object] = []
+
+    def spy(module, *args, **kwargs):
+        through.append(module)
+        return torch.nn.Module.__call__(module, *args, **kwargs)
+
+    monkeypatch.setattr(guards, "_module_call", spy)
+    x = torch.randn(4, 64)
+    want = model.forward(x=x)
+    torch.testing.assert_close(model(x=x), want)
+    assert through == []  # nn.Module's fast path taken by the guard itself
+    handle = model.register_forward_hook(lambda module, args, out: out * 2)
+    torch.testing.assert_close(model(x=x), 2 * want)
+    assert through == [model]
+    handle.remove()
+    torch.testing.assert_close(model(x=x), want)
+    assert through == [model]
+
+
+def _count_calls(calls: list[str], name: str):
+    return lambda *args: calls.append(name)
+
+
+HOOKS = {
+    "forward pre-hook": lambda m, calls: m.register_forward_pre_hook(_count_calls(calls, "pre")),
+    "forward hook": lambda m, calls: m.register_forward_hook(_count_calls(calls, "post")),
+    "full backward hook": lambda m, calls: m.register_full_backward_hook(_count_calls(calls, "backward")),
+    "backward pre-hook": lambda m, calls: m.register_full_backward_pre_hook(_count_calls(calls, "backward")),
+    "global forward pre-hook": lambda m, calls: torch.nn.modules.module.register_module_forward_pre_hook(
+        _count_calls(calls, "pre")),
+    "global forward hook": lambda m, calls: torch.nn.modules.module.register_module_forward_hook(
+        _count_calls(calls, "post")),
+    "global backward hook": lambda m, calls: torch.nn.modules.module.register_module_full_backward_hook(
+        _count_calls(calls, "backward")),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOOKS))
+def test_hooks_on_a_guarded_model_fire_and_the_guard_still_checks(kind: str):
+    model = dsl.compile(SPECS / "classifier.dsl")
+    calls: list[str] = []
+    handle = HOOKS[kind](model, calls)
+    try:
+        model(x=torch.randn(4, 64, requires_grad=True)).sum().backward()
+        assert calls and all(c == calls[0] for c in calls)
+        assert "dim 1 should be 64" in str(_error(model, x=torch.randn(2, 63)))
+    finally:
+        handle.remove()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_module_compile_and_jit_trace_of_a_guarded_model():
+    model = dsl.compile(SPECS / "classifier.dsl")
+    x = torch.randn(4, 64)
+    want = model(x)
+    traced = torch.jit.trace(model, (x,), check_trace=False)  # under tracing: through nn.Module (scopes)
+    torch.testing.assert_close(traced(x), want)
+    model.compile(backend="eager")  # nn.Module's own compiled call: taken, after the guard
+    assert model._compiled_call_impl is not None
+    torch.testing.assert_close(model(x), want)
+    assert "dim 1 should be 64" in str(_error(model, torch.randn(2, 63)))
