@@ -612,7 +612,7 @@ def guarded_call(module: Any, *args: Any, **kwargs: Any) -> Any:
     After the check it takes ``nn.Module.__call__``'s own fast path itself: with no hook
     (the module's or global), no ``module.compile()`` and no ``torch.jit.trace`` running,
     ``nn.Module`` calls ``forward`` and nothing else, so this does too, without its two
-    frames re-packing ``*args, **kwargs`` (0.6–1% of a small model's training step,
+    frames re-packing ``*args, **kwargs`` (0.2–1% of a small model's training step,
     benchmarks/NOTES.md). Anything else, and any call while compiling, goes through
     ``nn.Module.__call__``. (A forward pre-hook as the guard would put every call on
     ``nn.Module``'s slow path, which cost more than the checks.)

@@ -132,6 +132,7 @@ def test_moe_target_part_has_the_package_readme_configuration() -> None:
     assert [m.out_features for m in dense if isinstance(m, torch.nn.Linear)] == [96, 16]
     assert bench_moe.dense_mlp(2, dim=16)[0].out_features == 64  # default experts: MLP(hidden=2D)
 
+
 def test_moe_grid_notes_compare_growth_with_e_against_the_experts_floor() -> None:
     from benchmarks import bench_moe
 
