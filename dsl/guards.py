@@ -620,13 +620,8 @@ def guarded_call(module: Any, *args: Any, **kwargs: Any) -> Any:
     if _is_compiling():  # tracing (compile/export): the graph must stay guard-free
         return _module_call(module, *args, **kwargs)
     module.dsl_guard.validate(module, args, kwargs)
-    hooks = _nn_module
-    if (hooks is not None and module._compiled_call_impl is None
-            and not (module._forward_pre_hooks or module._forward_hooks
-                     or module._backward_pre_hooks or module._backward_hooks
-                     or hooks._global_forward_pre_hooks or hooks._global_forward_hooks
-                     or hooks._global_backward_pre_hooks or hooks._global_backward_hooks)
-            and not _tracing_state()):
+    forward_only = _forward_only
+    if forward_only is not None and forward_only(module):
         return module.forward(*args, **kwargs)
     return _module_call(module, *args, **kwargs)
 
@@ -640,27 +635,22 @@ def _module_call(module: Any, *args: Any, **kwargs: Any) -> Any:
     return _module_call(module, *args, **kwargs)
 
 
-# What nn.Module's fast-path test reads, bound by _bind_torch when a guard is attached
-# (torch is loaded by then); while None, guarded_call always takes nn.Module.__call__.
-_nn_module: Any = None  # torch.nn.modules.module: its global hook dicts
-_tracing_state: Any = None  # torch._C._get_tracing_state
-_GLOBAL_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks",
-                 "_global_backward_pre_hooks", "_global_backward_hooks")
+# blocks/nn/module_calls.py's calls_forward_only, bound by _bind_torch when a guard is attached (torch
+# is loaded by then); while None, guarded_call always takes nn.Module.__call__.
+_forward_only: Any = None
 
 
 def _bind_torch() -> None:
-    """Bind the torch functions :func:`guarded_call` calls, and what its direct path reads if
-    this torch has all of it (then dynamo, tracing a first call, sees plain globals)."""
-    global _is_compiling, _module_call, _nn_module, _tracing_state
+    """Bind the torch functions :func:`guarded_call` calls, and its test for the direct path
+    if this torch has what it reads (then dynamo, tracing a first call, sees plain globals)."""
+    global _is_compiling, _module_call, _forward_only
     import torch
-    from torch.nn.modules import module as nn_module
+
+    from .blocks.nn import module_calls
 
     _is_compiling, _module_call = torch.compiler.is_compiling, torch.nn.Module.__call__
-
-    tracing = getattr(torch._C, "_get_tracing_state", None)
-    if (tracing is not None and all(hasattr(nn_module, name) for name in _GLOBAL_HOOKS)
-            and hasattr(torch.nn.Module, "_compiled_call_impl")):
-        _nn_module, _tracing_state = nn_module, tracing
+    if module_calls.SUPPORTED:
+        _forward_only = module_calls.calls_forward_only
 
 
 class _Reinstall:
@@ -675,7 +665,7 @@ class _Reinstall:
 
 def _attach(module: Any, guard: InputGuard) -> None:
     module.dsl_guard = guard
-    if _nn_module is None:
+    if _forward_only is None:
         _bind_torch()
     if hasattr(type(module), "_wrapped_call"):  # a GraphModule
         module._wrapped_call = guarded_call

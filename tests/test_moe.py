@@ -529,6 +529,22 @@ def test_grouped_path_only_for_identical_plain_experts() -> None:
     assert _grouped_layers(_with_hooks(_mlp_experts(3)), xs) is None
 
 
+@pytest.mark.parametrize("where", ["expert", "layer"])
+def test_an_expert_with_a_backward_pre_hook_is_called_as_a_module(where: str) -> None:
+    """Every kind of hook keeps the experts off the stacked and grouped kernels (which would
+    skip it): a full backward pre-hook on an expert, or on one of its layers, runs."""
+    from dsl.blocks.nn.moe_experts import expert_columns, run_experts
+
+    experts = _mlp_experts(3)
+    fired: list[int] = []
+    target = experts[1] if where == "expert" else experts[1][0]
+    target.register_full_backward_pre_hook(lambda _m, _g: fired.append(1))
+    xs = torch.randn(6, 8, requires_grad=True)
+    assert expert_columns(experts, xs) is None
+    run_experts(xs, experts, [2, 2, 2]).sum().backward()
+    assert fired
+
+
 def test_grouped_path_only_for_small_experts() -> None:
     """Stacking large experts' weights on every call costs more than the calls it saves."""
     from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.modules import module as _torch_module
+
+from .module_calls import global_hooks, has_hooks
 
 aten = torch.ops.aten
 
@@ -98,13 +99,9 @@ def _layers_of(expert: nn.Module) -> list[nn.Module] | None:
     (other modules, subclasses that may override ``forward``, modules with hooks)."""
     if type(expert) is not nn.Sequential:
         return [expert]
-    if _hooked(expert):
+    if has_hooks(expert):
         return None
     return list(expert._modules.values())
-
-
-def _hooked(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks)
 
 
 def _layer_key(m: nn.Module | None) -> tuple[Any, ...] | None:
@@ -114,7 +111,7 @@ def _layer_key(m: nn.Module | None) -> tuple[Any, ...] | None:
     Reads instance dicts directly: this runs for every layer of every expert on every
     forward, where ``nn.Module.__getattr__`` would cost more than the check."""
     t = type(m)
-    if m is None or _hooked(m):
+    if m is None or has_hooks(m):
         return None
     if t is nn.Linear:
         weight, bias = m._parameters["weight"], m._parameters["bias"]
@@ -133,7 +130,7 @@ def expert_columns(experts: Sequence[nn.Module], xs: Tensor) -> list[list[nn.Mod
 
     Checked on every forward (E times the layers, about 1.5 µs per expert): any expert
     may have been replaced, converted or hooked since the last one."""
-    if not len(experts) or torch.is_autocast_enabled(xs.device.type) or _global_hooks():
+    if not len(experts) or torch.is_autocast_enabled(xs.device.type) or global_hooks():
         return None
     it = iter(experts)  # not experts[1:]: slicing a ModuleList builds a new one
     first = _layers_of(next(it))
@@ -164,13 +161,6 @@ def _first_expert_fits(keys: list[tuple[Any, ...] | None], xs: Tensor) -> bool:
                 return False
             width = out_features
     return True
-
-
-def _global_hooks() -> bool:
-    """Whether global module hooks are registered: the fast paths would skip them."""
-    m = _torch_module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
-                or m._global_backward_pre_hooks)
 
 
 def _groupable(columns: list[list[nn.Module]], xs: Tensor) -> bool:
