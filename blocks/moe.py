@@ -45,6 +45,14 @@ then contribute zero (no renormalisation, as in GShard/Switch). The built
 module's buffer ``dropped_fraction`` holds the fraction of assignments dropped
 by the last forward.
 
+Experts that are copies of one ``Linear`` or ``MLP`` (any ``nn.Sequential`` of Linear
+and elementwise layers) are stored stacked: each layer's E weights are one parameter
+[E, out, in] (state-dict keys ``experts.layers.{i}.weight``/``bias``), so a step costs
+one parameter, gradient and autograd leaf per layer rather than per expert; an expert
+that receives no token gets an exactly zero gradient in its slices. A state dict with
+one key per expert (``experts.{e}.{i}.weight``) still loads. Other experts (a user
+block) stay separate modules (``experts.{e}....``).
+
 Both blocks declare their ``balance`` output as an auxiliary loss (weight 1:
 the output is already multiplied by ``balance=``), so training adds it.
 
@@ -224,6 +232,7 @@ def _default_expert(d: int, out: int) -> Any:
 
 def build_moe(call: BuildCall, p: MoEParams) -> Any:
     from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate
+    from dsl.blocks.nn.moe_experts import StackedExperts, stackable
 
     d = call.size("x", -1)
     out = call.outputs[0].shape[-1] if call.outputs else p.out
@@ -234,7 +243,9 @@ def build_moe(call: BuildCall, p: MoEParams) -> Any:
     experts = [
         _default_expert(d, out) if p.expert is None else p.expert.build([token_type]) for _ in range(p.experts)
     ]
-    return MixtureOfExperts(gate, experts, out, p.capacity)
+    # Copies of one Linear / MLP are stored stacked: one parameter per layer, not per expert.
+    return MixtureOfExperts(gate, StackedExperts.from_modules(experts) if stackable(experts) else experts,
+                            out, p.capacity)
 
 
 def count_moe(call: BuildCall, p: MoEParams) -> int:

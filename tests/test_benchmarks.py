@@ -126,8 +126,8 @@ def test_moe_target_part_has_the_package_readme_configuration() -> None:
     assert "package-512" not in bench_moe.parts(Context(quick=True))
     assert (bench_moe.PACKAGE_DIM, bench_moe.PACKAGE_HIDDEN) == (512, 2048)
     model = bench_moe.dsl_moe(4, 2, dim=16, hidden=48)
-    expert = bench_moe._moe_module(model).experts[0]
-    assert [m.out_features for m in expert.modules() if isinstance(m, torch.nn.Linear)] == [48, 16]
+    experts = bench_moe._moe_module(model).experts  # stacked: one StackedLinear per layer
+    assert [m.out_features for m in experts.layers if hasattr(m, "out_features")] == [48, 16]
     dense = bench_moe.dense_mlp(2, dim=16, hidden=48)
     assert [m.out_features for m in dense if isinstance(m, torch.nn.Linear)] == [96, 16]
     assert bench_moe.dense_mlp(2, dim=16)[0].out_features == 64  # default experts: MLP(hidden=2D)
@@ -313,3 +313,18 @@ def test_notes_are_replaced_without_touching_the_numbers(tmp_path: Path) -> None
     assert new is not None and "new notes" in new and "old notes" not in new
     assert harness.section_chunks(new) == harness.section_chunks(text)
     assert harness.replace_notes("# no markers", ["x"]) is None
+
+
+def test_moe_naive_contender_is_the_dense_mixture_of_the_same_experts() -> None:
+    """With k = E and no noise (eval), the MoE and the naive all-experts MoE agree."""
+    import torch
+
+    from benchmarks import bench_moe
+
+    moe = bench_moe._moe_module(bench_moe.dsl_moe(4, 4, dim=16)).eval()
+    with torch.no_grad():
+        moe.gate.w_gate.normal_()
+    x = torch.randn(10, 16)
+    naive = bench_moe._Naive(moe)
+    torch.testing.assert_close(naive(x)[0], moe(x)[0], atol=1e-5, rtol=1e-5)
+    assert len(list(naive.parameters())) == len(list(moe.parameters()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from dsl.blocks.nn.moe import (  # isort: skip
     dispatch,
     prob_in_top_k,
 )
+from dsl.blocks.nn.moe_experts import StackedExperts, run_experts  # isort: skip
 
 
 @pytest.fixture(autouse=True)
@@ -38,13 +40,18 @@ def _randomise_gate(gate: NoisyTopKGate, scale: float = 1.0) -> None:
             gate.w_noise.normal_(0, scale)
 
 
+class _OwnLinear(nn.Linear):
+    """A Linear subclass (its forward could differ): such experts stay one module each."""
+
+
 class LinearExpert(BlockValue):
     """A hand-written block value, as the checker makes for a user-defined block."""
 
     name = "LinearExpert"
 
-    def __init__(self, out: int):
+    def __init__(self, out: int, module: type[nn.Linear] = nn.Linear):
         self.out = out
+        self.module = module  # a subclass of nn.Linear makes experts that are not stacked
         self.built = 0
 
     def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
@@ -57,7 +64,7 @@ class LinearExpert(BlockValue):
         self.built += 1
         d = inputs[0].shape[-1]
         assert isinstance(d, int)
-        return nn.Linear(d, self.out)
+        return self.module(d, self.out)
 
     def describe(self) -> str:
         return f"LinearExpert(out={self.out})"
@@ -223,7 +230,7 @@ def test_k_equals_experts_without_noise_is_the_dense_softmax_mixture() -> None:
     x = torch.randn(11, 6)
     y, _ = moe(x)
     g = torch.softmax(x @ moe.gate.w_gate, dim=-1)
-    dense = sum(g[:, i : i + 1] * moe.experts[i](x) for i in range(experts))
+    dense = sum(g[:, i : i + 1] * moe.experts.expert(i, x) for i in range(experts))
     torch.testing.assert_close(y, dense, atol=1e-5, rtol=1e-5)
 
 
@@ -244,10 +251,16 @@ def test_each_expert_runs_once_on_its_own_tokens() -> None:
     moe = build("MoE", "[N, 4]", experts=3, k=2, expert=value("Linear", out=4))
     _randomise_gate(moe.gate)
     seen: list[int] = []
-    for e in moe.experts:
-        e.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[0]))
+    moe.experts.register_forward_hook(lambda _m, inp, _o: seen.append(list(inp[1])))
     moe(torch.randn(10, 4))
-    assert len(seen) <= 3 and sum(seen) == 20  # 10 tokens * k=2 assignments, no more
+    assert len(seen) == 1 and len(seen[0]) == 3 and sum(seen[0]) == 20  # 10 tokens * k=2, no more
+    separate = build("MoE", "[N, 4]", experts=3, k=2, expert=LinearExpert(out=4, module=_OwnLinear))
+    _randomise_gate(separate.gate)
+    rows: list[int] = []
+    for e in separate.experts:
+        e.register_forward_hook(lambda _m, inp, _o: rows.append(inp[0].shape[0]))
+    separate(torch.randn(10, 4))
+    assert len(rows) <= 3 and sum(rows) == 20
 
 
 def test_unselected_experts_get_no_gradient() -> None:
@@ -259,12 +272,13 @@ def test_unselected_experts_get_no_gradient() -> None:
     x = torch.rand(8, 4) + 0.1  # positive: experts 1 and 3 always win
     y, balance = moe(x)
     (y.sum() + balance).backward()
-    for i, expert in enumerate(moe.experts):
-        grads = [p.grad for p in expert.parameters()]
+    (linear,) = moe.experts.layers  # stacked: an unselected expert's slices get exact zeros
+    for i in range(5):
+        grads = [linear.weight.grad[i], linear.bias.grad[i]]
         if i in (1, 3):
-            assert all(g is not None and g.abs().sum() > 0 for g in grads)
+            assert all(g.abs().sum() > 0 for g in grads)
         else:
-            assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+            assert all(torch.count_nonzero(g) == 0 for g in grads)
 
 
 def test_capacity_drops_lowest_weights_and_reports_fraction() -> None:
@@ -274,7 +288,7 @@ def test_capacity_drops_lowest_weights_and_reports_fraction() -> None:
     x = torch.randn(12, 4)
     y, _ = moe(x)
     idx, w, _ = moe.gate.route(x)
-    y_ref, kept = _naive(x, idx, w, list(moe.experts), 2, capacity=0.5)
+    y_ref, kept = _naive(x, idx, w, moe.experts.to_modules(), 2, capacity=0.5)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     assert kept < 24  # cap = ceil(0.5 * 12 * 2 / 4) = 3 per expert: at most 12 of 24 kept
     torch.testing.assert_close(moe.dropped_fraction, torch.tensor(1 - kept / 24))
@@ -335,8 +349,8 @@ def test_user_block_value_is_built_once_per_copy() -> None:
     expert = LinearExpert(out=4)
     moe = build("MoE", "[N, 6]", experts=3, expert=expert)
     assert expert.built == 3
-    weights = [e.weight for e in moe.experts]
-    assert all(a is not b for a, b in zip(weights, weights[1:], strict=False))
+    weight = moe.experts.layers[0].weight  # three Linear copies, stacked: three initialisations
+    assert weight.shape == (3, 4, 6) and not torch.equal(weight[0], weight[1])
 
 
 @pytest.mark.skipif(lookup("MLP") is None, reason="the MLP block is not registered yet")
@@ -354,8 +368,8 @@ def test_default_expert_without_a_registered_mlp(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(moe_decl, "lookup", lambda name: None)
     moe = build("MoE", "[N, 8]", experts=2, out=3)
-    first, last = moe.experts[0][0], moe.experts[0][-1]
-    assert (first.in_features, first.out_features, last.out_features) == (8, 16, 3)
+    first, last = moe.experts.layers[0], moe.experts.layers[-1]
+    assert (first.experts, first.in_features, first.out_features, last.out_features) == (2, 8, 16, 3)
     assert moe(torch.randn(4, 8))[0].shape == (4, 3)
 
 
@@ -368,7 +382,7 @@ def test_switch_moe_routes_each_token_to_one_expert() -> None:
     torch.manual_seed(1)
     idx, w, balance_ref = moe.gate.route(x)
     assert idx.shape == (9, 1)
-    y_ref, _ = _naive(x, idx, w, list(moe.experts), 2)
+    y_ref, _ = _naive(x, idx, w, moe.experts.to_modules(), 2)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(balance, balance_ref)
 
@@ -439,21 +453,25 @@ def test_torch_export_with_dynamic_tokens() -> None:
     assert moe_dropped > 0
 
 
-# --------------------------------------------------------------------------- grouped experts (eager fast path)
+# --------------------------------------------------------------------------- stacked experts
 
 
 def _mlp_experts(n: int, d: int = 8, hidden: int = 16) -> list[nn.Module]:
     return [nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)) for _ in range(n)]
 
 
-def _with_hooks(experts: list[nn.Module]) -> list[nn.Module]:
-    """Copies with a no-op forward hook: the hook must run, so each expert is called."""
-    import copy
+def _stacked(experts: list[nn.Module]) -> StackedExperts:
+    """The experts stacked, from copies (``experts`` keep their own parameters)."""
+    return StackedExperts.from_modules(copy.deepcopy(experts))
 
-    copies = copy.deepcopy(experts)
-    for e in copies:
-        e.register_forward_hook(lambda _m, _i, _o: None)
-    return copies
+
+def _expert_grads(experts: list[nn.Module]) -> list[torch.Tensor]:
+    """Per layer, each expert's parameter gradients stacked (zeros for ``None``), in the
+    stacked parameters' order: the gradients a StackedExperts must have."""
+    out = []
+    for column in zip(*(list(e.parameters()) for e in experts), strict=True):
+        out.append(torch.stack([torch.zeros_like(p) if p.grad is None else p.grad for p in column]))
+    return out
 
 
 def _grads(y: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -461,107 +479,180 @@ def _grads(y: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)]
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> list[str]:
+    import dsl.blocks.nn.moe_experts as mod
+
+    taken: list[str] = []
+    for name in names:
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _n=name, _r=real: taken.append(_n) or _r(*a))
+    return taken
+
+
 @pytest.mark.parametrize(("k", "capacity"), [(1, None), (2, None), (2, 0.5)])
 def test_grouped_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, k: int,
                                                 capacity: float | None) -> None:
-    import dsl.blocks.nn.moe_experts as moe_mod
-
-    calls: list[int] = []
-    run_grouped = moe_mod._run_grouped
-    monkeypatch.setattr(moe_mod, "_run_grouped", lambda *a: calls.append(1) or run_grouped(*a))
+    taken = _count_calls(monkeypatch, "_run_grouped")
     experts = _mlp_experts(5)
-    hooked = _with_hooks(experts)
+    stacked = _stacked(experts)
     gate = NoisyTopKGate(8, 5, k=k)
     _randomise_gate(gate)
     x = torch.randn(23, 8, requires_grad=True)
     idx, w, _ = gate.route(x)
-    y, kept = dispatch(x, idx, w, experts, 8, capacity)
-    assert calls, "the grouped path was not taken"
-    y_ref, kept_ref = dispatch(x, idx, w, hooked, 8, capacity)
-    assert len(calls) == 1, "hooked experts must be called one by one"
+    y, kept = dispatch(x, idx, w, stacked, 8, capacity)
+    assert taken == ["_run_grouped"]
+    y_ref, kept_ref = dispatch(x, idx, w, experts, 8, capacity)  # each module called on its rows
     torch.testing.assert_close(y, y_ref)
     assert int(kept) == int(kept_ref)
-    params = [p for e in experts for p in e.parameters()]
-    params_ref = [p for e in hooked for p in e.parameters()]
     wrt = [x, w] if w.requires_grad else [x]  # k=1: the weight is the constant 1
-    for g, g_ref in zip(_grads(y, [*wrt, *params]), _grads(y_ref, [*wrt, *params_ref]), strict=True):
+    params = list(stacked.parameters())
+    grads = _grads(y, [*wrt, *params])
+    grads_ref = _grads(y_ref, [*wrt, *(p for e in experts for p in e.parameters())])
+    for g, g_ref in zip(grads[: len(wrt)], grads_ref[: len(wrt)], strict=True):
         torch.testing.assert_close(g, g_ref)
+    per_expert = grads_ref[len(wrt) :]
+    for i, g in enumerate(grads[len(wrt) :]):
+        torch.testing.assert_close(g, torch.stack(per_expert[i :: len(params)]))
     naive, kept_naive = _naive(x.detach(), idx.detach(), w.detach(), experts, 8, capacity)
     torch.testing.assert_close(y.detach(), naive, atol=1e-5, rtol=1e-5)
     assert int(kept) == kept_naive
 
 
-def test_grouped_experts_unselected_get_zero_gradient() -> None:
-    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2, noisy=False), _mlp_experts(4), 8)
-    with torch.no_grad():
-        moe.gate.w_gate[:, 0] = 3.0
-        moe.gate.w_gate[:, 2] = 2.0
-    y, balance = moe(torch.rand(6, 8) + 0.1)  # experts 0 and 2 always win
-    (y.sum() + balance).backward()
-    for i, expert in enumerate(moe.experts):
-        grads = [p.grad for p in expert.parameters()]
-        if i in (0, 2):
-            assert all(g is not None and g.abs().sum() > 0 for g in grads)
-        else:
-            assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+def test_which_experts_stack() -> None:
+    from dsl.blocks.nn.moe_experts import stackable
 
-
-def _grouped_layers(experts: list[nn.Module], xs: torch.Tensor) -> list[list[nn.Module]] | None:
-    """The experts' layer columns when run_experts would take the grouped path (any row count)."""
-    from dsl.blocks.nn.moe_experts import _groupable, expert_columns
-
-    columns = expert_columns(experts, xs)
-    return columns if columns is not None and _groupable(columns, xs) else None
-
-
-def test_grouped_path_only_for_identical_plain_experts() -> None:
-    xs = torch.randn(3, 8)
-    assert _grouped_layers(_mlp_experts(3), xs) is not None
-    assert _grouped_layers([nn.Linear(8, 4) for _ in range(3)], xs) is not None
-    assert _grouped_layers(_mlp_experts(3), xs.double()) is None  # the kernel's dtypes only
-    assert _grouped_layers(_mlp_experts(3, d=6), torch.randn(3, 6)) is None  # 16-byte strides
+    assert stackable(_mlp_experts(3)) and stackable([nn.Linear(8, 4) for _ in range(3)])
+    assert stackable([nn.Sequential(nn.Tanh(), nn.Linear(8, 4)) for _ in range(2)])
     mixed = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))]
-    assert _grouped_layers(mixed, xs) is None
     tanh_gelu = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.GELU("tanh"), nn.Linear(16, 8))]
-    assert _grouped_layers(tanh_gelu, xs) is None
     dropout = [nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 8)) for _ in range(3)]
-    assert _grouped_layers(dropout, xs) is None
-    assert _grouped_layers(_with_hooks(_mlp_experts(3)), xs) is None
+    hooked = _mlp_experts(2)
+    hooked[1][0].register_forward_hook(lambda _m, _i, _o: None)
+    frozen = _mlp_experts(2)
+    frozen[0][0].requires_grad_(False)
+    mixed_dtypes = [e.double() if i else e for i, e in enumerate(_mlp_experts(2))]
+    unchained = [nn.Sequential(nn.Linear(8, 16), nn.Linear(8, 4)) for _ in range(2)]
+    for experts in (mixed, tanh_gelu, dropout, hooked, frozen, mixed_dtypes, unchained, [_OwnLinear(8, 4)] * 2,
+                    [nn.Sequential()] * 2, []):
+        assert not stackable(experts)
+        with pytest.raises(ValueError, match="not copies of one"):
+            StackedExperts.from_modules(experts)
 
 
-@pytest.mark.parametrize("where", ["expert", "layer"])
-def test_an_expert_with_a_backward_pre_hook_is_called_as_a_module(where: str) -> None:
-    """Every kind of hook keeps the experts off the stacked and grouped kernels (which would
-    skip it): a full backward pre-hook on an expert, or on one of its layers, runs."""
-    from dsl.blocks.nn.moe_experts import expert_columns, run_experts
+def test_stacked_experts_keep_the_experts_parameters_and_the_rng() -> None:
+    experts = _mlp_experts(3)
+    torch.manual_seed(5)
+    stacked = StackedExperts.from_modules(experts)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))  # stacking draws nothing from the global RNG
+    assert [k for k, _ in stacked.named_parameters()] == [
+        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
+    assert stacked.layers[0].weight.shape == (3, 16, 8) and stacked.layers[2].bias.shape == (3, 8)
+    for e, (expert, back) in enumerate(zip(experts, stacked.to_modules(), strict=True)):
+        torch.testing.assert_close(stacked.layers[0].weight[e], expert[0].weight, rtol=0, atol=0)
+        for p, q in zip(expert.parameters(), back.parameters(), strict=True):
+            assert torch.equal(p, q) and p is not q
+    assert isinstance(StackedExperts.from_modules([nn.Linear(4, 2)] * 2).to_modules()[0], nn.Linear)
+    assert len(stacked) == 3 and "experts=3" in repr(stacked) and "in_features=8" in repr(stacked)
 
+
+def test_stacked_linear_initialises_each_expert_as_linear() -> None:
+    from dsl.blocks.nn.moe_experts import StackedLinear
+
+    layer = StackedLinear(4, 25, 30)
+    assert layer.weight.abs().max() <= 0.2 and layer.bias.abs().max() <= 0.2  # ±1/sqrt(25)
+    assert layer.weight.abs().max() > 0.15 and not torch.equal(layer.weight[0], layer.weight[1])
+    assert StackedLinear(2, 3, 5, bias=False).bias is None
+    with pytest.raises(ValueError, match="stacks 4 experts, not 3"):
+        StackedExperts(3, [layer])
+    with pytest.raises(ValueError, match="cannot stack a Dropout"):
+        StackedExperts(4, [layer, nn.Dropout()])
+
+
+def test_a_state_dict_with_one_key_per_expert_loads_into_stacked_experts() -> None:
+    separate = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), _mlp_experts(3), 8)
+    linear = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), [nn.Linear(8, 8) for _ in range(3)], 8)
+    for old in (separate, linear):
+        _randomise_gate(old.gate)
+        new = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), _stacked(list(old.experts)), 8)
+        with torch.no_grad():
+            for p in new.parameters():
+                p.zero_()
+        assert any(key.startswith("experts.0.") for key in old.state_dict())
+        new.load_state_dict(old.state_dict())
+        old.eval(), new.eval()
+        x = torch.randn(10, 8)
+        torch.testing.assert_close(new(x)[0], old(x)[0])
+
+
+@pytest.mark.parametrize("where", ["stack", "layer", "global"])
+def test_hooks_on_stacked_experts_run(where: str) -> None:
+    """A hook on the stacked experts runs (they are called as a module); one on a layer,
+    or a global one, sends them layer by layer through the layers' own calls."""
+    stacked = _stacked(_mlp_experts(3))
+    fired: list[str] = []
+    xs = torch.randn(6, 8, requires_grad=True)
+    handles = []
+    if where == "stack":
+        handles.append(stacked.register_full_backward_pre_hook(lambda _m, _g: fired.append("backward")))
+    elif where == "layer":
+        handles.append(stacked.layers[0].register_full_backward_pre_hook(lambda _m, _g: fired.append("backward")))
+        handles.append(stacked.layers[1].register_forward_hook(lambda _m, _i, _o: fired.append("forward")))
+    else:
+        handles.append(nn.modules.module.register_module_forward_hook(
+            lambda m, _i, _o: fired.append(type(m).__name__)))
+    try:
+        ys = run_experts(xs, stacked, [2, 2, 2])
+        ys.sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    ref = stacked.to_modules()
+    torch.testing.assert_close(ys, torch.cat([e(p) for e, p in zip(ref, xs.split(2), strict=True)]))
+    expected = {"stack": ["backward"], "layer": ["forward", "backward"],
+                "global": ["StackedLinear", "GELU", "StackedLinear", "StackedExperts"]}[where]
+    assert fired == expected
+
+
+def test_grouped_path_takes_a_broadcast_gradient() -> None:
+    """The gradient of ``ys.sum()`` has strides 0, which torch._grouped_mm's backward refuses."""
+    experts = _mlp_experts(3)
+    stacked = _stacked(experts)
+    xs = torch.randn(6, 8, requires_grad=True)
+    run_experts(xs, stacked, [1, 2, 3]).sum().backward()
+    run_experts(xs.detach(), experts, [1, 2, 3]).sum().backward()
+    for p, expected in zip(stacked.parameters(), _expert_grads(experts), strict=True):
+        torch.testing.assert_close(p.grad, expected)
+
+
+def test_separate_expert_modules_are_each_called() -> None:
+    """A list of expert modules: each is called on its rows, and its hooks run."""
     experts = _mlp_experts(3)
     fired: list[int] = []
-    target = experts[1] if where == "expert" else experts[1][0]
-    target.register_full_backward_pre_hook(lambda _m, _g: fired.append(1))
+    experts[1][0].register_full_backward_pre_hook(lambda _m, _g: fired.append(1))
+    experts[2].register_forward_hook(lambda _m, inp, _o: fired.append(inp[0].shape[0]))
     xs = torch.randn(6, 8, requires_grad=True)
-    assert expert_columns(experts, xs) is None
-    run_experts(xs, experts, [2, 2, 2]).sum().backward()
-    assert fired
+    run_experts(xs, experts, [1, 2, 3]).sum().backward()
+    assert sorted(fired) == [1, 3]
 
 
 def test_grouped_path_only_for_small_experts() -> None:
-    """Stacking large experts' weights on every call costs more than the calls it saves."""
-    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES
+    """Up to 128 rows per expert, the grouped kernel is as fast as going expert by
+    expert up to 128 KiB experts and faster at 256 KiB, but slower at 1 MiB with 128 rows."""
+    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES, _groupable
 
-    def mlp(d: int) -> list[nn.Module]:
-        return [nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)) for _ in range(2)]
+    def groupable(d: int, dtype: torch.dtype = torch.float32) -> bool:
+        layers = list(_stacked(_mlp_experts(2, d, 2 * d)).to(dtype).layers)
+        return _groupable(layers, torch.randn(3, d, dtype=dtype))
 
-    assert 4 * 64 * 64 * 4 < GROUPED_MAX_EXPERT_BYTES < 4 * 128 * 128 * 4
-    assert _grouped_layers(mlp(64), torch.randn(3, 64)) is not None  # 64 KiB per expert
-    assert _grouped_layers(mlp(128), torch.randn(3, 128)) is None  # 256 KiB per expert
+    assert 4 * 128 * 128 * 4 < GROUPED_MAX_EXPERT_BYTES < 4 * 256 * 256 * 4
+    assert groupable(64) and groupable(128) and not groupable(256)
+    assert not groupable(64, torch.float64)  # the kernel's dtypes only
+    assert not groupable(6)  # rows of 16-byte multiples only
 
 
-# --------------------------------------------------------------------------- stacked experts (eager fast path)
-
-
-def _stack(make: Any, n: int = 4) -> list[nn.Module]:
-    return [make() for _ in range(n)]
+# --------------------------------------------------------------------------- expert by expert
 
 
 _STACKS = {
@@ -580,105 +671,92 @@ _STACKS = {
 }
 
 
+@pytest.mark.parametrize("path", ["_run_stacked", "layer by layer"])
 @pytest.mark.parametrize("name", sorted(_STACKS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stacked_experts_equal_per_expert_calls(name: str, dtype: torch.dtype) -> None:
-    from dsl.blocks.nn.moe_experts import _run_stacked, expert_columns
+def test_stacked_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, path: str, name: str,
+                                                dtype: torch.dtype) -> None:
+    import dsl.blocks.nn.moe_experts as mod
 
-    experts = [e.to(dtype) for e in _stack(_STACKS[name])]
-    hooked = _with_hooks(experts)
+    taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)
+    experts = [make().to(dtype) for make in [_STACKS[name]] * 4]
+    stacked = _stacked(experts)
+    if path == "layer by layer":
+        stacked.layers[0].register_forward_pre_hook(lambda _m, _i: None)
     kept = [3, 0, 5, 2]  # expert 1 gets no rows
     xs = torch.randn(sum(kept), 6, dtype=dtype, requires_grad=True)
-    columns = expert_columns(experts, xs)
-    assert columns is not None
-    ys = _run_stacked(columns, xs, kept)
-    ys_ref = torch.cat([e(p) for e, p, n in zip(hooked, xs.split(kept), kept, strict=True) if n])
+    ys = run_experts(xs, stacked, kept)
+    assert taken == ([path] if path == "_run_stacked" else [])
+    ys_ref = torch.cat([e(p) for e, p, n in zip(experts, xs.split(kept), kept, strict=True) if n])
     torch.testing.assert_close(ys, ys_ref)
     g = torch.randn_like(ys)
     ys.backward(g)
     grad_xs, xs.grad = xs.grad, None
     ys_ref.backward(g)
     torch.testing.assert_close(grad_xs, xs.grad)
-    for i, (e, e_ref) in enumerate(zip(experts, hooked, strict=True)):
-        for p, p_ref in zip(e.parameters(), e_ref.parameters(), strict=True):
-            if kept[i] == 0:  # skipped, as the loop skips it
-                assert p.grad is None and p_ref.grad is None
-            else:
-                torch.testing.assert_close(p.grad, p_ref.grad)
+    for p, expected in zip(stacked.parameters(), _expert_grads(experts), strict=True):
+        torch.testing.assert_close(p.grad, expected)  # zeros for expert 1
 
 
 def test_stacked_experts_gradcheck() -> None:
-    from dsl.blocks.nn.moe_experts import _ExpertStack, expert_columns, stack_layout
+    from dsl.blocks.nn.moe_experts import _ExpertStack, stack_layout
 
-    experts = [nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)).double() for _ in range(3)]
-    kept = (2, 1, 3)
-    xs = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    columns = expert_columns(experts, xs)
-    assert columns is not None
-    layers, params = stack_layout(columns)
-    flat = [p.detach().clone().requires_grad_() for p in params]
-    assert torch.autograd.gradcheck(lambda xs, *ps: _ExpertStack.apply(xs, layers, kept, *ps), (xs, *flat))
+    stacked = _stacked([nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)).double() for _ in range(3)])
+    layout, params = stack_layout(list(stacked.layers))
+    for kept in ((2, 1, 3), (2, 0, 4)):
+        xs = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+        flat = [p.detach().clone().requires_grad_() for p in params]
+        assert torch.autograd.gradcheck(lambda xs, *ps, k=kept: _ExpertStack.apply(xs, layout, k, *ps), (xs, *flat))
 
 
-def test_stacked_experts_frozen_layers_and_retain_graph() -> None:
-    from dsl.blocks.nn.moe_experts import _run_stacked, expert_columns
+def test_stacked_experts_frozen_layers_and_retain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsl.blocks.nn.moe_experts as mod
 
-    experts = _stack(_STACKS["gelu"], 3)
-    for e in experts:
-        e[0].requires_grad_(False)  # frozen first layer, and xs needs no gradient
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)
+    stacked = _stacked([_STACKS["gelu"]() for _ in range(3)])
+    stacked.layers[0].requires_grad_(False)  # frozen first layer, and xs needs no gradient
     kept = [4, 2, 3]
-    xs = torch.randn(9, 6)
-    columns = expert_columns(experts, xs)
-    assert columns is not None
-    ys = _run_stacked(columns, xs, kept)
+    ys = run_experts(torch.randn(9, 6), stacked, kept)
     ys.sum().backward(retain_graph=True)
-    first = [e[2].weight.grad.clone() for e in experts]
-    assert all(e[0].weight.grad is None for e in experts)
+    first = stacked.layers[2].weight.grad.clone()
+    assert stacked.layers[0].weight.grad is None
     ys.sum().backward()  # the saved tensors outlive a retained backward
-    for e, g in zip(experts, first, strict=True):
-        torch.testing.assert_close(e[2].weight.grad, 2 * g)
+    torch.testing.assert_close(stacked.layers[2].weight.grad, 2 * first)
 
 
 def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
     import dsl.blocks.nn.moe_experts as mod
 
-    taken: list[str] = []
-    for name in ("_run_stacked", "_run_grouped"):
-        real = getattr(mod, name)
-        monkeypatch.setattr(mod, name, lambda *a, _n=name, _r=real: taken.append(_n) or _r(*a))
-    experts = _mlp_experts(4)  # 8 -> 16 -> 8, 16-byte rows: groupable
+    taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
+    stacked = _stacked(_mlp_experts(4))  # 8 -> 16 -> 8, 16-byte rows: groupable
     few = torch.randn(4 * mod.GROUPED_MAX_ROWS, 8)
-    mod.run_experts(few, experts, [mod.GROUPED_MAX_ROWS] * 4)
+    run_experts(few, stacked, [mod.GROUPED_MAX_ROWS] * 4)
     many = torch.randn(4 * mod.GROUPED_MAX_ROWS + 4, 8)
-    mod.run_experts(many, experts, [mod.GROUPED_MAX_ROWS + 1] * 4)
+    run_experts(many, stacked, [mod.GROUPED_MAX_ROWS + 1] * 4)
     assert taken == ["_run_grouped", "_run_stacked"]
     taken.clear()
-    mod.run_experts(few, _with_hooks(experts), [mod.GROUPED_MAX_ROWS] * 4)  # hooks: each module called
-    mixed = [e.double() if i == 0 else e for i, e in enumerate(_mlp_experts(4))]
-    assert mod.expert_columns(mixed, few) is None  # mixed dtypes: the loop (and its error)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert mod.expert_columns(experts, few) is None
-    assert mod.expert_columns([nn.Sequential()] * 2, few) is None
-    assert mod.expert_columns([nn.Linear(7, 8)] * 2, few) is None  # widths that do not chain
-    handle = nn.modules.module.register_module_forward_hook(lambda _m, _i, _o: None)
-    try:  # a global hook must see every expert's call
-        assert mod.expert_columns(experts, few) is None
-    finally:
-        handle.remove()
-    assert mod.expert_columns(experts, few) is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # layer by layer: F.linear autocasts
+        assert run_experts(few, stacked, [mod.GROUPED_MAX_ROWS] * 4).dtype == torch.bfloat16
+    with pytest.raises(RuntimeError):  # another dtype: layer by layer, and nn.Linear's error
+        run_experts(few.double(), stacked, [mod.GROUPED_MAX_ROWS] * 4)
+    with pytest.raises(RuntimeError):  # another width: the same
+        run_experts(torch.randn(8, 6), stacked, [2] * 4)
+    assert run_experts(few[:0], stacked, [0] * 4).shape == (0, 8)  # no rows
     assert taken == []
 
 
-def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    import copy
-
+@pytest.mark.parametrize("grouped", [True, False])
+def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyPatch, grouped: bool) -> None:
     import dsl.blocks.nn.moe_experts as mod
 
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)  # every call takes the stacked path
-    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2), _mlp_experts(4), 8)
+    if not grouped:
+        monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)  # every call goes expert by expert
+    experts = _mlp_experts(4)
+    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2), _stacked(experts), 8)
     _randomise_gate(moe.gate)
     ref = copy.deepcopy(moe)
-    ref.experts = nn.ModuleList(_with_hooks(list(moe.experts)))  # same weights, called one by one
+    ref.experts = nn.ModuleList(experts)  # same weights, called one by one
     x = torch.randn(40, 8, requires_grad=True)
     torch.manual_seed(1)
     y, balance = moe(x)
@@ -689,5 +767,7 @@ def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyP
     grad_x, x.grad = x.grad, None
     (y_ref.pow(2).sum() + balance_ref).backward()
     torch.testing.assert_close(grad_x, x.grad)
-    for p, p_ref in zip(moe.parameters(), ref.parameters(), strict=True):
+    for p, p_ref in zip(moe.gate.parameters(), ref.gate.parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad)
+    for p, expected in zip(moe.experts.parameters(), _expert_grads(experts), strict=True):
+        torch.testing.assert_close(p.grad, expected)

@@ -185,6 +185,38 @@ def test_global_scope_hits_the_total(write) -> None:
     assert sum(int((m.weight == 0).sum()) for m in mods) == round(0.6 * total)
 
 
+MOE_SPEC = """
+model M(classes: int = 3) {
+    input x: [B, F]
+    h = Linear(x, out=16)
+    z, balance = MoE(h, experts=4, k=2)
+    logits = Linear(z, out=classes)
+    output logits: [B, classes]
+}
+train {
+    data      = iris(batch=16)
+    loss      = cross_entropy(logits, y)
+    optimizer = adam(lr=0.02)
+    prune     = magnitude(sparsity=0.5, end=1, layers=[z])
+    epochs    = 2
+    seed      = 0
+}
+"""
+
+
+def test_stacked_moe_experts_are_pruned_as_one_layer_each(write) -> None:
+    from dsl.blocks.nn.moe_experts import StackedLinear
+
+    t = trainer_for(write(MOE_SPEC))
+    hook = next(h for h in t.hooks if isinstance(h, Pruning))
+    assert [type(m) for _, m in hook.targets] == [StackedLinear, StackedLinear]
+    t.fit()  # pruned layers have a forward pre-hook: the experts run layer by layer
+    for _, m in hook.targets:
+        assert not prune.is_pruned(m) and int((m.weight == 0).sum()) == round(0.5 * m.weight.numel())
+    assert {k for k in t.model.state_dict() if "experts" in k} == {
+        f"z.experts.layers.{i}.{name}" for i in (0, 2) for name in ("weight", "bias")}
+
+
 def test_sparsity_zero_trains_dense(write) -> None:
     t = trainer_for(spec_path(write), sparsity=0)
     assert not any(isinstance(h, Pruning) for h in t.hooks)

@@ -20,11 +20,12 @@ gather-scale-add kernels; with a capacity the combine is one weighted ``index_ad
 (:class:`_WeightedSum`). The gate's load estimator is one autograd op too
 (:class:`_SmoothLoad`), and on the CPU top-k is k rounds of ``max``
 (:func:`top_k`). The experts themselves run through
-:func:`~.moe_experts.run_experts`: when every expert is a copy of one ``Linear`` or
-``nn.Sequential`` of Linear and elementwise layers (the default ``MLP`` expert)
-without hooks, as one autograd op that goes expert by expert through all layers
-(or, for small experts with few rows each on the CPU, one ``torch._grouped_mm``
-per layer); otherwise each expert module is called on its slice. All give the
+:func:`~.moe_experts.run_experts`: the ``MoE`` block stores experts that are copies of
+one ``Linear`` or ``nn.Sequential`` of Linear and elementwise layers (the default ``MLP``
+expert) stacked (:class:`~.moe_experts.StackedExperts`: one [E, out, in] weight per
+layer) and runs them as one autograd op that goes expert by expert through all layers
+(or, for small experts with few rows each on the CPU, as one ``torch._grouped_mm`` per
+layer); other experts are separate modules, each called on its slice. All give the
 per-expert loop's outputs and gradients.
 
 torch.compile / torch.export: how many tokens each expert receives is data
@@ -41,9 +42,9 @@ count is not pinned. Checked with torch 2.13 (tests/test_moe.py):
 ``dynamic_shapes`` on the token axis too; the ``dropped_fraction`` buffer
 update is kept as a buffer mutation. Counting uses ``scatter_add``, not
 ``bincount``, whose output length is itself data-dependent. In eager mode an
-expert with no tokens is skipped (its parameters get ``grad is None``, or an
-exactly zero gradient on the grouped path); while compiling it runs on an empty
-batch instead (its gradient is exactly zero), because a branch on a
+expert with no tokens is skipped (a separate expert module's parameters get
+``grad is None``; stacked experts get an exactly zero gradient in its slices); while
+compiling it runs on an empty batch instead (its gradient is exactly zero), because a branch on a
 data-dependent size cannot be traced. Under inductor
 the routing noise comes from inductor's own RNG, so a compiled training step
 draws different noise than eager mode with the same seed.
@@ -65,7 +66,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .moe_experts import run_experts
+from .moe_experts import StackedExperts, run_experts
 
 # The paper's noise_epsilon: keeps the noise std strictly positive.
 NOISE_EPSILON = 1e-2
@@ -355,7 +356,7 @@ def dispatch(
     x: Tensor,
     idx: Tensor,
     w: Tensor,
-    experts: Sequence[nn.Module],
+    experts: Sequence[nn.Module] | StackedExperts,
     out: int,
     capacity: float | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -388,9 +389,11 @@ def dispatch(
     tok, wt = flat_t[order], flat_w[order]
     y = x.new_zeros(tokens, out)
     start = 0
-    for e, expert in enumerate(experts):
+    for e in range(n_exp):
         te = tok.narrow(0, start, kept[e])
-        ye = expert(x.index_select(0, te)) * wt.narrow(0, start, kept[e]).unsqueeze(-1)
+        xe = x.index_select(0, te)
+        ye = experts.expert(e, xe) if isinstance(experts, StackedExperts) else experts[e](xe)
+        ye = ye * wt.narrow(0, start, kept[e]).unsqueeze(-1)
         y = y.index_add(0, te, ye.to(y.dtype))
         start = start + sizes[e]
     return y, kept_counts.sum()
@@ -433,7 +436,7 @@ def _dispatch_grouped(
     x: Tensor,
     tok: Tensor,
     wt: Tensor,
-    experts: Sequence[nn.Module],
+    experts: Sequence[nn.Module] | StackedExperts,
     sizes: list[int],
     kept: list[int],
 ) -> Tensor:
@@ -450,8 +453,8 @@ def _dispatch_grouped(
     return _WeightedSum.apply(ys.to(x.dtype), wt.to(x.dtype), tok, x.shape[0])
 
 
-def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, flat_t: Tensor, experts: Sequence[nn.Module],
-                       sizes: list[int]) -> Tensor:
+def _dispatch_permuted(x: Tensor, w: Tensor, order: Tensor, flat_t: Tensor,
+                       experts: Sequence[nn.Module] | StackedExperts, sizes: list[int]) -> Tensor:
     """:func:`_dispatch_grouped` when every assignment is kept: the expert order is then
     a permutation of the T*k (token, slot) assignments, so each token's k rows are
     known by position (``inverse`` viewed [T, k]): the dispatch is a gather and the
@@ -583,16 +586,19 @@ def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], 
 
 
 class MixtureOfExperts(nn.Module):
-    """``x [..., D] -> (y [..., out], balance [])``: a gate plus ``experts`` expert modules."""
+    """``x [..., D] -> (y [..., out], balance [])``: a gate plus ``experts``, either E expert
+    modules (kept in an ``nn.ModuleList``, each called on its tokens) or one
+    :class:`~.moe_experts.StackedExperts`."""
 
     dropped_fraction: Tensor
 
-    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None):
+    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module] | StackedExperts, out: int,
+                 capacity: float | None = None):
         super().__init__()
         if len(experts) != gate.experts:
-            raise ValueError(f"gate routes to {gate.experts} experts, got {len(experts)} modules")
+            raise ValueError(f"gate routes to {gate.experts} experts, got {len(experts)}")
         self.gate = gate
-        self.experts = nn.ModuleList(experts)
+        self.experts = experts if isinstance(experts, StackedExperts) else nn.ModuleList(experts)
         self.out = out
         self.capacity = capacity
         # Fraction of (token, expert) assignments dropped by the capacity limit in the

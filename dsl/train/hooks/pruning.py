@@ -2,7 +2,8 @@
 
 ``prune = magnitude(sparsity=0.9, start=0, end=30, every=1, layers=[h, logits])``
 in the ``train`` section prunes the Linear weights of the named layers
-(default: every ``nn.Linear`` of the model) along the paper's cubic schedule::
+(default: every ``nn.Linear`` of the model, and every layer of stacked MoE experts,
+:class:`~dsl.blocks.nn.moe_experts.StackedLinear`) along the paper's cubic schedule::
 
     s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n Δt))^3      t ∈ {t0, t0 + Δt, ..., t0 + n Δt}
 
@@ -17,7 +18,8 @@ before ``end`` keeps the last target it reached, and reports it.
 
 Each step prunes, per layer (``scope="layer"``, the paper's choice), the
 smallest-magnitude weights among those still alive until round(s_t · n) of the
-layer's n weights are masked; ``scope="global"`` ranks all the selected weights
+layer's n weights are masked (a stacked MoE layer is one layer: its E experts'
+weights are ranked together); ``scope="global"`` ranks all the selected weights
 together instead. Masks only grow, so a pruned weight stays pruned. The masks are
 ``torch.nn.utils.prune`` reparametrisations (weight = weight_orig · weight_mask,
 so a pruned weight gets no gradient), made permanent with ``prune.remove`` at
@@ -198,15 +200,19 @@ def _inside(span: Any, outer: Span) -> bool:
 
 
 def select(model: Any, cfg: Prune) -> list[tuple[str, Any]]:
-    """(module path, nn.Linear) for every layer the config prunes, each module once."""
+    """(module path, module) for every Linear / StackedLinear the config prunes, each module once."""
     from torch import nn
 
+    from dsl.blocks.nn.moe_experts import StackedLinear
+
     from ..commands import RunProblem
+
+    linear = (nn.Linear, StackedLinear)
 
     chosen: dict[int, tuple[str, Any]] = {}
     if not cfg.layers:
         for path, m in model.named_modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, linear):
                 chosen.setdefault(id(m), (path, m))
         return list(chosen.values())
     graph = getattr(model, "graph", None)
@@ -217,7 +223,7 @@ def select(model: Any, cfg: Prune) -> list[tuple[str, Any]]:
                 continue
             block = model.get_submodule(node.target)
             for sub, m in block.named_modules():
-                if isinstance(m, nn.Linear):
+                if isinstance(m, linear):
                     chosen.setdefault(id(m), (f"{node.target}.{sub}" if sub else node.target, m))
         if len(chosen) == before:
             raise RunProblem(f"prune: layer `{name}` has no Linear weights (or shares them with a layer named before)")
