@@ -637,19 +637,20 @@ def test_separate_expert_modules_are_each_called() -> None:
     assert sorted(fired) == [1, 3]
 
 
-def test_grouped_path_only_for_small_experts() -> None:
-    """Up to 128 rows per expert, the grouped kernel is as fast as going expert by
-    expert up to 128 KiB experts and faster at 256 KiB, but slower at 1 MiB with 128 rows."""
-    from dsl.blocks.nn.moe_experts import GROUPED_MAX_EXPERT_BYTES, _groupable
+def test_grouped_path_for_small_experts_with_few_rows_each() -> None:
+    """Mean rows per expert times an expert's bytes: D=64 experts (65 KiB) up to ~1,200
+    rows, D=128 (258 KiB) up to ~300, D=256 (1 MiB) up to ~80 (measured crossovers)."""
+    from dsl.blocks.nn.moe_experts import _groupable
 
-    def groupable(d: int, dtype: torch.dtype = torch.float32) -> bool:
+    def groupable(d: int, rows: int, dtype: torch.dtype = torch.float32) -> bool:
         layers = list(_stacked(_mlp_experts(2, d, 2 * d)).to(dtype).layers)
-        return _groupable(layers, torch.randn(3, d, dtype=dtype))
+        return _groupable(layers, torch.empty(2 * rows, d, dtype=dtype), 2)
 
-    assert 4 * 128 * 128 * 4 < GROUPED_MAX_EXPERT_BYTES < 4 * 256 * 256 * 4
-    assert groupable(64) and groupable(128) and not groupable(256)
-    assert not groupable(64, torch.float64)  # the kernel's dtypes only
-    assert not groupable(6)  # rows of 16-byte multiples only
+    assert groupable(64, 1024) and not groupable(64, 2048)
+    assert groupable(128, 256) and not groupable(128, 512)
+    assert groupable(256, 64) and not groupable(256, 128)
+    assert not groupable(64, 8, torch.float64)  # the kernel's dtypes only
+    assert not groupable(6, 8)  # rows of 16-byte multiples only
 
 
 # --------------------------------------------------------------------------- expert by expert
@@ -679,7 +680,7 @@ def test_stacked_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch,
     import dsl.blocks.nn.moe_experts as mod
 
     taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)
     experts = [make().to(dtype) for make in [_STACKS[name]] * 4]
     stacked = _stacked(experts)
     if path == "layer by layer":
@@ -713,7 +714,7 @@ def test_stacked_experts_gradcheck() -> None:
 def test_stacked_experts_frozen_layers_and_retain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
     import dsl.blocks.nn.moe_experts as mod
 
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)
     stacked = _stacked([_STACKS["gelu"]() for _ in range(3)])
     stacked.layers[0].requires_grad_(False)  # frozen first layer, and xs needs no gradient
     kept = [4, 2, 3]
@@ -729,17 +730,18 @@ def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
     import dsl.blocks.nn.moe_experts as mod
 
     taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
-    stacked = _stacked(_mlp_experts(4))  # 8 -> 16 -> 8, 16-byte rows: groupable
-    few = torch.randn(4 * mod.GROUPED_MAX_ROWS, 8)
-    run_experts(few, stacked, [mod.GROUPED_MAX_ROWS] * 4)
-    many = torch.randn(4 * mod.GROUPED_MAX_ROWS + 4, 8)
-    run_experts(many, stacked, [mod.GROUPED_MAX_ROWS + 1] * 4)
+    stacked = _stacked(_mlp_experts(4))  # 8 -> 16 -> 8 (1,120 bytes), 16-byte rows: groupable
+    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 16 * 1120)  # grouped up to 16 rows per expert
+    few = torch.randn(4 * 16, 8)
+    run_experts(few, stacked, [16] * 4)
+    many = torch.randn(4 * 17, 8)
+    run_experts(many, stacked, [17] * 4)
     assert taken == ["_run_grouped", "_run_stacked"]
     taken.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # layer by layer: F.linear autocasts
-        assert run_experts(few, stacked, [mod.GROUPED_MAX_ROWS] * 4).dtype == torch.bfloat16
+        assert run_experts(few, stacked, [16] * 4).dtype == torch.bfloat16
     with pytest.raises(RuntimeError):  # another dtype: layer by layer, and nn.Linear's error
-        run_experts(few.double(), stacked, [mod.GROUPED_MAX_ROWS] * 4)
+        run_experts(few.double(), stacked, [16] * 4)
     with pytest.raises(RuntimeError):  # another width: the same
         run_experts(torch.randn(8, 6), stacked, [2] * 4)
     assert run_experts(few[:0], stacked, [0] * 4).shape == (0, 8)  # no rows
@@ -751,7 +753,7 @@ def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyP
     import dsl.blocks.nn.moe_experts as mod
 
     if not grouped:
-        monkeypatch.setattr(mod, "GROUPED_MAX_ROWS", 0)  # every call goes expert by expert
+        monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)  # every call goes expert by expert
     experts = _mlp_experts(4)
     moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2), _stacked(experts), 8)
     _randomise_gate(moe.gate)

@@ -47,12 +47,12 @@ from .module_calls import global_hooks, has_hooks
 
 aten = torch.ops.aten
 
-# Mean rows per expert up to which the experts run as one grouped matmul per layer.
-GROUPED_MAX_ROWS = 128
-# Parameter bytes of one expert up to which they do. Measured on CPU with 64-128 rows per
-# expert (benchmarks/NOTES.md): grouped 0.87x the expert-by-expert time for 256 KiB experts
-# (D=128, MLP(2D)), 1.14x for 1 MiB ones (D=256) at 128 rows.
-GROUPED_MAX_EXPERT_BYTES = 512 * 1024
+# How much work per expert the CPU runs as one grouped matmul per layer: the mean rows per
+# expert times one expert's parameter bytes, at most. Grouped against expert by expert,
+# forward+backward (benchmarks/NOTES.md): D=64 experts (MLP(2D), 65 KiB) 0.65x at 64 rows,
+# 0.92x at 256, 0.97x at 512, even at 1,024; D=128 (258 KiB) 0.87x at 64 rows, 0.95x at
+# 256, even at 512; D=256 (1 MiB) 0.98x at 64 rows, 1.14x at 128.
+GROUPED_MAX_ROW_BYTES = 80 * 2**20
 # The dtypes torch._grouped_mm takes.
 _GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -263,10 +263,7 @@ class StackedExperts(nn.Module):
         kept = list(kept)
         layers = list(self.layers)
         if _runs_fused(layers, xs):
-            # Measured on CPU (benchmarks/NOTES.md, "MoE"): the grouped kernel wins when the
-            # experts' batches are small and E calls' overhead dominates; with larger batches
-            # or larger experts the per-expert matmuls are as fast.
-            if xs.shape[0] <= GROUPED_MAX_ROWS * self.num_experts and _groupable(layers, xs):
+            if _groupable(layers, xs, self.num_experts):
                 return _run_grouped(layers, xs, kept)
             return _run_stacked(layers, xs, kept)
         h = xs
@@ -371,9 +368,11 @@ def _runs_fused(layers: list[nn.Module], xs: Tensor) -> bool:
     return True
 
 
-def _groupable(layers: list[nn.Module], xs: Tensor) -> bool:
-    """Whether ``torch._grouped_mm`` can and should run these layers: CPU, its dtypes,
-    row strides of a multiple of 16 bytes, experts of at most GROUPED_MAX_EXPERT_BYTES.
+def _groupable(layers: list[nn.Module], xs: Tensor, experts: int) -> bool:
+    """Whether ``torch._grouped_mm`` can and should run these layers on ``xs``: CPU, its
+    dtypes, row strides of a multiple of 16 bytes, and mean rows per expert times one
+    expert's parameter bytes at most GROUPED_MAX_ROW_BYTES (small experts with few rows
+    each, where E small matmuls' fixed costs dominate).
 
     CPU only: on CUDA the grouped kernel has dtype and architecture limits that this
     project has not measured, so the expert-by-expert kernel is used there."""
@@ -386,7 +385,7 @@ def _groupable(layers: list[nn.Module], xs: Tensor) -> bool:
             if m.in_features % per_16 or m.out_features % per_16:
                 return False
             expert_bytes += (m.in_features + 1) * m.out_features * xs.element_size()
-    return expert_bytes <= GROUPED_MAX_EXPERT_BYTES
+    return xs.shape[0] * expert_bytes <= GROUPED_MAX_ROW_BYTES * experts
 
 
 def _run_grouped(layers: list[nn.Module], xs: Tensor, kept: list[int]) -> Tensor:
