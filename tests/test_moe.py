@@ -746,6 +746,9 @@ def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
         run_experts(torch.randn(8, 6), stacked, [2] * 4)
     assert run_experts(few[:0], stacked, [0] * 4).shape == (0, 8)  # no rows
     assert taken == []
+    for kept in ([16] * 3, [16, 16, 16, 15], [16, 16, 16, 17]):  # counts that do not fit the rows
+        with pytest.raises(ValueError, match="4 experts got row counts"):
+            run_experts(few, stacked, kept)
 
 
 @pytest.mark.parametrize("grouped", [True, False])

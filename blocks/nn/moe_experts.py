@@ -261,6 +261,8 @@ class StackedExperts(nn.Module):
 
     def forward(self, xs: Tensor, kept: Sequence[int]) -> Tensor:
         kept = list(kept)
+        if len(kept) != self.num_experts or sum(kept) != xs.shape[0]:
+            raise ValueError(f"{self.num_experts} experts got row counts {kept} for {xs.shape[0]} rows")
         layers = list(self.layers)
         if _runs_fused(layers, xs):
             if _groupable(layers, xs, self.num_experts):
