@@ -34,6 +34,7 @@ exactly zero gradient in its slices of the stacked parameters. Measured on the C
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from itertools import accumulate
@@ -199,11 +200,9 @@ class StackedLinear(nn.Module):
                 f"bias={self.bias is not None}")
 
     def forward(self, x: Tensor, kept: Sequence[int]) -> Tensor:
-        weight, bias = self.weight, self.bias
-        outs = [F.linear(part, weight[e], None if bias is None else bias[e])
-                for e, (part, n) in enumerate(zip(x.split(list(kept)), kept, strict=True)) if n]
+        outs = [self.expert(e, part) for e, (part, n) in enumerate(zip(x.split(list(kept)), kept, strict=True)) if n]
         if not outs:  # no rows at all: an empty [0, out]
-            return F.linear(x, weight[0], None if bias is None else bias[0])
+            return self.expert(0, x)
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def expert(self, e: int, x: Tensor) -> Tensor:
@@ -289,26 +288,22 @@ def _stack_column(column: list[nn.Module]) -> nn.Module:
     first = column[0]
     if type(first) is not nn.Linear:
         return first
-    # The stacked layer's own initialisation is overwritten: draw it from a forked RNG so
+    # The stacked layer's own initialisation is replaced: draw it from a forked RNG so
     # that stacking leaves the global RNG where the experts' construction left it.
     with torch.random.fork_rng(devices=[]):
         layer = StackedLinear(len(column), first.in_features, first.out_features, first.bias is not None)
-    weight = first._parameters["weight"]
-    layer.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        layer.weight.copy_(torch.stack([m.weight for m in column]))
-        if layer.bias is not None:
-            layer.bias.copy_(torch.stack([m.bias for m in column]))
-    layer.weight.requires_grad_(weight.requires_grad)
-    if layer.bias is not None:
-        layer.bias.requires_grad_(first._parameters["bias"].requires_grad)
+    for name in ("weight", "bias"):
+        if layer._parameters[name] is not None:
+            own = first._parameters[name]
+            stacked = torch.stack([m._parameters[name].detach() for m in column])
+            layer._parameters[name] = nn.Parameter(stacked, requires_grad=own.requires_grad)
     return layer
 
 
 def _unstack_layer(m: nn.Module, e: int) -> nn.Module:
     """Expert e's copy of a stacked layer."""
     if type(m) is not StackedLinear:
-        return m
+        return copy.deepcopy(m)
     weight = m.weight
     linear = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
                        device=weight.device, dtype=weight.dtype)
@@ -326,10 +321,9 @@ def _stack_separate_keys(state_dict: dict[str, Any], prefix: str, layers: list[n
         if type(m) is not StackedLinear:
             continue
         for name in ("weight", "bias"):
-            for pattern in (f"{{e}}.{i}.{name}", f"{{e}}.{name}" if len(layers) == 1 else None):
-                if pattern is None:
-                    continue
-                keys = [prefix + pattern.format(e=e) for e in range(experts)]
+            layer_of_expert = [f"{i}.{name}"] + ([name] if len(layers) == 1 else [])
+            for suffix in layer_of_expert:
+                keys = [f"{prefix}{e}.{suffix}" for e in range(experts)]
                 if all(key in state_dict for key in keys):
                     state_dict[f"{prefix}layers.{i}.{name}"] = torch.stack([state_dict.pop(key) for key in keys])
                     break
@@ -363,8 +357,8 @@ def _runs_fused(layers: list[nn.Module], xs: Tensor) -> bool:
         if type(m) is StackedLinear:
             params = m._parameters
             weight, bias = params.get("weight"), params.get("bias")
-            if (weight is None or weight.dtype != xs.dtype or m.in_features != width
-                    or (bias is None and "bias" not in params) or (bias is not None and bias.dtype != xs.dtype)):
+            if (weight is None or "bias" not in params or weight.dtype != xs.dtype or m.in_features != width
+                    or (bias is not None and bias.dtype != xs.dtype)):
                 return False
             width = m.out_features
     return True
