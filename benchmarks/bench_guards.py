@@ -8,7 +8,7 @@ The same compiled model with guards on (the default) and off
 * the karate GAT (``specs/gat_karate.dsl``), whose guard also reads the
   minimum and maximum of ``edge_index`` (one ``aminmax`` per call).
 
-The guard is plain Python before ``forward`` (``dsl.guards.guarded_call``; not a
+The guard is plain Python before ``forward`` (``dsl.building.guards.guarded_call``; not a
 forward pre-hook, which would put every call on ``nn.Module``'s slow path), so
 its cost is a constant per call, whatever the batch: the notes give it in
 microseconds. The case "the guard alone" times the checks without the model:

@@ -42,9 +42,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def setup(spec_name: str) -> tuple[Any, Any, Any, Any, str]:
     """(trainer, hand-written model copy, data, cfg, loss expression) for one spec."""
     import dsl
-    from dsl.train.commands import _load_data, prepare
-    from dsl.train.exprs import param_values
-    from dsl.train.trainer import Trainer
+    from dsl.checking.train_exprs import param_values
+    from dsl.cli.run_commands import _load_data, prepare
+    from dsl.training.trainer import Trainer
 
     args = argparse.Namespace(file=os.path.join(ROOT, "specs", f"{spec_name}.dsl"), set=[], dim=[])
     p = prepare(args)
@@ -69,7 +69,7 @@ def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
     import torch
     import torch.nn.functional as F
 
-    from dsl.train.trainer import input_names, make_optimizer
+    from dsl.training.trainer import input_names, make_optimizer
 
     opt = make_optimizer(cfg, model.parameters())
     names = input_names(model, data.example())
@@ -114,7 +114,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def _run(ctx: Context, torch: Any) -> list[Row]:
-    from dsl.train.trainer import Reporter
+    from dsl.training.trainer import Reporter
 
     rows: list[Row] = []
     for spec_name in ctx.pick(["classifier"], ["classifier", "moe_digits"]):

@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from dsl.commands.explain import hopfield_report, load_run
+from dsl.cli.commands.explain import hopfield_report, load_run
 from dsl.data.loaders import _digits_by_split  # the split the bags were drawn from
 
 

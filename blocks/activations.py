@@ -21,10 +21,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Lowered, NoParams, Params, TensorArg, register
-from dsl.shapes import ShapeCall, TensorType
-
-from .tensor_ops import axis
+from dsl.blocks.tensor_ops import axis
+from dsl.language.registry import BuildCall, Decl, Lowered, NoParams, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, TensorType
 
 
 class GeluParams(Params):

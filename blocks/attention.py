@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, ShapeError, TensorType
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,7 +49,7 @@ def infer_mha(call: ShapeCall, p: MultiheadAttentionParams) -> list[TensorType]:
 
 
 def build_mha(call: BuildCall, p: MultiheadAttentionParams) -> nn.Module:
-    from .nn.attention import MultiheadAttention
+    from dsl.blocks.nn.attention import MultiheadAttention
 
     d = call.size("q", -1)
     kdim = call.size("k", -1) if call.has("k") else d

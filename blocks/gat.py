@@ -44,8 +44,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import Dim, ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 GAT_PAPER = "Veličković et al. 2018, Graph Attention Networks"
 GATV2_PAPER = "Brody et al. 2022, How Attentive are Graph Attention Networks?"

@@ -58,8 +58,8 @@ from typing import Any
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, BuildError, Decl, Params, TensorArg, register
-from dsl.shapes import Dim, ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BuildCall, BuildError, Decl, Params, TensorArg, register
+from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 PAPER = "Ramsauer et al. 2021, Hopfield Networks is All You Need (ml-jku/hopfield-layers)"
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import ShapeCall, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, TensorType
 
 if TYPE_CHECKING:
     from torch import nn

@@ -71,7 +71,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from dsl.registry import (
+from dsl.language.registry import (
     AuxLoss,
     BlockValue,
     BuildCall,
@@ -82,7 +82,7 @@ from dsl.registry import (
     lookup,
     register,
 )
-from dsl.shapes import Dim, DimConflict, ShapeCall, ShapeError, TensorType, scalar
+from dsl.language.shapes import Dim, DimConflict, ShapeCall, ShapeError, TensorType, scalar
 
 PAPER = (
     "Shazeer et al. 2017, Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer;"
@@ -221,7 +221,7 @@ def _default_expert(d: int, out: int) -> Any:
     """MLP(hidden=2*D, out=out) from the registry; a plain GELU MLP if none is registered."""
     mlp = lookup("MLP")
     if mlp is not None:
-        from dsl.registry import DeclValue
+        from dsl.language.registry import DeclValue
 
         value = DeclValue(mlp, mlp.params.model_validate({"hidden": 2 * d, "out": out}))
         return value.build([TensorType((None, d))])

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, ShapeError, TensorType
 
 if TYPE_CHECKING:
     from torch import nn

@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Lowered, Params, TensorArg, register
-from dsl.shapes import ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BuildCall, Decl, Lowered, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, ShapeError, TensorType
 
 
 class PoolParams(Params):

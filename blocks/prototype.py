@@ -47,8 +47,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import ShapeCall, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, TensorType
 
 PROTOPNET = "Chen et al. 2019, This Looks Like That: Deep Learning for Interpretable Image Recognition"
 PROTONET = "Snell et al. 2017, Prototypical Networks for Few-shot Learning"

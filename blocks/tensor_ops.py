@@ -29,8 +29,8 @@ from typing import Annotated, Any, NoReturn
 
 from pydantic import Field, field_validator
 
-from dsl.registry import BuildCall, Decl, Lowered, Params, TensorArg, register
-from dsl.shapes import (
+from dsl.language.registry import BuildCall, Decl, Lowered, Params, TensorArg, register
+from dsl.language.shapes import (
     Dim,
     DimConflict,
     ShapeCall,

@@ -6,17 +6,17 @@ trainer) do.
 
 from __future__ import annotations
 
-from .api import check, compile, load, loads
-from .diagnostics import Diagnostic, Span, SpecError
-from .guards import InputError
-from .ir import Spec
+from dsl.api import check, compile, load, loads
+from dsl.building.guards import InputError
+from dsl.language.diagnostics import Diagnostic, Span, SpecError
+from dsl.language.ir import Spec
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
     if name == "Graph":
-        from .builder import Graph
+        from dsl.language.builder import Graph
 
         return Graph
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")

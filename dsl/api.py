@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from . import ir
-from .diagnostics import Diagnostic, Span, SpecError
+from dsl.language import ir
+from dsl.language.diagnostics import Diagnostic, Span, SpecError
 
 MAX_FILE_BYTES = 5_000_000
 
@@ -40,12 +40,12 @@ def _format_of(path: str) -> str:
 def loads(text: str, format: str = "dsl", file: str = "<input>") -> ir.Spec:
     """Parse spec text (``format`` is "dsl" or "yaml"); raise SpecError on mistakes."""
     if format == "yaml":
-        from .frontend.yaml_front import parse_yaml
+        from dsl.language.yaml_form import parse_yaml
 
         with _gc_paused():
             return parse_yaml(text, file)
     if format == "dsl":
-        from .frontend.text import parse_text
+        from dsl.language.text import parse_text
 
         with _gc_paused():
             return parse_text(text, file)
@@ -100,20 +100,20 @@ def analyse(
 ):
     """Resolve and check; return (program, diagnostics, checker).
 
-    A model that checks is then sized (:mod:`dsl.budget`): more parameters than
+    A model that checks is then sized (:mod:`dsl.checking.budget`): more parameters than
     ``max_params`` (default ``DEFAULT_MAX_PARAMS``, 1e9), activations over the
     memory limit or a dimension over ``MAX_DIM`` add an error.
     """
-    from .budget import DEFAULT_MAX_PARAMS, check_budget
-    from .checker import check_resolved
-    from .resolve import resolve
+    from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
+    from dsl.checking.checker import check_resolved
+    from dsl.language.resolve import resolve
 
     with _gc_paused():
         res = resolve(spec, overrides or {})
         prog, diags, checker = check_resolved(res, {**_data_dims(spec, overrides), **dict(dims or {})})
     if prog is not None and not any(d.severity == "error" for d in diags):
         diags.extend(check_budget(prog, DEFAULT_MAX_PARAMS if max_params is None else max_params))
-    from .registry import plugin_diagnostics
+    from dsl.language.registry import plugin_diagnostics
 
     diags.extend(plugin_diagnostics())  # a broken plugin is a warning on every check, never fatal
     return prog, diags, checker
@@ -123,7 +123,7 @@ def _data_dims(spec: ir.Spec, overrides: Mapping[str, Any] | None) -> dict[str, 
     """Sizes the train section's data declares, so shape rules see concrete numbers."""
     if spec.train is None:
         return {}
-    from .train.check import data_dims
+    from dsl.checking.train import data_dims
 
     try:
         return data_dims(spec, dict(overrides or {}))
@@ -140,7 +140,7 @@ def check(
 ) -> list[Diagnostic]:
     """Every diagnostic of ``spec`` (sorted by position); ``[]`` when it is valid.
     ``max_params`` bounds the model's parameter count (default 1e9)."""
-    from .diagnostics import sort_diagnostics
+    from dsl.language.diagnostics import sort_diagnostics
 
     try:
         spec = _as_spec(spec)
@@ -170,14 +170,14 @@ def compile(
     ``max_params`` parameters (default 1e9, estimated before anything is
     allocated) is refused with a SpecError. ``guards`` (on by default) checks
     every call's inputs against the spec and raises :class:`dsl.InputError`
-    on a contradiction (:mod:`dsl.guards`).
+    on a contradiction (:mod:`dsl.building.guards`).
     """
     spec = _as_spec(spec)
     prog, diags, _ = analyse(spec, dims, overrides, max_params)
     errors = [d for d in diags if d.severity == "error"]
     if errors or prog is None:
         raise SpecError(errors or diags)
-    from .compiler import BuildFailure, build_program, preserve_attribute
+    from dsl.building.compiler import BuildFailure, build_program, preserve_attribute
 
     try:
         model = build_program(prog, return_dict=return_dict, with_aux=with_aux)
@@ -185,7 +185,7 @@ def compile(
         raise SpecError(e.diags) from None
     preserve_attribute(model, "dsl_spec", spec)
     if guards:
-        from .guards import install_guards, symbolic_program
+        from dsl.building.guards import install_guards, symbolic_program
 
         install_guards(model, prog, symbolic_program(spec, dims, overrides))
     return model

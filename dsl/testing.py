@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import BuildCall, Decl, DeclValue, lookup
-from .shapes import DimEnv, ShapeCall, Sym, TensorType
+from dsl.language.registry import BuildCall, Decl, DeclValue, lookup
+from dsl.language.shapes import DimEnv, ShapeCall, Sym, TensorType
 
 
 def tensor_type(text: str | TensorType) -> TensorType:
@@ -97,7 +97,7 @@ def command_args(command: str = "train", **values: Any) -> Any:
     with every option at its real default, so a new CLI flag never needs
     updating in each test's hand-written namespace.
     """
-    from .cli import build_parser
+    from dsl.cli.main import build_parser
 
     required = {"eval": ["--ckpt", "-"], "predict": ["--ckpt", "-", "--data", "-", "--out", "-"]}
     args = build_parser().parse_args([command, "spec.dsl", *required.get(command, [])])

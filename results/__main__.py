@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .report import DOC, load_raw, mean_std, save_row, table, write_doc
-from .rows import ROWS, select
-from .run import QUICK_RUNS, RUNS, display_command, run_row
+from results.report import DOC, load_raw, mean_std, save_row, table, write_doc
+from results.rows import ROWS, select
+from results.run import QUICK_RUNS, RUNS, display_command, run_row
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,9 +18,9 @@ def _namespace(spec: str, sets: list[str], ckpt: str | None = None, seed: int | 
 
 def evaluate(model: torch.nn.Module, prepared: Any, data: Any, split: str) -> dict[str, float]:
     """Every metric of the spec on ``split``, aggregated exactly over its batches."""
-    from dsl.train.evaluate import Evaluator
-    from dsl.train.exprs import param_values
-    from dsl.train.trainer import input_names
+    from dsl.checking.train_exprs import param_values
+    from dsl.training.evaluate import Evaluator
+    from dsl.training.trainer import input_names
 
     ev = Evaluator(param_values(prepared.spec, prepared.overrides), model)
     inputs = input_names(model, data.example())
@@ -39,7 +39,7 @@ def evaluate(model: torch.nn.Module, prepared: Any, data: Any, split: str) -> di
 
 def load_run(spec: str, sets: list[str], ckpt: str) -> tuple[Any, torch.nn.Module, Any]:
     """The prepared spec, the trained model of run directory ``ckpt``, and its data."""
-    from dsl.train.commands import _from_checkpoint
+    from dsl.cli.run_commands import _from_checkpoint
 
     prepared, model, _ = _from_checkpoint(_namespace(spec, sets, ckpt))
     data = prepared.cfg.source.load(prepared.cfg.source_params, prepared.cfg.seed)
@@ -49,7 +49,7 @@ def load_run(spec: str, sets: list[str], ckpt: str) -> tuple[Any, torch.nn.Modul
 def eval_without_training(spec: str, sets: list[str], split: str = "test", seed: int | None = None) -> dict[str, float]:
     """Metrics of a model as built (it has no weights to learn, e.g. nearest-centroid)."""
     import dsl
-    from dsl.train.commands import _seed_everything, prepare
+    from dsl.cli.run_commands import _seed_everything, prepare
 
     prepared = prepare(_namespace(spec, sets, seed=seed))
     _seed_everything(prepared.cfg.seed)
@@ -68,7 +68,7 @@ def expert_usage(model: torch.nn.Module, data: Any, split: str = "test") -> dict
     none. With several MoE layers the numbers are averaged.
     """
     from dsl.blocks.nn.moe import MixtureOfExperts
-    from dsl.train.trainer import input_names
+    from dsl.training.trainer import input_names
 
     layers = [m for m in model.modules() if isinstance(m, MixtureOfExperts)]
     counts = {id(m): torch.zeros(m.gate.experts, dtype=torch.float64) for m in layers}

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .rows import ROWS, Row
-from .run import REPO, RUNS, display_command
+from results.rows import ROWS, Row
+from results.run import REPO, RUNS, display_command
 
 RAW = REPO / RUNS / "raw"  # one JSON file per row: parallel invocations never collide
 DOC = REPO / "docs" / "RESULTS.md"

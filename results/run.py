@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .rows import Row
+from results.rows import Row
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = "runs/results"  # relative to the repository root (ignored by git)
@@ -57,7 +57,7 @@ def run_row(row: Row, seed: int, epochs: int | None = None, root: str = RUNS) ->
 def _dsl(args: list[str]) -> tuple[int, str]:
     """Run ``dsl ARGS`` in this process (the CLI's own code path, without paying the
     start-up of a fresh interpreter for every seed); return the exit code and stderr."""
-    from dsl.cli import main
+    from dsl.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.chdir(REPO), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -69,7 +69,7 @@ def _dsl(args: list[str]) -> tuple[int, str]:
 
 
 def _eval_row(row: Row, seed: int) -> dict[str, Any]:
-    from .measure import eval_without_training
+    from results.measure import eval_without_training
 
     metrics = eval_without_training(row.spec, list(row.sets), row.split, seed)
     return {"value": metrics[row.metric]}
@@ -103,7 +103,7 @@ def _extras(row: Row, seed: int, last: dict[str, Any], run_dir: str) -> dict[str
         out["after_push"] = push["after"][row.split][row.metric]
     needs_model = [e for e in row.extras if e in ("train_acc", "experts")]
     if needs_model:
-        from .measure import evaluate, expert_usage, load_run
+        from results.measure import evaluate, expert_usage, load_run
 
         prepared, model, data = load_run(row.spec, list(row.sets), run_dir)
         if "train_acc" in row.extras:

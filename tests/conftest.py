@@ -33,7 +33,7 @@ def run_cli(*args: str, cwd: str | None = None) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from dsl.cli import main
+    from dsl.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -22,7 +22,7 @@ import pytest
 from conftest import run_cli
 
 import dsl
-from dsl.diagnostics import CODES, SpecError
+from dsl.language.diagnostics import CODES, SpecError
 
 HERE = Path(__file__).parent / "bad_inputs"
 SPEC_FILES = sorted(p for p in HERE.glob("*") if p.suffix in (".dsl", ".yaml"))

@@ -7,11 +7,11 @@ import inspect
 
 import pytest
 
-from dsl.builder import Graph
-from dsl.diagnostics import SpecError
-from dsl.frontend.printer import to_text
-from dsl.frontend.text import parse_text
-from dsl.ir import Assign, Call, Name, Repeat, strip_spans
+from dsl.language.builder import Graph
+from dsl.language.diagnostics import SpecError
+from dsl.language.ir import Assign, Call, Name, Repeat, strip_spans
+from dsl.language.printer import to_text
+from dsl.language.text import parse_text
 
 HERE = __file__
 

@@ -9,7 +9,7 @@ from torch import nn
 
 import dsl
 from dsl.api import analyse
-from dsl.export import dynamic_shapes, example_inputs
+from dsl.exporting.formats import dynamic_shapes, example_inputs
 
 
 def _copy_linear(dst: nn.Linear, src: nn.Module) -> None:
@@ -177,7 +177,7 @@ def test_deepcopy_keeps_the_dsl_attributes() -> None:
 
 
 def test_child_modules_are_read_through_the_class_accessor() -> None:
-    from dsl.compiler import ChildAccessor
+    from dsl.building.compiler import ChildAccessor
 
     model = dsl.compile(SPECS / "classifier.dsl", guards=False)
     assert isinstance(vars(type(model))["h"], ChildAccessor) and model.h is model._modules["h"]
@@ -207,8 +207,8 @@ def test_a_deep_copy_gets_the_accessors_and_a_pickle_round_trip_works() -> None:
     import copy
     import pickle
 
-    from dsl.compiler import ChildAccessor
-    from dsl.guards import guarded_call
+    from dsl.building.compiler import ChildAccessor
+    from dsl.building.guards import guarded_call
 
     model = dsl.compile(SPECS / "classifier.dsl")
     twin = copy.deepcopy(model)

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from dsl.registry import load
-from dsl.shapes import ShapeError, Sym, TensorType
+from dsl.language.registry import load
+from dsl.language.shapes import ShapeError, Sym, TensorType
 from dsl.testing import build, decl, infer, tensor_type
 
 CORE = (
@@ -231,7 +231,7 @@ def test_indivisible_heads_has_a_help_line() -> None:
 def test_reshape_binds_symbols_from_the_element_count() -> None:
     assert str(infer("reshape", "[N, 4]", shape=[8, 2])[0]) == "[8, 2]"
     # N is now known to be 4 in the same environment
-    from dsl.shapes import DimEnv
+    from dsl.language.shapes import DimEnv
 
     env = DimEnv()
     infer("reshape", "[N, 4]", shape=[8, 2], env=env)
@@ -357,7 +357,7 @@ def test_reductions_and_softmax_match_torch_numerically() -> None:
 
 
 def test_declaring_blocks_does_not_import_torch() -> None:
-    code = "import dsl.registry as r; r.load(); import sys; assert 'torch' not in sys.modules"
+    code = "import dsl.language.registry as r; r.load(); import sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsl.cli.run_commands import cmd_train
 from dsl.testing import command_args
-from dsl.train import rundir as rundir_module
-from dsl.train.commands import cmd_train
-from dsl.train.rundir import BEST_FILE, MODEL_FILE, STATE_FILE, RunDir, atomic_text
+from dsl.training import rundir as rundir_module
+from dsl.training.rundir import BEST_FILE, MODEL_FILE, STATE_FILE, RunDir, atomic_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,7 +138,7 @@ def test_kill_9_then_resume_gives_the_same_weights(spec_file: str, tmp_path: Pat
 
 _KILL_MID_WRITE = """
 import os, signal, sys
-from dsl.train.rundir import atomic_write
+from dsl.training.rundir import atomic_write
 
 def write(tmp):
     with open(tmp, "w") as fh:

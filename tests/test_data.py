@@ -11,7 +11,7 @@ import torch
 
 from dsl.data import lookup_source, source_names
 from dsl.data.base import collate_graphs
-from dsl.shapes import Sym
+from dsl.language.shapes import Sym
 
 SMALL = {
     "digits": {"batch": 32},
@@ -30,7 +30,7 @@ TORCH_DTYPES = {"float": torch.float32, "long": torch.int64, "bool": torch.bool}
 
 def test_declaring_sources_imports_no_torch() -> None:
     code = (
-        "import sys, dsl.data, dsl.train.check\n"
+        "import sys, dsl.data, dsl.checking.train\n"
         "from dsl.data import lookup_source\n"
         "s = lookup_source('digits'); s.fields(s.params())\n"
         "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, 'heavy import'\n"
@@ -224,7 +224,7 @@ def test_predict_standardises_like_training(tmp_path) -> None:
     from sklearn.model_selection import train_test_split
 
     import dsl
-    from dsl.train.rundir import RunDir
+    from dsl.training.rundir import RunDir
 
     spec = tmp_path / "d.dsl"
     spec.write_text(PREDICT_SPEC)

@@ -36,7 +36,7 @@ def test_design_builder_example():
 
 
 def test_design_yaml_and_text_give_the_same_model():
-    from dsl.ir import strip_spans
+    from dsl.language.ir import strip_spans
 
     a = dsl.load(ROOT / "specs" / "classifier.yaml")
     b = dsl.load(ROOT / "specs" / "classifier.dsl")

@@ -9,8 +9,8 @@ import pytest
 from conftest import run_cli
 
 import dsl
-from dsl.diagnostics import CODES
-from dsl.registry import Decl, NoParams, TensorArg, register
+from dsl.language.diagnostics import CODES
+from dsl.language.registry import Decl, NoParams, TensorArg, register
 
 HEAD = "model M() {\n    input x: [N, 16]\n"
 
@@ -163,7 +163,7 @@ def _identity_build(c, p):
 @pytest.fixture
 def test_blocks(monkeypatch):
     """Two faulty blocks, registered for one test only (the registry is global)."""
-    from dsl import registry
+    from dsl.language import registry
 
     registry.load()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
@@ -194,7 +194,7 @@ def test_file_not_found():
 def test_plugin_failure_is_reported_not_fatal(monkeypatch):
     from importlib.metadata import EntryPoint
 
-    from dsl import registry
+    from dsl.language import registry
 
     ep = EntryPoint(name="broken", value="no_such_module_xyz:blocks", group="dsl.blocks")
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group=None: [ep])

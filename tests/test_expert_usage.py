@@ -12,10 +12,10 @@ import torch
 from conftest import run_cli
 
 from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate, RoutingStats
+from dsl.cli.run_commands import cmd_train
 from dsl.testing import command_args
-from dsl.train.commands import cmd_train
-from dsl.train.hooks.expert_usage import bar, summarise
-from dsl.train.rundir import RunDir
+from dsl.training.hooks.expert_usage import bar, summarise
+from dsl.training.rundir import RunDir
 
 SPEC = """
 model M(classes: int = 3) {

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import SPECS, run_cli
 
-from dsl.train.commands import RunProblem, _from_checkpoint
+from dsl.cli.run_commands import RunProblem, _from_checkpoint
 
 PROTO = """
 model D(classes: int = 10) {
@@ -140,7 +140,7 @@ def test_png_grid_of_nearest_digits(proto_run, tmp_path) -> None:
 
 
 def test_png_needs_image_shaped_inputs() -> None:
-    from dsl.commands.explain import _image_field
+    from dsl.cli.commands.explain import _image_field
 
     assert _image_field({"x": torch.zeros(2, 64)}) == ("x", 8)
     with pytest.raises(RunProblem, match="image-shaped"):

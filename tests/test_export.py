@@ -14,9 +14,9 @@ from conftest import SPECS, run_cli
 
 import dsl
 from dsl.api import analyse
-from dsl.compiler import BuildFailure, build_program
-from dsl.emit_python import emit_python, generated_class_name, load_generated
-from dsl.export import (
+from dsl.building.compiler import BuildFailure, build_program
+from dsl.checking.program import Program
+from dsl.exporting.formats import (
     ExportError,
     check_inputs,
     example_inputs,
@@ -25,8 +25,8 @@ from dsl.export import (
     max_abs_diff,
     unsupported,
 )
-from dsl.program import Program
-from dsl.shapes import Sym
+from dsl.exporting.python import emit_python, generated_class_name, load_generated
+from dsl.language.shapes import Sym
 
 SPEC_FILES = sorted(p for p in SPECS.rglob("*") if p.suffix in (".dsl", ".yaml") and "broken" not in p.parts)
 
@@ -181,7 +181,7 @@ def test_identifiers_are_validated_before_emitting(where: str) -> None:
 
 
 def test_cli_reports_an_export_error_as_e0603(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsl.emit_python as emit
+    import dsl.exporting.python as emit
 
     def refuse(*args: object, **kwargs: object) -> str:
         raise ExportError("node name 'a b' is not a Python identifier", help="rename it")
@@ -244,7 +244,7 @@ def test_onnx_refuses_moe_with_a_diagnostic_at_the_call(tmp_path: Path) -> None:
 
 
 def test_onnx_missing_packages_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsl.export as export
+    import dsl.exporting.formats as export
 
     monkeypatch.setattr(export, "onnx_missing", lambda: "--emit onnx needs onnx: pip install 'dsl[onnx]'")
     code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--emit", "onnx", "-o", str(tmp_path / "m.onnx"))
@@ -254,7 +254,7 @@ def test_onnx_missing_packages_is_a_usage_error(tmp_path: Path, monkeypatch: pyt
 def test_onnx_export_matches_under_onnxruntime(tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    from dsl.export import export_onnx
+    from dsl.exporting.formats import export_onnx
 
     prog = _classifier()
     compiled = build_program(prog).eval()

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import dsl
 from dsl.api import analyse
-from dsl.diagnostics import SpecError
+from dsl.language.diagnostics import SpecError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 EXAMPLES = int(os.environ.get("DSL_FUZZ_EXAMPLES", "60"))
@@ -188,7 +188,7 @@ def test_deep_nesting_names_the_limit(kind: str, style: str):
 
 @pytest.mark.parametrize("kind", ["dsl", "yaml"])
 def test_long_line_and_long_file_name_the_limit(kind: str):
-    from dsl.frontend.text import MAX_CHARS, MAX_LINE
+    from dsl.language.text import MAX_CHARS, MAX_LINE
 
     prefix = "# " if kind == "dsl" else "# "
     with pytest.raises(SpecError) as info:

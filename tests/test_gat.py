@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dsl.shapes import ShapeError, Sym
+from dsl.language.shapes import ShapeError, Sym
 from dsl.testing import build, infer
 
 N_NODES, N_FEAT, EDGE_DIM = 7, 5, 3
@@ -378,7 +378,7 @@ def test_pool_shapes(name: str) -> None:
 
 
 def test_pool_fresh_dims_are_distinct() -> None:
-    from dsl.shapes import DimEnv
+    from dsl.language.shapes import DimEnv
 
     env = DimEnv()
     (a,) = infer("global_mean_pool", "[N, 4]", "[N] long", env=env)

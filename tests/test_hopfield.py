@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dsl import testing
 from dsl.blocks.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_energy
-from dsl.shapes import ShapeError, Sym
+from dsl.language.shapes import ShapeError, Sym
 
 PURE = dict(project=False, normalize_state=False, normalize_stored=False, normalize_values=False)
 
@@ -110,7 +110,7 @@ def test_shape_rule_agrees_with_module(name: str, shapes: tuple, kw: dict, input
 
 
 def test_builder_rejects_heads_that_do_not_divide_the_width() -> None:
-    from dsl.registry import BuildCall, BuildError
+    from dsl.language.registry import BuildCall, BuildError
 
     decl = testing.decl("Hopfield")
     p = testing.params("Hopfield", heads=3)

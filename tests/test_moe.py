@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from dsl.registry import BlockValue, lookup
-from dsl.shapes import ShapeCall, ShapeError, TensorType
+from dsl.language.registry import BlockValue, lookup
+from dsl.language.shapes import ShapeCall, ShapeError, TensorType
 from dsl.testing import build, infer, value
 
 from dsl.blocks.nn.moe import (  # isort: skip

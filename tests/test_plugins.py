@@ -102,7 +102,7 @@ def test_plugin_in_catalogue_and_rollback_of_a_broken_one(site: Path, tmp_path: 
 
 @pytest.fixture
 def clean_registry(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    from dsl import registry
+    from dsl.language import registry
 
     registry.load()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
@@ -133,7 +133,7 @@ def test_invalid_declarations_are_refused_in_process(clean_registry, monkeypatch
 
 def test_plugin_warnings_reach_check(clean_registry, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     import dsl
-    from dsl.diagnostics import Diagnostic, Span
+    from dsl.language.diagnostics import Diagnostic, Span
 
     warning = Diagnostic("E0901", "plugin `x` (x:y) failed to load: boom", Span(file="<plugin x>"), severity="warning")
     monkeypatch.setattr(clean_registry, "PLUGIN_PROBLEMS", [warning])

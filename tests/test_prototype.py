@@ -22,7 +22,7 @@ from dsl.blocks.nn.prototype import (
     push_prototypes,
     separation_cost,
 )
-from dsl.shapes import ShapeError, Sym
+from dsl.language.shapes import ShapeError, Sym
 from dsl.testing import build, infer
 
 

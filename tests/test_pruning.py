@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 import dsl
+from dsl.cli.run_commands import cmd_eval, cmd_train
 from dsl.testing import command_args
-from dsl.train.commands import cmd_eval, cmd_train
-from dsl.train.hooks.pruning import MagnitudeArgs, Prune, Pruning
-from dsl.train.rundir import RunDir
+from dsl.training.hooks.pruning import MagnitudeArgs, Prune, Pruning
+from dsl.training.rundir import RunDir
 
 SPEC = """
 param hidden = 24
@@ -51,9 +51,9 @@ def spec_path(write, prune_expr: str = DEFAULT) -> str:
 
 def trainer_for(path: str, **overrides):
     """A Trainer for the spec (no run directory), as `dsl train` builds it."""
-    from dsl.train.check import data_dims, train_config
-    from dsl.train.exprs import param_values
-    from dsl.train.trainer import Trainer
+    from dsl.checking.train import data_dims, train_config
+    from dsl.checking.train_exprs import param_values
+    from dsl.training.trainer import Trainer
 
     spec = dsl.load(path)
     cfg = train_config(spec, overrides)

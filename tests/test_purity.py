@@ -10,7 +10,7 @@ from conftest import SPECS
 SCRIPT = """
 import sys
 import dsl, dsl.cli
-from dsl import registry
+from dsl.language import registry
 registry.load()
 for path in {paths!r}:
     spec = dsl.load(path)
@@ -27,7 +27,7 @@ for args in (["fmt", "--stdout"], ["convert", "--to", "yaml"], ["convert", "--to
     for path in {paths!r}:
         assert dsl.cli.main([*args, path]) == 0, (args, path)
 assert dsl.cli.main(["schema"]) == 0
-from dsl.catalogue import markdown
+from dsl.tools.catalogue import markdown
 markdown()
 bad = [m for m in ("torch", "torch_geometric", "rich", "numpy", "sklearn") if m in sys.modules]
 print("IMPORTED:" + ",".join(bad))

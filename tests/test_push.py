@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import dsl
+from dsl.cli.run_commands import _from_checkpoint, cmd_train
 from dsl.testing import command_args
-from dsl.train.commands import _from_checkpoint, cmd_train
-from dsl.train.hooks.push import LabelSource, capture, label_source, named_heads
-from dsl.train.rundir import RunDir
+from dsl.training.hooks.push import LabelSource, capture, label_source, named_heads
+from dsl.training.rundir import RunDir
 
 SPEC = """
 model P(classes: int = 3) {
@@ -96,7 +96,7 @@ def test_push_every_needs_class_labels(tmp_path) -> None:
 
 
 def test_labels_come_from_the_loss_with_its_mask() -> None:
-    from dsl.train.check import train_config
+    from dsl.checking.train import train_config
 
     spec = dsl.loads(SPEC.replace("cross_entropy(logits, y)", "cross_entropy(logits, y, mask=m)"))
     assert label_source(train_config(spec)) == LabelSource("y", "m", "cross_entropy")
@@ -182,8 +182,8 @@ def test_resume_matches_a_straight_run(tmp_path) -> None:
 
 def test_resume_after_an_interrupted_epoch_keeps_the_schedule(tmp_path) -> None:
     """fit(stop_after=3) is an interruption, not the end: no push until epoch 4."""
-    from dsl.train.check import train_config
-    from dsl.train.trainer import Trainer
+    from dsl.checking.train import train_config
+    from dsl.training.trainer import Trainer
 
     text = SPEC.replace("epochs     = 3", "epochs     = 4")
     spec = dsl.loads(text, file=write(tmp_path, text))

@@ -11,7 +11,7 @@ import torch
 from conftest import SPECS, run_cli
 
 import dsl
-from dsl.guards import InputError, guarded_call
+from dsl.building.guards import InputError, guarded_call
 
 SYMBOLIC = """
 model Sym {
@@ -184,7 +184,7 @@ def test_the_graph_has_no_guard_code_and_compiles_fullgraph(karate):
 def test_cli_accepts_no_guards(tmp_path):
     code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--no-guards")
     assert code == 0, err
-    from dsl.cli import build_parser
+    from dsl.cli.main import build_parser
 
     args = build_parser().parse_args(["train", "x.dsl", "--no-guards"])
     assert args.no_guards is True
@@ -195,7 +195,7 @@ def test_predict_with_contradicting_data_is_one_line_exit_1(tmp_path, capsys):
 
     import numpy as np
 
-    from dsl.train.commands import cmd_predict, cmd_train
+    from dsl.cli.run_commands import cmd_predict, cmd_train
 
     spec = tmp_path / "c.dsl"
     spec.write_text("""
@@ -419,7 +419,7 @@ def test_a_nested_tensor_is_an_input_error_before_or_after_a_passing_call(after_
 
 
 def test_a_plain_call_goes_straight_to_forward_and_anything_else_through_module_call(monkeypatch):
-    import dsl.guards as guards
+    import dsl.building.guards as guards
 
     model = dsl.compile(SPECS / "classifier.dsl")
     through: list[object] = []

@@ -24,9 +24,9 @@ from conftest import run_cli
 
 import dsl
 from dsl.api import analyse
-from dsl.budget import DEFAULT_MAX_PARAMS, MAX_DIM, estimate
-from dsl.compiler import count_parameters
-from dsl.diagnostics import SpecError
+from dsl.building.compiler import count_parameters
+from dsl.checking.budget import DEFAULT_MAX_PARAMS, MAX_DIM, estimate
+from dsl.language.diagnostics import SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -111,7 +111,7 @@ def test_multi_output_count_matches_built_module(case):
 
 
 def test_every_builtin_block_declares_a_count():
-    from dsl.registry import load
+    from dsl.language.registry import load
 
     missing = [n for n, d in load().items() if d.kind == "block" and d.source == "builtin" and d.count_params is None]
     assert not missing
@@ -143,12 +143,12 @@ model Big {
 
 
 def test_large_model_refused_before_allocation(monkeypatch):
-    import dsl.compiler
+    import dsl.building.compiler
 
     def no_build(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr(dsl.compiler, "build_program", no_build)
+    monkeypatch.setattr(dsl.building.compiler, "build_program", no_build)
     with pytest.raises(SpecError) as info:
         dsl.compile(dsl.loads(BIG, file="big.dsl"))
     (d,) = info.value.diagnostics
@@ -211,7 +211,7 @@ FORBIDDEN_ATTRS = {
 # importlib.import_module of a computed name, reviewed: none of these names come from spec text.
 IMPORT_MODULE_OK = {
     "blocks/activations.py",  # torch functions named by string literals in the block declarations
-    "dsl/emit_python.py",  # the modules of Python objects the compiled graph calls
+    "dsl/exporting/python.py",  # the modules of Python objects the compiled graph calls
 }
 
 
@@ -438,7 +438,7 @@ def test_use_is_relative_to_the_importing_file_and_refuses_urls(tmp_path: Path):
 
 
 def test_lark_cache_folder_must_be_private(tmp_path: Path, monkeypatch):
-    from dsl.frontend.text import _cache_path
+    from dsl.language.text import _cache_path
 
     shared = tmp_path / "shared"
     (shared / "dsl").mkdir(parents=True)
@@ -499,7 +499,7 @@ def test_malicious_optimizer_state_is_refused(run_dir, tmp_path: Path):
     shutil.copytree(run, work)
     marker = tmp_path / "PWNED"
     _poison(work / "state.pt", marker)
-    from dsl.train.rundir import RunDir
+    from dsl.training.rundir import RunDir
 
     with pytest.raises(pickle.UnpicklingError):
         RunDir(str(work)).load_state()

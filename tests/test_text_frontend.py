@@ -8,10 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl.diagnostics import SpecError
-from dsl.frontend.printer import dim_to_text, expr_to_text, quote, to_text
-from dsl.frontend.text import MAX_DEPTH, parse_dim, parse_expr, parse_text
-from dsl.ir import (
+from dsl.language.diagnostics import SpecError
+from dsl.language.ir import (
     BinOp,
     Bool,
     Call,
@@ -28,6 +26,8 @@ from dsl.ir import (
     Wildcard,
     strip_spans,
 )
+from dsl.language.printer import dim_to_text, expr_to_text, quote, to_text
+from dsl.language.text import MAX_DEPTH, parse_dim, parse_expr, parse_text
 
 # DESIGN §2, verbatim.
 DESIGN_EXAMPLE = """\

@@ -17,11 +17,11 @@ import yaml
 from conftest import ROOT, SPECS, run_cli
 
 import dsl
-from dsl.frontend.printer import to_text
-from dsl.frontend.text import parse_text
-from dsl.frontend.yaml_comments import extract_comments
-from dsl.frontend.yaml_front import parse_yaml, plain_scalar, to_yaml
-from dsl.ir import strip_spans
+from dsl.language.ir import strip_spans
+from dsl.language.printer import to_text
+from dsl.language.text import parse_text
+from dsl.language.yaml_comments import extract_comments
+from dsl.language.yaml_form import parse_yaml, plain_scalar, to_yaml
 
 TEXT_SPECS = sorted(SPECS.glob("*.dsl"))
 YAML_SPECS = sorted(SPECS.glob("*.yaml"))
@@ -538,15 +538,15 @@ def test_schema_completes_hyperparameters(tmp_path):
 
 
 def test_blocks_reference_page_is_up_to_date():
-    from dsl.catalogue import REGENERATE, markdown
+    from dsl.tools.catalogue import REGENERATE, markdown
 
     page = (ROOT / "docs" / "BLOCKS.md").read_text(encoding="utf-8")
     assert page == markdown(), f"docs/BLOCKS.md is stale: run `{REGENERATE}`"
 
 
 def test_blocks_reference_page_covers_every_builtin_block():
-    from dsl import registry
-    from dsl.catalogue import main
+    from dsl.language import registry
+    from dsl.tools.catalogue import main
 
     page = (ROOT / "docs" / "BLOCKS.md").read_text(encoding="utf-8")
     for name, decl in registry.load().items():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from dsl.cli.run_commands import cmd_eval, cmd_predict, cmd_train
 from dsl.testing import command_args
-from dsl.train import functional as F
-from dsl.train.commands import cmd_eval, cmd_predict, cmd_train
-from dsl.train.rundir import RunDir
+from dsl.training import functional as F
+from dsl.training.rundir import RunDir
 
 SPEC = """
 param hidden = 8
@@ -158,9 +158,9 @@ class AuxModel(nn.Module):
 
 def test_aux_losses_added_and_reported() -> None:
     import dsl
+    from dsl.checking.train import train_config
     from dsl.data import lookup_source
-    from dsl.train.check import train_config
-    from dsl.train.trainer import Trainer
+    from dsl.training.trainer import Trainer
 
     spec = dsl.loads(SPEC, file="c.dsl")
     cfg = train_config(spec, train_overrides={"epochs": 1})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import dsl
-from dsl.shapes import DimEnv, Sym, TensorType
-from dsl.train.check import check_train, data_dims
-from dsl.train.config import resolve_train
+from dsl.checking.train import check_train, data_dims
+from dsl.checking.train_config import resolve_train
+from dsl.language.shapes import DimEnv, Sym, TensorType
 
 MODEL = """
 param hidden = 8
@@ -156,7 +156,7 @@ def test_batch_key_overrides_source_and_is_rejected_for_full_graphs() -> None:
 
 
 def test_every_diagnostic_has_a_known_code_and_span() -> None:
-    from dsl.diagnostics import CODES
+    from dsl.language.diagnostics import CODES
 
     bad = "data = digits(batch=3)\nepochz = 1\nloss = foo(logits)\nmetrics = [accuracy(logits, z)]\noptimizer = sgd(momentum=-1)"
     diags, _ = run_check(bad)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from dsl.cli.run_commands import cmd_train
 from dsl.testing import command_args
-from dsl.train.commands import cmd_train
-from dsl.train.rundir import RunDir
+from dsl.training.rundir import RunDir
 
 SPEC = """
 model C(classes: int = 3) {

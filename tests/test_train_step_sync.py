@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import dsl
+from dsl.checking.train import train_config
 from dsl.data import lookup_source
-from dsl.train.check import train_config
-from dsl.train.evaluate import Evaluator
-from dsl.train.hooks import Hook
-from dsl.train.trainer import NonFiniteLoss, Trainer
+from dsl.training.evaluate import Evaluator
+from dsl.training.hooks import Hook
+from dsl.training.trainer import NonFiniteLoss, Trainer
 
 SPEC = """
 param hidden = 8
@@ -120,7 +120,7 @@ def test_compiled_loss_computes_what_the_interpreter_does() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
 def test_losses_convert_only_what_needs_converting(dtype: torch.dtype, target_dtype: torch.dtype) -> None:
-    from dsl.train.functional import cross_entropy, mse
+    from dsl.training.functional import cross_entropy, mse
 
     torch.manual_seed(0)
     logits, y = torch.randn(5, 3).to(dtype), torch.tensor([0, 2, 1, 1, 0], dtype=target_dtype)

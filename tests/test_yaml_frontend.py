@@ -7,10 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from dsl.diagnostics import SpecError
-from dsl.frontend.text import parse_text
-from dsl.frontend.yaml_front import MAX_NODES, parse_yaml, plain_scalar, to_yaml
-from dsl.ir import Bool, Call, ListExpr, Name, NoneLit, Num, Repeat, Str, UnaryOp, strip_spans
+from dsl.language.diagnostics import SpecError
+from dsl.language.ir import (
+    Bool,
+    Call,
+    ListExpr,
+    Name,
+    NoneLit,
+    Num,
+    Repeat,
+    Str,
+    UnaryOp,
+    strip_spans,
+)
+from dsl.language.text import parse_text
+from dsl.language.yaml_form import MAX_NODES, parse_yaml, plain_scalar, to_yaml
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
@@ -332,8 +343,8 @@ def _shipped_texts() -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(ROUND_TRIP_TEXTS) + len(_shipped_texts())))
 def test_text_yaml_text_round_trip(index: int) -> None:
-    pytest.importorskip("dsl.frontend.printer")
-    from dsl.frontend.printer import to_text
+    pytest.importorskip("dsl.language.printer")
+    from dsl.language.printer import to_text
 
     text = (ROUND_TRIP_TEXTS + _shipped_texts())[index]
     spec = parse_text(text)
@@ -346,7 +357,7 @@ def test_text_yaml_text_round_trip(index: int) -> None:
 
 
 def test_to_yaml_is_readable_block_style() -> None:
-    pytest.importorskip("dsl.frontend.printer")
+    pytest.importorskip("dsl.language.printer")
     y = parse_text(DESIGN_TEXT).to_yaml()
     assert "- {id: h, op: Linear, in: [x], with: {out: \"${hidden}\"}}" in y
     assert "logits: {shape: [B, \"${classes}\"]}" in y
@@ -355,7 +366,7 @@ def test_to_yaml_is_readable_block_style() -> None:
 
 
 def test_to_yaml_uses_expr_form_for_nested_calls() -> None:
-    pytest.importorskip("dsl.frontend.printer")
+    pytest.importorskip("dsl.language.printer")
     y = to_yaml(parse_text("model M {\n input x: [N, 4]\n h = gelu(Linear(x, out=8))\n output h\n}\n"))
     assert '- {id: h, expr: "gelu(Linear(x, out=8))"}' in y
     assert "outputs:\n    h: {}" in y

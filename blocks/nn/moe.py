@@ -49,7 +49,7 @@ data-dependent size cannot be traced. Under inductor
 the routing noise comes from inductor's own RNG, so a compiled training step
 draws different noise than eager mode with the same seed.
 
-Routing statistics (for ``dsl.train.hooks.expert_usage``): a gate whose
+Routing statistics (for ``dsl.training.hooks.expert_usage``): a gate whose
 ``usage`` attribute holds a :class:`RoutingStats` adds, for every training
 forward, the routed assignments and gate mass per expert, the summed entropy
 of the router's distribution, the token count and (for MoE with a capacity)

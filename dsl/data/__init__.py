@@ -1,5 +1,5 @@
 """Data sources for the train section. Pure Python at import: loading is lazy."""
 
-from .registry import Source, SourceParams, lookup_source, register_source, source_names
+from dsl.data.registry import Source, SourceParams, lookup_source, register_source, source_names
 
 __all__ = ["Source", "SourceParams", "lookup_source", "register_source", "source_names"]

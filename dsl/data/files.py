@@ -15,8 +15,8 @@ import struct
 import zipfile
 from typing import Any
 
-from dsl.diagnostics import Span
-from dsl.shapes import Sym, TensorType
+from dsl.language.diagnostics import Span
+from dsl.language.shapes import Sym, TensorType
 
 # numpy dtype codes -> dsl dtypes
 _KINDS = {"f": "float", "i": "long", "u": "long", "b": "bool"}
@@ -225,7 +225,7 @@ def _read_tensors(path: str, p: Any) -> dict[str, Any]:
     import torch
 
     if path.endswith(".pt"):
-        from .loaders import read_pt
+        from dsl.data.loaders import read_pt
 
         return read_pt(path)
     if path.endswith(".csv"):
@@ -236,13 +236,13 @@ def _read_tensors(path: str, p: Any) -> dict[str, Any]:
         li = cols.index(p.label)
         x = np.delete(body, li, axis=1)
         return {"x": torch.tensor(x, dtype=torch.float32), "y": torch.tensor(body[:, li], dtype=torch.long)}
-    from .loaders import read_npz
+    from dsl.data.loaders import read_npz
 
     return read_npz(path)
 
 
 def load_file(p: Any, seed: int) -> Any:
-    from .loaders import split_table
+    from dsl.data.loaders import split_table
 
     path = resolve_path(p)
     tensors = _select(_read_tensors(path, p), p.fields)

@@ -36,9 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dsl.shapes import Sym, TensorType
-
-from .files import DataError
+from dsl.data.files import DataError
+from dsl.language.shapes import Sym, TensorType
 
 MAX_PICKLE_BYTES = 256 * 2**20  # larger metadata is checked when training loads the file
 _FLOAT_STORAGES = {"FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage"}
@@ -238,7 +237,7 @@ def read_graph_metas(path: str) -> list[dict[str, Meta | None]] | None:
 
 def graph_fields(p: Any) -> dict[str, TensorType] | None:
     """The batch fields of ``graphs(path)``, read without torch (None: known at load time)."""
-    from .files import resolve_path
+    from dsl.data.files import resolve_path
 
     path = resolve_path(p)
     if not os.path.exists(path):
@@ -286,9 +285,9 @@ def load_graph_file(p: Any, seed: int) -> Any:
     import numpy as np
     import torch
 
-    from .base import ListDataset
-    from .files import resolve_path
-    from .loaders import _split_indices
+    from dsl.data.base import ListDataset
+    from dsl.data.files import resolve_path
+    from dsl.data.loaders import _split_indices
 
     path = resolve_path(p)
     graphs = _read_graph_list(path)

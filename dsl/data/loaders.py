@@ -15,14 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import EpisodeDataset, GraphDataset, ListDataset, TableDataset, collate_graphs, pad_bags
-from .files import DataError
+from dsl.data.base import (
+    EpisodeDataset,
+    GraphDataset,
+    ListDataset,
+    TableDataset,
+    collate_graphs,
+    pad_bags,
+)
+from dsl.data.files import DataError
 
 
 def load_data(cfg: Any) -> Any:
     """``cfg.source.load(...)`` with data problems reported as diagnostics: at
     the line and column of a text file, else at the spec's ``data = ...``."""
-    from dsl.diagnostics import Diagnostic, SpecError
+    from dsl.language.diagnostics import Diagnostic, SpecError
 
     try:
         return cfg.source.load(cfg.source_params, cfg.seed)

@@ -1,7 +1,7 @@
 """The data-source registry. Pure Python: declaring a source imports no torch.
 
 A source declares, statically, its hyperparameters (a pydantic model), the
-fields of one batch with their :class:`~dsl.shapes.TensorType`, and its
+fields of one batch with their :class:`~dsl.language.shapes.TensorType`, and its
 ``kind``. The checker binds model inputs to those fields before any tensor
 exists; the trainer calls ``load`` (which imports torch lazily) to get a
 :class:`~dsl.data.base.Dataset`.
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from dsl.shapes import TensorType
+from dsl.language.shapes import TensorType
 
 Kind = Literal["table", "graph", "graphs", "bags", "episodes"]
 
@@ -56,7 +56,7 @@ def register_source(src: Source) -> Source:
 
 def _ensure_loaded() -> None:
     # Importing the declarations module registers the built-in sources.
-    from . import sources  # noqa: F401
+    from dsl.data import sources  # noqa: F401
 
 
 def lookup_source(name: str) -> Source | None:

@@ -14,9 +14,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from dsl.shapes import Sym, TensorType
-
-from .registry import Source, SourceParams, register_source
+from dsl.data.registry import Source, SourceParams, register_source
+from dsl.language.shapes import Sym, TensorType
 
 B = Sym("B")
 
@@ -50,7 +49,7 @@ def _table_source(name: str, loader: str, features: int, classes: int) -> Source
         return {"x": _t("B", features), "y": _t("B", dtype="long")}
 
     def load(p: TableParams, seed: int) -> Any:
-        from .loaders import load_sklearn
+        from dsl.data.loaders import load_sklearn
 
         return load_sklearn(loader, p, seed)
 
@@ -87,7 +86,7 @@ def _karate_fields(p: KarateParams) -> dict[str, TensorType]:
 
 
 def _karate_load(p: KarateParams, seed: int) -> Any:
-    from .loaders import load_karate
+    from dsl.data.loaders import load_karate
 
     return load_karate(p, seed)
 
@@ -132,7 +131,7 @@ def _sbm_fields(p: SBMParams) -> dict[str, TensorType]:
 
 
 def _sbm_load(p: SBMParams, seed: int) -> Any:
-    from .loaders import load_sbm
+    from dsl.data.loaders import load_sbm
 
     return load_sbm(p, seed)
 
@@ -173,7 +172,7 @@ def _lookup_fields(p: LookupParams) -> dict[str, TensorType]:
 
 
 def _lookup_load(p: LookupParams, seed: int) -> Any:
-    from .loaders import load_dictionary_lookup
+    from dsl.data.loaders import load_dictionary_lookup
 
     return load_dictionary_lookup(p, seed)
 
@@ -215,7 +214,7 @@ def _bags_fields(p: BagsParams) -> dict[str, TensorType]:
 
 
 def _bags_load(p: BagsParams, seed: int) -> Any:
-    from .loaders import load_mil_bags
+    from dsl.data.loaders import load_mil_bags
 
     return load_mil_bags(p, seed)
 
@@ -257,7 +256,7 @@ def _episode_fields(p: EpisodeParams) -> dict[str, TensorType]:
 
 
 def _episode_load(p: EpisodeParams, seed: int) -> Any:
-    from .loaders import load_episodes
+    from dsl.data.loaders import load_episodes
 
     return load_episodes(p, seed)
 
@@ -299,13 +298,13 @@ class FileParams(SourceParams):
 
 
 def _file_fields(p: FileParams) -> dict[str, TensorType]:
-    from .files import file_fields
+    from dsl.data.files import file_fields
 
     return file_fields(p)
 
 
 def _file_load(p: FileParams, seed: int) -> Any:
-    from .files import load_file
+    from dsl.data.files import load_file
 
     return load_file(p, seed)
 
@@ -344,13 +343,13 @@ class GraphFileParams(SourceParams):
 
 
 def _graph_file_fields(p: GraphFileParams) -> dict[str, TensorType] | None:
-    from .graphfiles import graph_fields
+    from dsl.data.graphfiles import graph_fields
 
     return graph_fields(p)
 
 
 def _graph_file_load(p: GraphFileParams, seed: int) -> Any:
-    from .graphfiles import load_graph_file
+    from dsl.data.graphfiles import load_graph_file
 
     return load_graph_file(p, seed)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dsl.registry import Decl, NoParams, TensorArg
-from dsl.shapes import ShapeCall, TensorType
+from dsl.language.registry import Decl, NoParams, TensorArg
+from dsl.language.shapes import ShapeCall, TensorType
 
 
 def _same(call: ShapeCall, p: Any) -> list[TensorType]:

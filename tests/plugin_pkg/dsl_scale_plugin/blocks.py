@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
-from dsl.registry import BuildCall, Decl, Params, TensorArg, register
-from dsl.shapes import ShapeCall, TensorType
+from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.shapes import ShapeCall, TensorType
 
 
 class ScaleParams(Params):

@@ -1,0 +1,75 @@
+"""The `dsl compile` summary: one row per node with its block, output shape and parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dsl.checking.program import Program, describe_params
+
+
+def summary_rows(prog: Program, model: Any) -> dict[str, Any]:
+    from dsl.building.compiler import count_parameters
+
+    rows = []
+    counted: set[str] = set()
+    for node in prog.nodes:
+        shapes = ", ".join(str(prog.env.resolve_type(t)) for t in node.types)
+        params = 0
+        shared = False
+        if node.module is not None:
+            if node.module in counted:
+                shared = True
+            else:
+                counted.add(node.module)
+                params = count_parameters(model.get_submodule(node.module))
+        op = node.op if node.kind != "input" else "input"
+        args = describe_params(node.params)
+        rows.append({
+            "node": node.name,
+            "block": f"{op}({args})" if args else op,
+            "shape": shapes,
+            "params": params,
+            "shared": shared,
+            "line": node.span.line,
+        })
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "model": prog.name,
+        "nodes": rows,
+        "outputs": {k: str(v) for k, v in prog.output_types().items()},
+        "parameters": total,
+        "trainable": trainable,
+        "aux_losses": [{"name": a.key, "weight": a.weight} for a in prog.aux],
+    }
+
+
+def print_summary(prog: Program, model: Any, file: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    data = summary_rows(prog, model)
+    table = Table(title=f"{data['model']}", show_lines=False)
+    table.add_column("node", style="bold")
+    table.add_column("block")
+    table.add_column("output shape")
+    table.add_column("parameters", justify="right")
+    for r in data["nodes"]:
+        params = "shared" if r["shared"] else (f"{r['params']:,}" if r["params"] else "")
+        table.add_row(r["node"], r["block"], r["shape"], params)
+    table.add_section()
+    table.add_row("total", "", "", f"{data['parameters']:,}")
+    if data["trainable"] != data["parameters"]:
+        table.add_row("trainable", "", "", f"{data['trainable']:,}")
+    handle = open(file, "w", encoding="utf-8") if file else None
+    try:
+        console = Console(file=handle, width=120 if handle else None)
+        console.print(table)
+        outs = ", ".join(f"{k}: {v}" for k, v in data["outputs"].items())
+        console.print(f"outputs: {outs}")
+        if data["aux_losses"]:
+            aux = ", ".join(f"{a['name']} (x{a['weight']:g})" for a in data["aux_losses"])
+            console.print(f"auxiliary losses (added to the training loss): {aux}")
+    finally:
+        if handle:
+            handle.close()

@@ -1,0 +1,976 @@
+"""Check: elaborate the resolved model into a typed :class:`~dsl.checking.program.Program`.
+
+Pure Python. One walk over the model's statements does name resolution, arity,
+hyperparameter validation (each block's pydantic model), ``repeat`` unrolling,
+composite block instantiation, block values, and symbolic shape inference with
+unification. Every problem becomes a diagnostic; a value whose computation
+failed is poisoned so that one mistake is reported once, not at every use.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from dsl.checking.program import AuxEntry, ModuleSpec, PNode, Program, Ref, describe_params
+from dsl.language import ir, registry
+from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
+from dsl.language.registry import BlockValue, Decl, DeclValue
+from dsl.language.resolve import MAX_REPEAT, Const, ConstError, Resolved, coerce, eval_const
+from dsl.language.shapes import (
+    DimConflict,
+    DimEnv,
+    ShapeCall,
+    ShapeError,
+    Sym,
+    TensorType,
+    broadcast,
+    dim_add,
+    dim_mul,
+    dim_str,
+)
+
+MAX_NODES = 200_000
+MAX_BLOCK_DEPTH = 32
+# Input names reach generated code as forward() parameters: these would break it.
+NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
+
+
+class Poison:
+    """The value of an expression whose check failed (already reported)."""
+
+
+POISON = Poison()
+
+
+@dataclass
+class TensorVal:
+    ref: Ref
+    type: TensorType
+    span: Span
+    var: str | None = None
+    use_span: Span | None = None  # where it is passed, when bound to a block's input
+
+
+@dataclass
+class ConstVal:
+    value: Const
+    span: Span
+
+
+@dataclass
+class InstanceVal:
+    """A named block value: one module whose weights every call shares."""
+
+    value: BlockValue
+    module: str
+    span: Span
+    var: str
+    first_inputs: list[TensorType] | None = None
+
+
+@dataclass
+class BlockValueVal:
+    value: BlockValue
+    span: Span
+
+
+Value = TensorVal | ConstVal | InstanceVal | BlockValueVal | Poison
+
+
+@dataclass
+class Scope:
+    consts: dict[str, Const]
+    const_spans: dict[str, Span] = field(default_factory=dict)
+    names: dict[str, Value] = field(default_factory=dict)
+    symbols: dict[str, Sym] | None = None  # block-local renaming of symbolic dims
+    block: str | None = None
+    call_span: Span | None = None
+
+
+def _is_block_name(name: str) -> bool:
+    return name[:1].isupper()
+
+
+def _line_of(span: Span, here: Span | None) -> str:
+    if here is not None and here.file == span.file:
+        return f"line {span.line}"
+    return f"{os.path.basename(span.file)}:{span.line}"
+
+
+class Checker:
+    def __init__(self, res: Resolved, dims: dict[str, int] | None = None):
+        self.res = res
+        self.env = DimEnv()
+        self.diags: list[Diagnostic] = list(res.diagnostics)
+        self.registry = registry.load()
+        self.dims = dict(dims or {})
+        self.stack: list[str] = []
+        self.count = 0
+        self.trained_inputs: dict[str, TensorType] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def error(self, code: str, message: str, span: Span, label: str = "", help: str | None = None) -> Diagnostic:
+        d = Diagnostic(code, message, span, label=label, help=help)
+        self.diags.append(d)
+        return d
+
+    def _in_block_note(self, d: Diagnostic, scope: Scope) -> None:
+        if scope.block and scope.call_span is not None:
+            d.note(f"in `{scope.block}`, instantiated here", scope.call_span)
+
+    def _lookup_const(self, scope: Scope, name: str, span: Span) -> Const:
+        if name in scope.consts:
+            return scope.consts[name]
+        val = scope.names.get(name)
+        if isinstance(val, TensorVal):
+            raise ConstError(f"`{name}` is a tensor, but a constant is needed here", span, "E0207")
+        raise ConstError(
+            f"unknown name `{name}`", span, "E0201", help=did_you_mean(name, list(scope.consts) + list(scope.names))
+        )
+
+    def const(self, expr: ir.Expr, scope: Scope) -> Const | Poison:
+        try:
+            return eval_const(expr, lambda n, s: self._lookup_const(scope, n, s))
+        except ConstError as e:
+            d = self.error(e.code, e.message, e.span, help=e.help)
+            self._in_block_note(d, scope)
+            return POISON
+
+    # ------------------------------------------------------------------ entry points
+
+    def check_model(self) -> Program | None:
+        model = self.res.model
+        if model is None:
+            return None
+        consts: dict[str, Const] = {k: v.value for k, v in self.res.params.items()}
+        consts.update({k: v.value for k, v in self.res.model_args.items()})
+        spans = {k: v.span for k, v in self.res.params.items()}
+        scope = Scope(consts=consts, const_spans=spans)
+        for name, size in self.dims.items():
+            self.env.declare(name)
+            self.env.value[name] = size
+            self.env.origin[name] = "given"
+        prog = Program(name=model.name, env=self.env, span=model.name_span or model.span)
+        self.stack.append(model.name)
+        self.body(model.body, scope, prog, inputs=None)
+        self.stack.pop()
+        if not prog.outputs and not any(d.severity == "error" for d in self.diags):
+            self.error("E0212", f"model `{model.name}` has no `output`", model.name_span or model.span,
+                       help="mark a result with `output name`")
+        self._check_train(prog)
+        return prog
+
+    def _check_train(self, prog: Program) -> None:
+        if self.res.train is None:
+            return
+        try:
+            from dsl.checking.train import check_train
+        except ImportError:
+            return
+        outputs = prog.output_types()
+        model = self.res.model
+        for o in model.outputs if model is not None else []:
+            # an output whose computation failed was reported already; do not cascade
+            outputs.setdefault(o.name, TensorType((), "float", True))
+        # `--set` overrides reach the train section too (`episodes(shots=shots)`).
+        overrides = {k: v.value for k, v in {**self.res.params, **self.res.model_args}.items() if v.origin == "override"}
+        self.diags.extend(check_train(self.res.spec, prog.input_types(), outputs, self.env, overrides))
+
+    # ------------------------------------------------------------------ statements
+
+    def body(self, stmts: Sequence[Any], scope: Scope, prog: Program, inputs: list[TensorVal | Poison] | None) -> None:
+        """Elaborate statements. ``inputs`` are the actual arguments of a block call."""
+        remaining = list(inputs) if inputs is not None else None
+        for stmt in stmts:
+            if isinstance(stmt, ir.Input):
+                self.input(stmt, scope, prog, remaining)
+            elif isinstance(stmt, ir.Assign):
+                self.assign(stmt, scope, prog)
+            elif isinstance(stmt, ir.Output):
+                self.output(stmt, scope, prog)
+            elif isinstance(stmt, ir.Repeat):
+                self.repeat(stmt, scope, prog)
+
+    def declared_type(self, decl: ir.TensorDecl, scope: Scope) -> TensorType | Poison:
+        dims: list[Any] = []
+        variadic = False
+        assert decl.shape is not None
+        for d in decl.shape.dims:
+            if isinstance(d, ir.Ellipsis_):
+                variadic = True
+                continue
+            if isinstance(d, ir.Wildcard):
+                dims.append(None)
+                continue
+            v = self.dim_value(d, scope)
+            if isinstance(v, Poison):
+                return POISON
+            dims.append(v)
+        return TensorType(tuple(dims), decl.dtype or "float", variadic)
+
+    def dim_value(self, expr: Any, scope: Scope) -> Any:
+        """A shape dim: int, a symbolic name (capitalised), params and arithmetic."""
+        if isinstance(expr, ir.Num):
+            if not isinstance(expr.value, int) or expr.value < 0:
+                self.error("E0305", f"a dimension must be a non-negative integer, found {expr.value}", expr.span)
+                return POISON
+            return expr.value
+        if isinstance(expr, ir.Name):
+            if expr.id in scope.consts:
+                v = scope.consts[expr.id]
+                if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                    return v
+                self.error("E0305", f"`{expr.id}` = {v!r} cannot be a dimension", expr.span)
+                return POISON
+            if _is_block_name(expr.id):
+                return self.symbol(expr.id, scope)
+            self.error("E0201", f"unknown name `{expr.id}` in a shape", expr.span,
+                       help=did_you_mean(expr.id, list(scope.consts)) or "symbolic dims start with a capital letter (N, B, F)")
+            return POISON
+        if isinstance(expr, ir.BinOp) and expr.op in ("+", "-", "*"):
+            a, b = self.dim_value(expr.left, scope), self.dim_value(expr.right, scope)
+            if isinstance(a, Poison) or isinstance(b, Poison):
+                return POISON
+            if expr.op == "+":
+                return dim_add(a, b)
+            if expr.op == "-":
+                return dim_add(a, dim_mul(b, -1))
+            return dim_mul(a, b)
+        v = self.const(expr, scope)
+        if isinstance(v, Poison):
+            return POISON
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            return v
+        self.error("E0305", f"a dimension must be a non-negative integer, found {v!r}", expr.span)
+        return POISON
+
+    def symbol(self, name: str, scope: Scope) -> Sym:
+        if scope.symbols is None:
+            return self.env.declare(name)
+        if name not in scope.symbols:
+            scope.symbols[name] = self.env.fresh(name)
+        return scope.symbols[name]
+
+    def input(self, stmt: ir.Input, scope: Scope, prog: Program, actual: list[TensorVal | Poison] | None) -> None:
+        if stmt.name in NOT_INPUT_NAMES:
+            self.error("E0213", f"`{stmt.name}` cannot name an input", stmt.span,
+                       label="inputs become the parameters of the compiled module's forward()",
+                       help=f"rename it, e.g. `{stmt.name}_`: Python keywords, `self` and `torch` cannot be parameters there")
+            scope.names[stmt.name] = POISON
+            return
+        if stmt.name in prog.inputs:
+            self.error("E0203", f"input `{stmt.name}` is declared twice", stmt.span)
+            return
+        declared = self.declared_type(stmt, scope) if stmt.shape is not None else TensorType((), stmt.dtype or "float", True)
+        if actual is not None:  # block instantiation: bind the caller's argument
+            if not actual:
+                scope.names[stmt.name] = POISON
+                return
+            arg = actual.pop(0)
+            if isinstance(arg, Poison) or isinstance(declared, Poison):
+                scope.names[stmt.name] = POISON
+                node = prog.add(PNode(prog.unique(stmt.name), "input", stmt.name, stmt.span, types=[TensorType((), "float", True)], var=stmt.name))
+                prog.inputs[stmt.name] = Ref(node.name)
+                return
+            self.unify_declared(arg, declared, stmt, scope)
+            t = self.env.resolve_type(arg.type)
+        else:
+            if isinstance(declared, Poison):
+                scope.names[stmt.name] = POISON
+                return
+            t = declared
+        node = prog.add(PNode(prog.unique(stmt.name), "input", stmt.name, stmt.span, types=[t], var=stmt.name))
+        prog.inputs[stmt.name] = Ref(node.name)
+        scope.names[stmt.name] = TensorVal(Ref(node.name), t, stmt.span, stmt.name)
+
+    def unify_declared(self, arg: TensorVal, declared: TensorType, stmt: ir.Input, scope: Scope) -> None:
+        actual = self.env.resolve_type(arg.type)
+        ok = self._unify_types(actual, declared)
+        if not ok or (stmt.dtype is not None and actual.dtype != declared.dtype):
+            code = "E0302" if ok else "E0301"
+            what = "dtype" if ok else "shape"
+            span = arg.use_span or scope.call_span or stmt.span
+            d = self.error(code, f"{what} mismatch in argument `{stmt.name}` of `{scope.block}`", span,
+                           label=f"expected {self._show_decl(declared)}, found {actual}")
+            d.note(f"`{scope.block}` declares `input {stmt.name}: {self._show_decl(declared)}`", stmt.span)
+            self._explain(d, arg)
+
+    def _show_decl(self, t: TensorType) -> str:
+        return str(self.env.resolve_type(t))
+
+    def _unify_types(self, actual: TensorType, want: TensorType) -> bool:
+        """Unify shapes (rank and dims); False on a conflict."""
+        a, w = list(actual.shape), list(want.shape)
+        if want.variadic:
+            if len(a) < len(w) and not actual.variadic:
+                return False
+            a = a[len(a) - len(w):] if w else []
+            if len(a) < len(w):
+                a = [None] * (len(w) - len(a)) + a
+        elif actual.variadic:
+            if len(a) > len(w):
+                return False
+            a = [None] * (len(w) - len(a)) + a
+        elif len(a) != len(w):
+            return False
+        try:
+            for x, y in zip(a, w):
+                self.env.unify(x, y)
+        except DimConflict:
+            return False
+        return True
+
+    def _explain(self, d: Diagnostic, val: Any) -> None:
+        if isinstance(val, TensorVal) and val.var:
+            t = self.env.resolve_type(val.type)
+            because = f" because {val.type.why}" if val.type.why else ""
+            d.note(f"`{val.var}` is {t}{because} ({_line_of(val.span, d.span)})")
+
+    def assign(self, stmt: ir.Assign, scope: Scope, prog: Program) -> None:
+        self.count += 1
+        if self.count > MAX_NODES:
+            if self.count == MAX_NODES + 1:
+                self.error("E0801", f"model has more than {MAX_NODES} statements after unrolling", stmt.span)
+            return
+        names = [t.name for t in stmt.targets]
+        value = stmt.value
+        if isinstance(value, ir.Call):
+            results = self.call(value, scope, prog, var=names[0], n_targets=len(names))
+        else:
+            results = [self.tensor_expr(value, scope, prog, var=names[0])]
+        if len(results) == 1 and isinstance(results[0], (BlockValueVal,)):
+            if len(names) != 1:
+                self.error("E0210", "a block value binds exactly one name", stmt.span)
+                return
+            bv = results[0]
+            module = prog.unique(names[0])
+            scope.names[names[0]] = InstanceVal(bv.value, module, stmt.span, names[0])
+            return
+        if len(names) > len(results):
+            self.error("E0210", f"{len(names)} names but the right side gives {len(results)} value{'s' if len(results) != 1 else ''}",
+                       stmt.targets[len(results)].span)
+            results = results + [POISON] * (len(names) - len(results))
+        for tgt, val in zip(stmt.targets, results):
+            if isinstance(val, TensorVal):
+                val = TensorVal(val.ref, val.type, stmt.span, tgt.name)
+            elif isinstance(val, ConstVal):
+                self.error("E0206", f"`{tgt.name}` would be a constant; use `param {tgt.name} = ...` for constants", stmt.span)
+                val = POISON
+            scope.names[tgt.name] = val
+
+    def output(self, stmt: ir.Output, scope: Scope, prog: Program) -> None:
+        val = scope.names.get(stmt.name)
+        if val is None:
+            self.error("E0212", f"output `{stmt.name}` is not defined", stmt.span,
+                       help=did_you_mean(stmt.name, [k for k, v in scope.names.items() if isinstance(v, TensorVal)]))
+            return
+        if isinstance(val, Poison):
+            return
+        if not isinstance(val, TensorVal):
+            self.error("E0206", f"output `{stmt.name}` is not a tensor", stmt.span)
+            return
+        if stmt.name in prog.outputs:
+            self.error("E0203", f"output `{stmt.name}` is declared twice", stmt.span)
+            return
+        prog.outputs[stmt.name] = val.ref
+        if stmt.shape is None:
+            return
+        want = self.declared_type(stmt, scope)
+        if isinstance(want, Poison):
+            return
+        actual = self.env.resolve_type(val.type)
+        shown_want = self._show_decl(want)
+        ok = self._unify_types(actual, want)
+        if not ok:
+            d = self.error("E0304", f"output `{stmt.name}` does not have its declared shape", stmt.shape.span,
+                           label=f"expected {shown_want}, found {actual}")
+            self._explain(d, val)
+        elif stmt.dtype is not None and actual.dtype != stmt.dtype:
+            d = self.error("E0304", f"output `{stmt.name}` does not have its declared dtype", stmt.span,
+                           label=f"expected {stmt.dtype}, found {actual.dtype}")
+            self._explain(d, val)
+
+    def repeat(self, stmt: ir.Repeat, scope: Scope, prog: Program) -> None:
+        n = self.const(stmt.count, scope)
+        if isinstance(n, Poison):
+            return
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            self.error("E0207", f"`repeat` needs a non-negative integer count, found {n!r}", stmt.count.span)
+            return
+        if n > MAX_REPEAT:
+            self.error("E0801", f"`repeat {n}` exceeds the limit of {MAX_REPEAT} copies", stmt.count.span)
+            return
+        unrolled = n * _assignments(stmt.body)  # a lower bound: refuse before unrolling, not after
+        if self.count + unrolled > MAX_NODES:
+            self.error("E0801", f"`repeat {n}` unrolls to at least {unrolled:,} statements; the limit is "
+                       f"{MAX_NODES:,} after unrolling", stmt.count.span)
+            return
+        saved = scope.consts.get(stmt.var) if stmt.var else None
+        for i in range(n):
+            if stmt.var:
+                scope.consts[stmt.var] = i
+            before = len(self.diags)
+            self.body(stmt.body, scope, prog, inputs=None)
+            if len(self.diags) > before:
+                break  # the same mistake in every copy is reported once
+        if stmt.var:
+            if saved is None:
+                scope.consts.pop(stmt.var, None)
+            else:
+                scope.consts[stmt.var] = saved
+
+    # ------------------------------------------------------------------ expressions
+
+    def tensor_expr(self, expr: Any, scope: Scope, prog: Program, var: str | None = None) -> Value:
+        if isinstance(expr, ir.Name):
+            if expr.id in scope.names:
+                return scope.names[expr.id]
+            if expr.id in scope.consts:
+                return ConstVal(scope.consts[expr.id], expr.span)
+            choices = list(scope.names) + list(scope.consts)
+            d = self.error("E0201", f"unknown name `{expr.id}`", expr.span, help=did_you_mean(expr.id, choices))
+            self._in_block_note(d, scope)
+            return POISON
+        if isinstance(expr, ir.Call):
+            res = self.call(expr, scope, prog, var=var, n_targets=1)
+            return res[0] if res else POISON
+        if isinstance(expr, (ir.Num, ir.Bool)):
+            return ConstVal(expr.value, expr.span)
+        if isinstance(expr, ir.BinOp):
+            return self.binop(expr, scope, prog, var)
+        if isinstance(expr, ir.UnaryOp):
+            v = self.tensor_expr(expr.operand, scope, prog, var)
+            if isinstance(v, ConstVal):
+                c = self.const(expr, scope)
+                return POISON if isinstance(c, Poison) else ConstVal(c, expr.span)
+            if not isinstance(v, TensorVal):
+                return self._not_tensor(v, expr.operand)
+            if expr.op == "+":
+                return v
+            node = prog.add(PNode(prog.unique(var or "neg"), "unary", "neg", expr.span, args=[v.ref], types=[v.type], var=var))
+            return TensorVal(Ref(node.name), v.type, expr.span, None)
+        self.error("E0206", "expected a tensor expression", expr.span)
+        return POISON
+
+    def _not_tensor(self, v: Value, expr: Any) -> Poison:
+        if isinstance(v, Poison):
+            return POISON
+        what = {
+            ConstVal: "a constant",
+            InstanceVal: "a block value (call it with tensors)",
+            BlockValueVal: "a block value (call it with tensors)",
+        }.get(type(v), "not a tensor")
+        self.error("E0206", f"expected a tensor, found {what}", expr.span)
+        return POISON
+
+    def binop(self, expr: ir.BinOp, scope: Scope, prog: Program, var: str | None) -> Value:
+        a = self.tensor_expr(expr.left, scope, prog)
+        b = self.tensor_expr(expr.right, scope, prog)
+        if isinstance(a, Poison) or isinstance(b, Poison):
+            return POISON
+        if isinstance(a, ConstVal) and isinstance(b, ConstVal):
+            c = self.const(expr, scope)
+            return POISON if isinstance(c, Poison) else ConstVal(c, expr.span)
+        for v, e in ((a, expr.left), (b, expr.right)):
+            if not isinstance(v, (TensorVal, ConstVal)):
+                return self._not_tensor(v, e)
+            if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float))):
+                self.error("E0206", f"cannot use {v.value!r} in tensor arithmetic", e.span)
+                return POISON
+        if expr.op not in ("+", "-", "*", "/", "@"):
+            self.error("E0206", f"operator `{expr.op}` is not defined on tensors (use + - * / @)", expr.span)
+            return POISON
+        if expr.op == "@" and (isinstance(a, ConstVal) or isinstance(b, ConstVal)):
+            self.error("E0206", "`@` needs tensors on both sides", expr.span)
+            return POISON
+        t = self.binop_type(expr, a, b)
+        if t is None:
+            return POISON
+        args = [a.ref if isinstance(a, TensorVal) else a.value, b.ref if isinstance(b, TensorVal) else b.value]
+        node = prog.add(PNode(prog.unique(var or {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}[expr.op]),
+                              "binop", expr.op, expr.span, args=args, types=[t], var=var))
+        return TensorVal(Ref(node.name), t, expr.span, None)
+
+    def binop_type(self, expr: ir.BinOp, a: Any, b: Any) -> TensorType | None:
+        if isinstance(a, ConstVal):
+            tb = b.type
+            return TensorType(tb.shape, "float" if isinstance(a.value, float) else tb.dtype, tb.variadic)
+        if isinstance(b, ConstVal):
+            ta = a.type
+            return TensorType(ta.shape, "float" if isinstance(b.value, float) else ta.dtype, ta.variadic)
+        ta, tb = self.env.resolve_type(a.type), self.env.resolve_type(b.type)
+        try:
+            if expr.op == "@":
+                return self.matmul_type(ta, tb)
+            t = broadcast(ta, tb, self.env)
+            if expr.op == "/" and t.dtype != "float":
+                t = t.with_dtype("float")
+            return t
+        except DimConflict:
+            d = self.error("E0301", f"shapes of `{expr.op}` do not broadcast", expr.span,
+                           label=f"{ta} {expr.op} {tb}")
+            self._explain(d, a)
+            self._explain(d, b)
+            return None
+
+    def matmul_type(self, ta: TensorType, tb: TensorType) -> TensorType:
+        if (ta.rank == 0) or (tb.rank == 0):
+            raise DimConflict(0, 1)
+        if len(tb.shape) == 1 and not tb.variadic:
+            self.env.unify(ta.shape[-1], tb.shape[0])
+            return TensorType(ta.shape[:-1], ta.dtype, ta.variadic)
+        if len(ta.shape) == 1 and not ta.variadic:
+            self.env.unify(ta.shape[0], tb.shape[-2])
+            return TensorType(tb.shape[:-2] + tb.shape[-1:], tb.dtype, tb.variadic)
+        self.env.unify(ta.shape[-1], tb.shape[-2])
+        batch = broadcast(TensorType(ta.shape[:-2], ta.dtype, ta.variadic), TensorType(tb.shape[:-2], tb.dtype, tb.variadic), self.env)
+        return TensorType(batch.shape + (ta.shape[-2], tb.shape[-1]), ta.dtype, batch.variadic)
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, expr: ir.Call, scope: Scope, prog: Program, var: str | None, n_targets: int) -> list[Value]:
+        fspan = expr.func_span if expr.func_span.known else expr.span
+        local = scope.names.get(expr.func)
+        if isinstance(local, InstanceVal):
+            return self.instance_call(expr, local, scope, prog, var)
+        if local is not None and not isinstance(local, Poison):
+            self.error("E0206", f"`{expr.func}` is a tensor, not a block", fspan)
+            return [POISON] * n_targets
+        if isinstance(local, Poison):
+            return [POISON] * n_targets
+        if expr.func in self.res.blocks:
+            return self.user_call(expr, self.res.blocks[expr.func], scope, prog, var, n_targets)
+        decl = self.registry.get(expr.func)
+        if decl is None:
+            choices = list(self.registry) + list(self.res.blocks) + [k for k, v in scope.names.items() if isinstance(v, InstanceVal)]
+            d = self.error("E0201", f"unknown block or function `{expr.func}`", fspan,
+                           help=did_you_mean(expr.func, choices) or "`dsl blocks` lists the blocks and functions")
+            self._in_block_note(d, scope)
+            for a in expr.args:  # still check the arguments
+                self.tensor_expr(a, scope, prog)
+            return [POISON] * n_targets
+        return self.decl_call(expr, decl, scope, prog, var)
+
+    def split_kwargs(self, expr: ir.Call, decl: Decl) -> tuple[dict[str, ir.Keyword], dict[str, ir.Keyword]]:
+        tensors: dict[str, ir.Keyword] = {}
+        hyper: dict[str, ir.Keyword] = {}
+        for kw in expr.kwargs:
+            if kw.name in tensors or kw.name in hyper:
+                self.error("E0202", f"argument `{kw.name}` given twice", kw.span)
+                continue
+            (tensors if decl.input(kw.name) is not None else hyper)[kw.name] = kw
+        return tensors, hyper
+
+    def decl_call(self, expr: ir.Call, decl: Decl, scope: Scope, prog: Program, var: str | None) -> list[Value]:
+        n_out = len(decl.outputs)
+        tensor_kws, hyper_kws = self.split_kwargs(expr, decl)
+        params = self.validate_params(decl, hyper_kws, expr, scope, prog)
+        if not expr.args and not tensor_kws and decl.kind == "block":
+            if isinstance(params, Poison):
+                return [POISON]
+            return [BlockValueVal(DeclValue(decl, params), expr.span)]
+        inputs, spans, values, ok = self.bind_inputs(expr, decl, tensor_kws, scope, prog)
+        if not ok or isinstance(params, Poison):
+            return [POISON] * n_out
+        call = ShapeCall(decl.name, {k: v.type for k, v in inputs.items()}, self.env, describe_params(params))
+        try:
+            out_types = decl.infer(call, params)
+        except ShapeError as e:
+            self.shape_error(e, decl.name, expr, spans, values, scope)
+            return [POISON] * n_out
+        except Exception as e:  # a faulty shape rule must not crash the checker
+            self.error("E0301", f"shape rule of `{decl.name}` failed: {type(e).__name__}: {e}", expr.span)
+            return [POISON] * n_out
+        out_types = [self.env.resolve_type(t) for t in out_types]
+        name = prog.unique(var or decl.name.lower())
+        args, kwargs = self.arrange_args(decl, inputs)
+        node = PNode(name, decl.kind, decl.name, expr.span, args=args, kwargs=kwargs, decl=decl,
+                     params=params, types=out_types, var=var)
+        if decl.kind == "block":
+            node.module = name
+            prog.modules[name] = ModuleSpec("decl", expr.span, decl=decl, params=params,
+                                            in_types={k: v.type for k, v in inputs.items()}, out_types=out_types)
+        prog.add(node)
+        self.record_aux(decl, params, node, prog)
+        return [TensorVal(Ref(name, i), t, expr.span, None) for i, t in enumerate(out_types)]
+
+    def record_aux(self, decl: Decl, params: Any, node: PNode, prog: Program) -> None:
+        for aux in decl.aux:
+            if aux.output not in decl.outputs:
+                continue
+            weight = aux.weight if not isinstance(aux.weight, str) else float(getattr(params, aux.weight))
+            prog.aux.append(AuxEntry(f"aux:{node.name}.{aux.output}", Ref(node.name, decl.outputs.index(aux.output)), float(weight)))
+
+    def arrange_args(self, decl: Decl, inputs: dict[str, TensorVal]) -> tuple[list[Any], dict[str, Ref]]:
+        if decl.inputs and decl.inputs[0].variadic:
+            refs = [v.ref for v in inputs.values()]
+            return [refs], {}
+        args: list[Any] = []
+        kwargs: dict[str, Ref] = {}
+        for a in decl.inputs:
+            if a.name not in inputs:
+                continue
+            if a.optional:
+                kwargs[a.name] = inputs[a.name].ref
+            else:
+                args.append(inputs[a.name].ref)
+        return args, kwargs
+
+    def bind_inputs(self, expr: ir.Call, decl: Decl, tensor_kws: dict[str, ir.Keyword], scope: Scope, prog: Program):
+        inputs: dict[str, TensorVal] = {}
+        spans: dict[str, Span] = {}
+        values: dict[str, Any] = {}
+        ok = True
+        variadic = bool(decl.inputs) and decl.inputs[0].variadic
+        positional = [a for a in decl.inputs if not a.optional]
+        fspan = expr.func_span if expr.func_span.known else expr.span
+        if variadic:
+            pairs = [(f"{decl.inputs[0].name}{i}", a) for i, a in enumerate(expr.args)]
+            if not pairs:
+                self.error("E0202", f"`{decl.name}` needs at least one tensor", expr.span)
+                ok = False
+        else:
+            if len(expr.args) > len(decl.inputs):
+                extra = expr.args[len(decl.inputs)]
+                self.error("E0202", f"`{decl.name}` takes {len(positional)} tensor argument{'s' if len(positional) != 1 else ''}, found {len(expr.args)}",
+                           extra.span, help=self.signature_help(decl))
+                ok = False
+            names = [a.name for a in decl.inputs]
+            pairs = list(zip(names, expr.args))
+        for kname, kw in tensor_kws.items():
+            if any(n == kname for n, _ in pairs):
+                self.error("E0202", f"tensor `{kname}` given both by position and by keyword", kw.span)
+                ok = False
+                continue
+            pairs.append((kname, kw.value))
+        given = {n for n, _ in pairs}
+        if not variadic:
+            missing = [a.name for a in positional if a.name not in given]
+            if missing:
+                self.error("E0202", f"`{decl.name}` is missing tensor argument{'s' if len(missing) > 1 else ''} "
+                           + ", ".join(f"`{m}`" for m in missing), fspan, help=self.signature_help(decl))
+                ok = False
+        for name, e in pairs:
+            v = self.tensor_expr(e, scope, prog)
+            spans[name] = e.span
+            values[name] = v
+            if isinstance(v, TensorVal):
+                inputs[name] = v
+            else:
+                if not isinstance(v, Poison):
+                    self._not_tensor(v, e)
+                ok = False
+        return inputs, spans, values, ok
+
+    def signature_help(self, decl: Decl) -> str:
+        req = ", ".join(a.name for a in decl.inputs if not a.optional)
+        opt = ", ".join(f"{a.name}=..." for a in decl.inputs if a.optional)
+        fields = ", ".join(f"{k}=..." for k, f in decl.params.model_fields.items() if f.is_required())
+        parts = [p for p in (req, opt, fields) if p]
+        return f"usage: {decl.name}({', '.join(parts)})" + (f"  {decl.signature}" if decl.signature else "")
+
+    def hyper_value(self, kw: ir.Keyword, scope: Scope, prog: Program) -> Any:
+        e = kw.value
+        if isinstance(e, ir.Call) and not e.args and (_is_block_name(e.func) or isinstance(scope.names.get(e.func), InstanceVal)):
+            res = self.call(e, scope, prog, var=None, n_targets=1)
+            v = res[0] if res else POISON
+            if isinstance(v, BlockValueVal):
+                return v.value
+            if isinstance(v, Poison):
+                return POISON
+            self.error("E0206", f"`{kw.name}` expects a block value", e.span)
+            return POISON
+        if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), InstanceVal):
+            return scope.names[e.id].value  # type: ignore[union-attr]
+        if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), TensorVal):
+            self.error("E0207", f"`{kw.name}` needs a constant, but `{e.id}` is a tensor", e.span)
+            return POISON
+        return self.const(e, scope)
+
+    def validate_params(self, decl: Decl, hyper: dict[str, ir.Keyword], expr: ir.Call, scope: Scope, prog: Program) -> Any:
+        data: dict[str, Any] = {}
+        bad = False
+        for name, kw in hyper.items():
+            v = self.hyper_value(kw, scope, prog)
+            if isinstance(v, Poison):
+                bad = True
+            else:
+                data[name] = v
+        fields = decl.params.model_fields
+        for name, kw in hyper.items():
+            if name not in fields:
+                choices = list(fields) + [a.name for a in decl.inputs]
+                self.error("E0402", f"`{decl.name}` has no hyperparameter `{name}`", kw.span,
+                           help=did_you_mean(name, choices) or (f"its hyperparameters: {', '.join(fields)}" if fields else f"`{decl.name}` takes no hyperparameters"))
+                bad = True
+                data.pop(name, None)
+        if bad:
+            return POISON
+        try:
+            return decl.params.model_validate(data, strict=True)
+        except ValidationError as err:
+            fspan = expr.func_span if expr.func_span.known else expr.span
+            for e in err.errors():
+                field_name = str(e["loc"][0]) if e["loc"] else ""
+                kw = hyper.get(field_name)
+                if e["type"] == "missing":
+                    self.error("E0403", f"`{decl.name}` needs hyperparameter `{field_name}`", fspan,
+                               help=self.signature_help(decl))
+                    continue
+                info = fields.get(field_name)
+                expected = _annotation_text(info.annotation) if info is not None and e["type"] != "value_error" else ""
+                got = data.get(field_name)
+                what = f"invalid value for `{field_name}` of `{decl.name}`" if field_name else f"invalid hyperparameters of `{decl.name}`"
+                self.error("E0401", what, kw.value.span if kw is not None else fspan,
+                           label=f"{e['msg'].lower()}" + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
+            return POISON
+        except Exception as exc:
+            self.error("E0401", f"invalid hyperparameters for `{decl.name}`: {exc}", expr.span)
+            return POISON
+
+    def shape_error(self, e: ShapeError, block: str, expr: ir.Call, spans: dict[str, Span], values: dict[str, Any], scope: Scope) -> None:
+        span = spans.get(e.arg or "", None)
+        if span is None and e.arg:
+            kw = next((k for k in expr.kwargs if k.name == e.arg), None)
+            span = kw.span if kw is not None else None
+        if span is None:
+            span = expr.span
+        d = self.error(e.code, e.message, span, label=e.label, help=e.help)
+        if e.arg in values:
+            self._explain(d, values[e.arg])
+        self._in_block_note(d, scope)
+
+    # ------------------------------------------------------------------ block values and user blocks
+
+    def instance_call(self, expr: ir.Call, inst: InstanceVal, scope: Scope, prog: Program, var: str | None) -> list[Value]:
+        if expr.kwargs:
+            self.error("E0209", f"`{inst.var}` is a block instance: give hyperparameters where it is defined", expr.kwargs[0].span)
+        if isinstance(inst.value, DeclValue) and not any(a.variadic for a in inst.value.decl.inputs):
+            n = len(inst.value.decl.inputs)
+            if len(expr.args) > n:
+                self.error("E0202", f"`{inst.var}` takes {n} tensor argument{'s' if n != 1 else ''}, found {len(expr.args)}",
+                           expr.args[n].span, help=self.signature_help(inst.value.decl))
+                return [POISON]
+        vals = [self.tensor_expr(a, scope, prog) for a in expr.args]
+        if any(not isinstance(v, TensorVal) for v in vals):
+            for v, a in zip(vals, expr.args):
+                if not isinstance(v, TensorVal):
+                    self._not_tensor(v, a)
+            return [POISON]
+        types = [self.env.resolve_type(v.type) for v in vals]  # type: ignore[union-attr]
+        if inst.first_inputs is not None:
+            for t0, t, a in zip(inst.first_inputs, types, expr.args):
+                if t0.shape and t.shape:
+                    try:
+                        self.env.unify(t0.shape[-1], t.shape[-1])
+                    except DimConflict:
+                        d = self.error("E0301", f"shared block `{inst.var}` was first called with features {dim_str(t0.shape[-1])}, here {dim_str(t.shape[-1])}",
+                                       a.span, label=f"expected [..., {dim_str(t0.shape[-1])}], found {t}")
+                        d.note(f"`{inst.var}` is one instance with one set of weights", inst.span)
+                        return [POISON]
+        call = ShapeCall(inst.value.name, {}, self.env)
+        try:
+            outs = inst.value.infer(call, types)
+        except ShapeError as e:
+            spans = {}
+            self.shape_error(e, inst.value.name, expr, spans, {}, scope)
+            return [POISON]
+        except ValueError as e:
+            self.error("E0202", str(e), expr.span)
+            return [POISON]
+        outs = [self.env.resolve_type(t) for t in outs]
+        if inst.first_inputs is None:
+            inst.first_inputs = types
+            prog.modules[inst.module] = ModuleSpec("value", inst.span, value=inst.value,
+                                                   in_types={str(i): t for i, t in enumerate(types)}, out_types=outs)
+        name = prog.unique(var or inst.var)
+        prog.add(PNode(name, "block", inst.value.name, expr.span, args=[v.ref for v in vals], types=outs,  # type: ignore[union-attr]
+                       module=inst.module, var=var))
+        return [TensorVal(Ref(name, i), t, expr.span, None) for i, t in enumerate(outs)]
+
+    def user_call(self, expr: ir.Call, bdef: ir.BlockDef, scope: Scope, prog: Program, var: str | None, n_targets: int) -> list[Value]:
+        consts = self.block_args(bdef, expr.kwargs, expr, scope)
+        if not expr.args:
+            if consts is None:
+                return [POISON]
+            return [BlockValueVal(UserBlockValue(self, bdef, consts, expr.span), expr.span)]
+        vals = [self.tensor_expr(a, scope, prog) for a in expr.args]
+        n_in = len(bdef.inputs)
+        if len(vals) != n_in:
+            fspan = expr.func_span if expr.func_span.known else expr.span
+            self.error("E0202", f"`{bdef.name}` takes {n_in} tensor argument{'s' if n_in != 1 else ''}, found {len(vals)}", fspan,
+                       help=f"`{bdef.name}` declares inputs " + ", ".join(f"`{i.name}`" for i in bdef.inputs))
+            return [POISON] * max(n_targets, len(bdef.outputs))
+        good: list[TensorVal | Poison] = []
+        for v, a in zip(vals, expr.args):
+            if isinstance(v, TensorVal):
+                good.append(TensorVal(v.ref, v.type, v.span, v.var, use_span=a.span))
+            else:
+                if not isinstance(v, Poison):
+                    self._not_tensor(v, a)
+                good.append(POISON)
+        if consts is None:
+            return [POISON] * max(n_targets, len(bdef.outputs))
+        sub = self.instantiate(bdef, consts, good, expr.span)
+        if sub is None:
+            return [POISON] * max(n_targets, len(bdef.outputs))
+        name = prog.unique(var or bdef.name.lower())
+        self.lift_aux(sub, name, prog)
+        outs = [sub.type_of(r) for r in sub.outputs.values()]
+        prog.modules[name] = ModuleSpec("user", expr.span, program=sub, out_types=outs)
+        refs = [v.ref for v in good if isinstance(v, TensorVal)]
+        prog.add(PNode(name, "user", bdef.name, expr.span, args=list(refs), types=outs, module=name, var=var))
+        n_user = len(outs) - len(sub.aux)
+        return [TensorVal(Ref(name, i), t, expr.span, None) for i, t in enumerate(outs[:n_user])]
+
+    def lift_aux(self, sub: Program, node: str, prog: Program) -> None:
+        """A user block's auxiliary losses become extra outputs of its graph, after its own."""
+        for a in sub.aux:
+            sub.outputs[a.key] = a.ref
+            idx = list(sub.outputs).index(a.key)
+            prog.aux.append(AuxEntry(f"aux:{node}.{a.key[4:]}", Ref(node, idx), a.weight))
+
+    def block_args(self, bdef: ir.BlockDef, kwargs: Sequence[ir.Keyword], expr: ir.Call, scope: Scope) -> dict[str, Const] | None:
+        declared = {p.name: p for p in bdef.params}
+        values: dict[str, Const] = {}
+        ok = True
+        for kw in kwargs:
+            if kw.name not in declared:
+                self.error("E0209", f"`{bdef.name}` has no param `{kw.name}`", kw.span,
+                           help=did_you_mean(kw.name, declared) or (f"its params: {', '.join(declared)}" if declared else f"`{bdef.name}` takes no params"))
+                ok = False
+                continue
+            v = self.const(kw.value, scope)
+            if isinstance(v, Poison):
+                ok = False
+                continue
+            try:
+                values[kw.name] = coerce(v, declared[kw.name].type, kw.value.span, f"param `{kw.name}` of `{bdef.name}`")
+            except ConstError as e:
+                self.error(e.code, e.message, e.span)
+                ok = False
+        base = {k: v.value for k, v in self.res.params.items()}
+        for p in bdef.params:
+            if p.name in values:
+                continue
+            if p.default is None:
+                fspan = expr.func_span if expr.func_span.known else expr.span
+                self.error("E0403", f"`{bdef.name}` needs param `{p.name}`", fspan, help=f"{bdef.name}(..., {p.name}=...)")
+                ok = False
+                continue
+            v = self.const(p.default, Scope(consts={**base, **values}))
+            if isinstance(v, Poison):
+                ok = False
+                continue
+            values[p.name] = v
+        return values if ok else None
+
+    def instantiate(self, bdef: ir.BlockDef, consts: dict[str, Const], args: list[TensorVal | Poison], call_span: Span) -> Program | None:
+        if bdef.name in self.stack:
+            self.error("E0205", f"block `{bdef.name}` uses itself: " + " -> ".join([*self.stack, bdef.name]), call_span)
+            return None
+        if len(self.stack) >= MAX_BLOCK_DEPTH:
+            self.error("E0801", f"blocks nested deeper than {MAX_BLOCK_DEPTH}", call_span)
+            return None
+        base = {k: v.value for k, v in self.res.params.items()}
+        scope = Scope(consts={**base, **consts}, symbols={}, block=bdef.name, call_span=call_span)
+        sub = Program(name=bdef.name, env=self.env, span=bdef.name_span or bdef.span)
+        self.stack.append(bdef.name)
+        before = len(self.diags)
+        self.body(bdef.body, scope, sub, inputs=list(args))
+        self.stack.pop()
+        if not sub.outputs:
+            if len(self.diags) == before:
+                self.error("E0212", f"block `{bdef.name}` has no `output`", bdef.name_span or bdef.span)
+            return None
+        if any(d.severity == "error" for d in self.diags[before:]):
+            return None
+        return sub
+
+
+class UserBlockValue(BlockValue):
+    """A user ``block`` used as a value (``expert=Expert(dim=16)``)."""
+
+    def __init__(self, checker: Checker, bdef: ir.BlockDef, consts: dict[str, Const], span: Span):
+        self.checker = checker
+        self.bdef = bdef
+        self.consts = consts
+        self.span = span
+        self.name = bdef.name
+
+    def _program(self, inputs: Sequence[TensorType], env: DimEnv | None = None) -> Program:
+        args: list[TensorVal | Poison] = [TensorVal(Ref(f"arg{i}"), t, self.span, None) for i, t in enumerate(inputs)]
+        if len(args) != len(self.bdef.inputs):
+            raise ShapeError(f"`{self.name}` takes {len(self.bdef.inputs)} tensor inputs, given {len(args)}")
+        saved_env = self.checker.env
+        if env is not None:
+            self.checker.env = env
+        before = len(self.checker.diags)
+        try:
+            sub = self.checker.instantiate(self.bdef, self.consts, args, self.span)
+        finally:
+            self.checker.env = saved_env
+        if sub is None:
+            problems = self.checker.diags[before:]
+            del self.checker.diags[before:]
+            detail = problems[0].message if problems else "it does not check"
+            label = problems[0].label if problems else ""
+            raise ShapeError(f"block value `{self.name}` does not accept {', '.join(str(t) for t in inputs)}: {detail}", label=label)
+        return sub
+
+    def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
+        sub = self._program(inputs, call.env)
+        return [sub.type_of(r) for r in sub.outputs.values()]
+
+    def build(self, inputs: Sequence[TensorType]) -> Any:
+        from dsl.building.compiler import build_program
+
+        sub = self._program(inputs, DimEnv())
+        return build_program(sub, outputs_as_tuple=True)
+
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        from dsl.checking.budget import estimate
+
+        est = estimate(self._program(inputs, DimEnv()))
+        return est.params if est.exact else None
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.consts.items())
+        return f"{self.name}({args})"
+
+
+def _annotation_text(ann: Any) -> str:
+    text = getattr(ann, "__name__", None) or str(ann)
+    return text.replace("typing.", "").replace("NoneType", "null")
+
+
+def _assignments(body: Sequence[Any]) -> int:
+    """Assignments a body unrolls to, counting nested repeats with literal counts
+    (others as one copy): a lower bound, so that a refusal based on it is sure."""
+    total = 0
+    for s in body:
+        if isinstance(s, ir.Assign):
+            total += 1
+        elif isinstance(s, ir.Repeat):
+            copies = s.count.value if isinstance(s.count, ir.Num) and isinstance(s.count.value, int) else 1
+            total += max(copies, 0) * _assignments(s.body)
+    return total
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    return {int: "int", float: "float", str: "str", list: "list", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def check_resolved(res: Resolved, dims: dict[str, int] | None = None) -> tuple[Program | None, list[Diagnostic], Checker]:
+    checker = Checker(res, dims)
+    prog = checker.check_model()
+    return prog, checker.diags, checker

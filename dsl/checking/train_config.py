@@ -1,0 +1,330 @@
+"""Resolve a spec's ``train`` section into a :class:`TrainConfig`. Pure Python.
+
+Constant parts (data source params, optimizer, schedule, epochs, seed, batch,
+grad_clip, early_stop) are evaluated and validated here; the loss and metric
+expressions stay expressions and are checked against tensor types by
+:mod:`dsl.checking.train` and evaluated by :mod:`dsl.training.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dsl.checking.train_exprs import NotConstant, const_value, expr_text, param_values
+from dsl.checking.train_functions import lookup_fn
+from dsl.data import Source, lookup_source, source_names
+from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, did_you_mean
+from dsl.language.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
+
+KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
+        "push_every", "prune")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SGD(_Strict):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    nesterov: bool = False
+
+
+class Adam(_Strict):
+    lr: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class AdamW(Adam):
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class Cosine(_Strict):
+    t_max: int | None = Field(None, gt=0, description="epochs of one half-cosine (default: all epochs)")
+    eta_min: float = Field(0.0, ge=0)
+
+
+class Step(_Strict):
+    step_size: int = Field(gt=0, description="epochs between decays")
+    gamma: float = Field(0.1, gt=0)
+
+
+class Warmup(_Strict):
+    epochs: int = Field(5, gt=0, description="epochs of linear warmup, then constant")
+    start_factor: float = Field(0.1, gt=0, le=1)
+
+
+class EarlyStopArgs(_Strict):
+    metric: str
+    patience: int = Field(10, gt=0)
+    mode: Literal["max", "min"] | None = None
+    min_delta: float = Field(0.0, ge=0)
+
+
+OPTIMIZERS: dict[str, type[_Strict]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+SCHEDULES: dict[str, type[_Strict]] = {"cosine": Cosine, "step": Step, "warmup": Warmup}
+
+
+@dataclass
+class Metric:
+    name: str  # the expression's text, as written
+    expr: Call
+    higher_is_better: bool
+
+
+@dataclass
+class EarlyStop:
+    metric: str  # a Metric.name or "loss"
+    patience: int
+    mode: str
+    min_delta: float
+
+
+@dataclass
+class TrainConfig:
+    source: Source | None = None
+    source_params: Any = None
+    data_span: Span = NO_SPAN
+    loss: Expr | None = None
+    metrics: list[Metric] = field(default_factory=list)
+    optimizer: tuple[str, Any] = ("adam", Adam())
+    schedule: tuple[str, Any] | None = None
+    epochs: int = 10
+    seed: int = 0
+    batch: int | None = None
+    grad_clip: float | None = None
+    early_stop: EarlyStop | None = None
+    push_every: int | None = None  # ProtoPNet push every n epochs (dsl/train/hooks/push.py)
+    prune: Any = None  # gradual magnitude pruning (dsl/train/hooks/pruning.py: Prune)
+
+
+class _Ctx:
+    def __init__(self, spec: Spec, overrides: dict[str, Any] | None):
+        self.spec = spec
+        self.env = param_values(spec, overrides)
+        self.diags: list[Diagnostic] = []
+
+    def err(self, code: str, message: str, span: Span, label: str = "", help: str | None = None) -> Diagnostic:
+        d = Diagnostic(code, message, span, label, help=help)
+        self.diags.append(d)
+        return d
+
+    def const(self, e: Expr, what: str) -> Any:
+        try:
+            return const_value(e, self.env)
+        except NotConstant as exc:
+            hint = did_you_mean(exc.node.id, self.env) if isinstance(exc.node, Name) else None
+            self.err("E0207", f"{what} must be a constant: {exc}", exc.node.span, help=hint)
+            return None
+
+    def kwargs(self, call: Call, what: str) -> dict[str, Any] | None:
+        out: dict[str, Any] = {}
+        ok = True
+        for k in call.kwargs:
+            v = self.const(k.value, f"`{k.name}` of `{what}`")
+            ok = ok and (v is not None or k.value.kind == "none")
+            out[k.name] = v
+        return out if ok else None
+
+    def validate(self, model: type[BaseModel], values: dict[str, Any], call: Call, what: str) -> Any:
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            for e in exc.errors():
+                key = str(e["loc"][0]) if e["loc"] else ""
+                span = next((k.value.span for k in call.kwargs if k.name == key), call.span)
+                if e["type"] == "extra_forbidden":
+                    known = list(getattr(model, "model_fields", {}))
+                    self.err("E0402", f"`{what}` has no argument `{key}`", span,
+                             help=did_you_mean(key, known) or f"arguments: {', '.join(known)}")
+                elif e["type"] == "missing":
+                    self.err("E0403", f"`{what}` needs argument `{key}`", call.span)
+                else:
+                    self.err("E0401", f"invalid `{key or what}` for `{what}`: {e['msg']}", span)
+            return None
+
+
+def resolve_train(
+    spec: Spec, overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, list[Diagnostic]]:
+    """The train section as a config, plus every problem found (empty when valid)."""
+    ctx = _Ctx(spec, overrides)
+    cfg = TrainConfig()
+    section = spec.train
+    entries = list(section.entries) if section is not None else []
+    seen: dict[str, TrainEntry] = {}
+    for e in entries:
+        if e.key not in KEYS:
+            ctx.err("E0501", f"unknown train key `{e.key}`", _key_span(e),
+                    help=did_you_mean(e.key, KEYS) or f"keys: {', '.join(KEYS)}")
+            continue
+        if e.key in seen:
+            ctx.err("E0203", f"train key `{e.key}` given twice", _key_span(e))
+            continue
+        seen[e.key] = e
+    for key in ("epochs", "seed", "batch", "grad_clip", "push_every"):
+        if key in seen:
+            _scalar(ctx, cfg, seen[key])
+    for key, value in (train_overrides or {}).items():
+        if value is not None:
+            setattr(cfg, key, value)
+    if "data" in seen:
+        _data(ctx, cfg, seen["data"])
+    elif section is not None:
+        ctx.err("E0501", "the train section needs `data`", section.span, help="e.g. data = digits(batch=64)")
+    if "loss" in seen:
+        cfg.loss = seen["loss"].value
+    elif section is not None:
+        ctx.err("E0501", "the train section needs `loss`", section.span, help="e.g. loss = cross_entropy(logits, y)")
+    if "metrics" in seen:
+        _metrics(ctx, cfg, seen["metrics"])
+    if "optimizer" in seen:
+        cfg.optimizer = _choice(ctx, seen["optimizer"], OPTIMIZERS, "optimizer") or cfg.optimizer
+    if "schedule" in seen:
+        cfg.schedule = _choice(ctx, seen["schedule"], SCHEDULES, "schedule")
+    if "early_stop" in seen:
+        _early_stop(ctx, cfg, seen["early_stop"])
+    if "prune" in seen:
+        from dsl.training.hooks.pruning import resolve_prune
+
+        cfg.prune = resolve_prune(ctx, seen["prune"])
+    return cfg, ctx.diags
+
+
+def _key_span(e: TrainEntry) -> Span:
+    return e.key_span if e.key_span.known else e.span
+
+
+def _scalar(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+    v = ctx.const(e.value, f"`{e.key}`")
+    if v is None:
+        return
+    if e.key == "grad_clip":
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            ctx.err("E0501", "`grad_clip` must be a positive number (the max gradient norm)", e.value.span)
+            return
+        cfg.grad_clip = float(v)
+        return
+    low = 0 if e.key == "seed" else 1
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        ctx.err("E0501", f"`{e.key}` must be an integer >= {low}", e.value.span, label=f"found {v!r}")
+        return
+    setattr(cfg, e.key, v)
+
+
+def _data(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+    value = e.value
+    cfg.data_span = value.span
+    if isinstance(value, Str):
+        value = Call(func="file", args=(value,), span=value.span, func_span=value.span)
+    if not isinstance(value, Call):
+        ctx.err("E0502", "`data` must name a data source, e.g. digits(batch=64), or a file path",
+                value.span, help=f"sources: {', '.join(source_names())}")
+        return
+    src = lookup_source(value.func)
+    if src is None:
+        span = value.func_span if value.func_span.known else value.span
+        ctx.err("E0502", f"unknown data source `{value.func}`", span,
+                help=did_you_mean(value.func, source_names()) or f"sources: {', '.join(source_names())}")
+        return
+    values = ctx.kwargs(value, value.func)
+    if values is None:
+        return
+    if len(value.args) > len(src.positional):
+        ctx.err("E0202", f"`{src.name}` takes {len(src.positional)} positional argument(s)", value.span,
+                help="pass the arguments by name")
+        return
+    for name, arg in zip(src.positional, value.args, strict=False):
+        values[name] = ctx.const(arg, f"`{name}` of `{src.name}`")
+    if cfg.batch is not None:
+        if "batch" not in src.params.model_fields:
+            ctx.err("E0501", f"`batch` does not apply to `{src.name}`: it yields one full graph per step",
+                    (e.span))
+        else:
+            values["batch"] = cfg.batch
+    if "base_dir" in src.params.model_fields:
+        values.setdefault("base_dir", os.path.dirname(os.path.abspath(ctx.spec.file)) if ctx.spec.file else "")
+    params = ctx.validate(src.params, values, value, src.name)
+    if params is not None:
+        cfg.source, cfg.source_params = src, params
+
+
+def _metrics(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+    items = e.value.items if isinstance(e.value, ListExpr) else (e.value,)
+    for item in items:
+        if not isinstance(item, Call):
+            ctx.err("E0501", "each metric must be a call such as accuracy(logits, y)", item.span)
+            continue
+        d = lookup_fn(item.func)
+        cfg.metrics.append(Metric(expr_text(item), item, bool(d and d.higher_is_better)))
+
+
+def _choice(ctx: _Ctx, e: TrainEntry, table: dict[str, type[_Strict]], what: str) -> tuple[str, Any] | None:
+    value = e.value
+    if isinstance(value, (Str, Name)):  # `optimizer = adam` means adam()
+        name = value.value if isinstance(value, Str) else value.id
+        value = Call(func=name, span=value.span, func_span=value.span)
+    if not isinstance(value, Call) or value.args:
+        ctx.err("E0501", f"`{what}` must be one of {', '.join(table)} with keyword arguments", e.value.span)
+        return None
+    if value.func not in table:
+        span = value.func_span if value.func_span.known else value.span
+        ctx.err("E0501", f"unknown {what} `{value.func}`", span,
+                help=did_you_mean(value.func, table) or f"{what}s: {', '.join(table)}")
+        return None
+    values = ctx.kwargs(value, value.func)
+    if values is None:
+        return None
+    params = ctx.validate(table[value.func], values, value, value.func)
+    return (value.func, params) if params is not None else None
+
+
+def _early_stop(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+    value = e.value
+    if not isinstance(value, Call) or value.func != "early_stop":
+        ctx.err("E0501", "`early_stop` must be early_stop(metric=..., patience=...)", value.span)
+        return
+    values: dict[str, Any] = {}
+    for k in value.kwargs:
+        if k.name == "metric" and isinstance(k.value, (Name, Call)):
+            values["metric"] = k.value.id if isinstance(k.value, Name) else expr_text(k.value)
+        else:
+            values[k.name] = ctx.const(k.value, f"`{k.name}` of `early_stop`")
+    args = ctx.validate(EarlyStopArgs, values, value, "early_stop")
+    if args is None:
+        return
+    span = next((k.value.span for k in value.kwargs if k.name == "metric"), value.span)
+    target = _find_metric(ctx, cfg, args.metric, span)
+    if target is None:
+        return
+    higher = next((m.higher_is_better for m in cfg.metrics if m.name == target), False)
+    mode = args.mode or ("max" if higher else "min")
+    cfg.early_stop = EarlyStop(target, args.patience, mode, args.min_delta)
+
+
+def _find_metric(ctx: _Ctx, cfg: TrainConfig, wanted: str, span: Span) -> str | None:
+    """`early_stop(metric=...)` names a metric by its text, its function name, or `loss`."""
+    if wanted == "loss":
+        return "loss"
+    exact = [m.name for m in cfg.metrics if m.name.replace(" ", "") == wanted.replace(" ", "")]
+    if exact:
+        return exact[0]
+    by_fn = [m.name for m in cfg.metrics if m.expr.func == wanted]
+    if len(by_fn) == 1:
+        return by_fn[0]
+    names = [m.name for m in cfg.metrics] + ["loss"]
+    if len(by_fn) > 1:
+        ctx.err("E0503", f"`{wanted}` names {len(by_fn)} metrics", span,
+                help="write the metric out in full: " + " or ".join(f'"{n}"' for n in by_fn))
+    else:
+        ctx.err("E0503", f"early_stop watches `{wanted}`, which is not a metric of this train section", span,
+                help=did_you_mean(wanted, [m.expr.func for m in cfg.metrics] + ["loss"])
+                or f"metrics: {', '.join(names)}")
+    return None

@@ -1,0 +1,92 @@
+"""`dsl fmt FILE... [--check] [--stdout]`: rewrite specs in their canonical layout.
+
+Text specs are printed by :func:`dsl.language.printer.to_text`; YAML specs by
+the YAML writer (:func:`dsl.language.yaml_form.to_yaml`). Both keep comments
+and blank lines, and both are idempotent. Before anything is written, the
+result is read back and compared with the original IR: a formatter must never
+change what a spec means. Files are replaced atomically and only when they
+change. Exit codes: 0 done (or nothing to do), 1 a spec does not parse or
+``--check`` found files to reformat, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dsl.language.ir import Spec
+
+NAME = "fmt"
+HELP = "format specs in the canonical layout (comments kept)"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="+", help="spec files (.dsl, .yaml)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; list the files that would change and exit 1 if any",
+    )
+    mode.add_argument(
+        "--stdout", action="store_true", help="print the formatted specs instead of writing them"
+    )
+    parser.add_argument("--json", action="store_true", help="print diagnostics as JSON")
+
+
+def formatted(path: str) -> tuple[str, str]:
+    """(source, canonical text) of one spec file; SpecError when it does not parse."""
+    from dsl.api import loads
+    from dsl.cli.output import load_with_source, spec_format
+    from dsl.language.ir import strip_spans
+    from dsl.language.printer import to_text
+    from dsl.language.yaml_form import to_yaml
+
+    spec, source = load_with_source(path)
+    fmt = spec_format(path)
+    text = to_yaml(spec) if fmt == "yaml" else to_text(spec)
+    again = loads(text, fmt, file=path)
+    if strip_spans(again) != strip_spans(spec) or _comments(again) != _comments(spec):
+        raise RuntimeError(f"formatting `{path}` would change its meaning; file left as it is")
+    return source, text
+
+
+def _comments(spec: Spec) -> list[str]:
+    """The comment texts, in order (YAML's blank-line markers left out)."""
+    return [
+        c.text for c in sorted(spec.comments, key=lambda c: (c.span.line, c.span.col)) if c.text
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from dsl.cli.main import emit_diagnostics
+    from dsl.cli.output import write_atomic
+    from dsl.language.diagnostics import Diagnostic, SpecError
+
+    diags: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    changed: list[str] = []
+    for path in args.file:
+        try:
+            source, text = formatted(path)
+        except SpecError as e:
+            diags.extend(e.diagnostics)
+            sources.update(e.sources)
+            continue
+        if args.stdout:
+            sys.stdout.write(text)
+        elif text != source:
+            changed.append(path)
+            if not args.check:
+                write_atomic(path, text)
+    emit_diagnostics(diags, args.json, sources)
+    for path in changed:
+        print(f"would reformat {path}" if args.check else f"reformatted {path}")
+    if args.check and not changed and not diags:
+        print(
+            f"{len(args.file)} file{'s' if len(args.file) != 1 else ''} already formatted",
+            file=sys.stderr,
+        )
+    return 1 if diags or (args.check and changed) else 0

@@ -1,0 +1,348 @@
+"""The block registry: one table of blocks (capitalised, have weights) and
+functions (lower case, no weights). Pure Python.
+
+A block file in ``blocks/`` declares a :class:`Decl` with its pydantic params,
+its shape rule and its builder, and calls :func:`register`. The registry imports
+every module of the ``dsl.blocks`` package on first use, then the plugins of the
+entry-point group ``dsl.blocks``. Builders import torch lazily, so importing the
+registry never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dsl.language.diagnostics import Diagnostic, Span
+from dsl.language.shapes import Dim, ShapeCall, TensorType
+
+
+class Params(BaseModel):
+    """Base for block hyperparameters: unknown keys are errors, values validated."""
+
+    # defer_build: the checker loads every block, but a spec validates the params of
+    # only the few it uses; building each schema on first use keeps `dsl check` fast.
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True)
+
+
+class NoParams(Params):
+    pass
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """A tensor input of a block: positional when required, keyword when optional."""
+
+    name: str
+    optional: bool = False
+    doc: str = ""
+    variadic: bool = False  # takes any number of positional tensors (cat, stack)
+    default: str | None = None  # name of another input used when this one is absent
+    # Values are indices: >= 0 and below dim 0 of the input of this name (edge_index of x), or below the
+    # hyperparameter of this name (no upper bound while it is null). Checked at run time by dsl.building.guards.
+    index_of: str | None = None
+
+
+@dataclass(frozen=True)
+class AuxLoss:
+    """An output that training adds to the loss, times ``weight`` (a float, or the
+    name of a hyperparameter holding the coefficient)."""
+
+    output: str
+    weight: float | str = 1.0
+
+
+class BlockValue:
+    """A block used as a value: ``expert=MLP(hidden=64, out=32)`` or ``enc = MLP(...)``.
+
+    The checker creates it; a block that takes one as a hyperparameter calls
+    :meth:`infer` in its shape rule and :meth:`build` in its builder (once per copy).
+    """
+
+    name: str = ""
+
+    def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
+        raise NotImplementedError
+
+    def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
+        raise NotImplementedError
+
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        """Parameters of one built copy, from sizes alone (None: unknown); see dsl.checking.budget."""
+        return None
+
+    def describe(self) -> str:
+        return self.name
+
+
+class BuildError(Exception):
+    """Raised by a builder when a concrete size is missing or a value is unusable."""
+
+    def __init__(self, message: str, arg: str | None = None, help: str | None = None, code: str = "E0601"):
+        super().__init__(message)
+        self.message, self.arg, self.help, self.code = message, arg, help, code
+
+
+class BuildCall:
+    """What a builder sees: the concrete (as far as known) types of its inputs and outputs."""
+
+    def __init__(self, block: str, inputs: dict[str, TensorType], outputs: Sequence[TensorType]):
+        self.block = block
+        self.inputs = inputs
+        self.outputs = list(outputs)
+
+    def has(self, name: str) -> bool:
+        return name in self.inputs
+
+    def type(self, name: str) -> TensorType:
+        return self.inputs[name]
+
+    def size(self, name: str, axis: int) -> int:
+        """The concrete size of ``axis`` of input ``name``; a BuildError if unknown."""
+        t = self.inputs[name]
+        try:
+            d = t.shape[axis]
+        except IndexError:
+            raise BuildError(f"`{self.block}` input `{name}` has no axis {axis}", arg=name) from None
+        if isinstance(d, int):
+            return d
+        sym = "_" if d is None else str(d)
+        hint = f"--dim {sym}=..." if d is not None and getattr(d, "name", None) else "a concrete size"
+        raise BuildError(
+            f"`{self.block}` needs the size of `{name}` axis {axis}, which is {sym}: unknown at build time",
+            arg=name,
+            help=f"give it with {hint} on the command line or dims={{'{sym}': ...}} in Python,"
+            " or let the train section's data bind it",
+        )
+
+
+InferFn = Callable[[ShapeCall, Any], list[TensorType]]
+BuildFn = Callable[[BuildCall, Any], Any]
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """How a function call becomes an fx ``call_function`` node."""
+
+    target: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[Any, ...] = ()  # extra positional args after the tensors
+    pack: bool = False  # pass the tensors as one list (torch.cat, torch.stack)
+
+
+LowerFn = Callable[[BuildCall, Any], Lowered]
+# Parameters a block's module will hold, computed from the same BuildCall its
+# builder gets, without torch (dsl.checking.budget refuses too large a model with it).
+CountFn = Callable[[BuildCall, Any], int]
+
+
+@dataclass(frozen=True)
+class Decl:
+    """A registered block or function."""
+
+    name: str
+    kind: Literal["block", "function"]
+    params: type[Params]
+    inputs: tuple[TensorArg, ...]
+    outputs: tuple[str, ...]
+    infer: InferFn
+    build: BuildFn | None = None  # blocks: -> nn.Module, forward(*required, **optional)
+    lower: LowerFn | None = None  # functions: -> Lowered
+    count_params: CountFn | None = None  # blocks: parameter count, pure Python (None: not declared)
+    aux: tuple[AuxLoss, ...] = ()
+    doc: str = ""
+    paper: str = ""
+    signature: str = ""  # e.g. "[..., F] -> [..., out]"
+    source: str = "builtin"
+
+    @property
+    def required_inputs(self) -> list[TensorArg]:
+        return [a for a in self.inputs if not a.optional]
+
+    @property
+    def optional_inputs(self) -> list[TensorArg]:
+        return [a for a in self.inputs if a.optional]
+
+    def input(self, name: str) -> TensorArg | None:
+        for a in self.inputs:
+            if a.name == name:
+                return a
+        return None
+
+
+_REGISTRY: dict[str, Decl] = {}
+_LOADED = False
+PLUGIN_PROBLEMS: list[Diagnostic] = []
+
+
+def register(decl: Decl) -> Decl:
+    if decl.kind == "block" and decl.build is None:
+        raise ValueError(f"block {decl.name} has no builder")
+    if decl.kind == "function" and decl.lower is None:
+        raise ValueError(f"function {decl.name} has no lowering")
+    _REGISTRY[decl.name] = decl
+    return decl
+
+
+def _load_builtin() -> None:
+    import dsl.blocks as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.name == "nn":
+            continue
+        importlib.import_module(f"dsl.blocks.{info.name}")
+
+
+def _load_plugins() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="dsl.blocks"):
+        _load_plugin(ep)
+
+
+class PluginError(Exception):
+    """A plugin that loaded but declares something the registry cannot accept."""
+
+
+def _load_plugin(ep: Any) -> None:
+    """Load one entry point of the group ``dsl.blocks``; on any problem, undo what it
+    registered and record an E0901 warning naming it (the rest of the registry stays usable).
+
+    The entry point names either a module whose import calls :func:`register` (the
+    convention of ``blocks/*.py``), or ``module:attr`` where ``attr`` is a :class:`Decl`, a
+    list of them, or a callable returning one or a list."""
+    before = dict(_REGISTRY)
+    try:
+        obj = ep.load()
+        if callable(obj) and not isinstance(obj, (Decl, type)):
+            obj = obj()
+        given = list(obj) if isinstance(obj, (list, tuple)) else [obj] if isinstance(obj, Decl) else []
+        for decl in given:
+            if not isinstance(decl, Decl):
+                raise PluginError(f"`{ep.value}` gives a {type(decl).__name__}, not a dsl.language.registry.Decl")
+            register(decl)
+        added = {k: v for k, v in _REGISTRY.items() if before.get(k) is not v}
+        if not added:
+            raise PluginError(f"`{ep.value}` registers no block or function")
+        for name, decl in added.items():
+            _validate_plugin_decl(name, decl, before)
+    except Exception as exc:  # a broken plugin must not break the rest
+        _REGISTRY.clear()
+        _REGISTRY.update(before)
+        detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        PLUGIN_PROBLEMS.append(
+            Diagnostic(
+                "E0901",
+                f"plugin `{ep.name}` ({ep.value}) failed to load: {detail}",
+                Span(file=f"<plugin {ep.name}>"),
+                help="its blocks are unavailable; fix or uninstall the package that provides it",
+                severity="warning",
+            )
+        )
+        return
+    for name, decl in added.items():
+        _REGISTRY[name] = _as_plugin(decl, ep.name)
+
+
+def _validate_plugin_decl(name: str, decl: Decl, before: dict[str, Decl]) -> None:
+    """The rules a built-in block follows by construction, checked for third-party ones."""
+    import keyword
+
+    if not isinstance(decl, Decl) or decl.name != name:
+        raise PluginError(f"registered `{name}` with a mismatched declaration")
+    if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+        raise PluginError(f"`{name}` is not a valid block name (a Python identifier, not starting with `_`)")
+    if name in before:
+        owner = before[name].source
+        raise PluginError(f"`{name}` is already defined ({owner}); a plugin cannot replace it")
+    if decl.kind == "block" and not name[0].isupper():
+        raise PluginError(f"block `{name}` must start with an upper-case letter (blocks have weights)")
+    if decl.kind == "function" and not name[0].islower():
+        raise PluginError(f"function `{name}` must start with a lower-case letter")
+    if not (isinstance(decl.params, type) and issubclass(decl.params, Params)):
+        raise PluginError(f"`{name}`: params must be a subclass of dsl.language.registry.Params")
+    if not callable(decl.infer):
+        raise PluginError(f"`{name}`: infer (the shape rule) must be callable")
+    if not all(isinstance(a, TensorArg) for a in decl.inputs) or not decl.outputs:
+        raise PluginError(f"`{name}`: inputs must be TensorArgs and there must be at least one output")
+    for out in decl.outputs:
+        if not (isinstance(out, str) and out.isidentifier() and not keyword.iskeyword(out)):
+            raise PluginError(f"`{name}`: output name {out!r} is not an identifier")
+
+
+def _as_plugin(decl: Decl, source: str) -> Decl:
+    from dataclasses import replace
+
+    return decl if decl.source != "builtin" else replace(decl, source=source)
+
+
+def plugin_diagnostics() -> list[Diagnostic]:
+    """Warnings (E0901) for the plugins that failed to load; loads the registry first."""
+    load()
+    return list(PLUGIN_PROBLEMS)
+
+
+def load() -> dict[str, Decl]:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        _load_builtin()
+        _load_plugins()
+    return _REGISTRY
+
+
+def lookup(name: str) -> Decl | None:
+    return load().get(name)
+
+
+def names() -> list[str]:
+    return sorted(load())
+
+
+def shape_text(t: TensorType | Dim) -> str:
+    return str(t)
+
+
+class DeclValue(BlockValue):
+    """A registered block used as a value, e.g. ``expert=MLP(hidden=64, out=32)``."""
+
+    def __init__(self, decl: Decl, params: Params):
+        self.decl = decl
+        self.params = params
+        self.name = decl.name
+
+    def _named(self, inputs: Sequence[TensorType]) -> dict[str, TensorType]:
+        names = [a.name for a in self.decl.inputs]
+        if len(inputs) > len(names) and not (self.decl.inputs and self.decl.inputs[-1].variadic):
+            raise ValueError(f"{self.decl.name} takes {len(names)} tensor inputs, got {len(inputs)}")
+        return dict(zip(names, inputs))
+
+    def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
+        sub = ShapeCall(self.decl.name, self._named(inputs), call.env)
+        return self.decl.infer(sub, self.params)
+
+    def build(self, inputs: Sequence[TensorType]) -> Any:
+        from dsl.language.shapes import DimEnv
+
+        named = self._named(inputs)
+        outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
+        assert self.decl.build is not None
+        return self.decl.build(BuildCall(self.decl.name, named, outs), self.params)
+
+    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
+        if self.decl.count_params is None:
+            return None
+        from dsl.language.shapes import DimEnv
+
+        named = self._named(inputs)
+        outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
+        return self.decl.count_params(BuildCall(self.decl.name, named, outs), self.params)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items())
+        return f"{self.decl.name}({args})"

@@ -1,0 +1,469 @@
+"""The ProtoPNet push as a training hook: ``push_every = n`` in the ``train`` section.
+
+ProtoPNet (Chen et al. 2019, reference code cfchen-duke/ProtoPNet) alternates
+joint training with a *push*: every prototype is replaced by the nearest latent
+embedding of a training example of its own class, so that each prototype *is*
+a training example and can be shown as one ("this looks like that"). The paper
+pushes at set epochs and then trains only the last layer for a few epochs.
+
+What we do (decisions):
+
+* Push after every ``n``-th epoch and after the last epoch (also after an
+  early stop), so a finished run always ends on pushed prototypes. There is no
+  separate last-layer-only stage: training simply continues with every
+  parameter, and the ``l1_last_layer()`` loss term (if the loss names it)
+  plays the role of the paper's last-layer sparsity. The cost of the final
+  push is visible in ``metrics.jsonl`` (metrics before and after).
+* Embeddings: a forward hook captures the input of every PrototypeHead over
+  the whole training split, in eval mode, without autocast (float32: a pushed
+  prototype equals the embedding bit for bit), in the data's fixed order
+  (unshuffled), so the example index is stable.
+* Class labels: the target of the first class-label term of the loss
+  (``cross_entropy``, ``nll``, ``cluster_cost``, ``separation_cost``), else of
+  the first ``accuracy`` metric, together with that term's ``mask=``. Taking
+  them from the loss rather than a fixed data field ``y`` means the push uses
+  exactly the rows and labels the model is trained on: on a graph
+  (``mask=train_mask``) only training nodes can become prototypes.
+* Record: after a push the epoch's evaluation is redone, so the metrics of
+  the epoch describe the saved (pushed) weights; the record's ``push`` key
+  holds the metrics before and after and, per head, the mean and largest L2
+  distance the prototypes moved. ``prototypes.json`` in the run directory
+  (written atomically) holds, for each prototype, its class and the index of
+  the training example it was pushed onto (its row in the training split, or
+  its node for a graph); the hook state keeps the same indices for resume.
+
+The label and check helpers at the top are pure Python (``dsl check`` uses
+them); everything that touches tensors imports torch lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dsl.language.diagnostics import Diagnostic
+from dsl.language.ir import BinOp, BlockDef, Call, Expr, ListExpr, Name, Repeat, Spec, UnaryOp
+from dsl.training.hooks import Hook
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from dsl.checking.train_config import TrainConfig
+
+PROTOTYPES_FILE = "prototypes.json"
+HEAD_BLOCK = "PrototypeHead"
+#: Train functions whose second argument is a class label, in order of preference.
+LABEL_TERMS = ("cross_entropy", "nll", "cluster_cost", "separation_cost")
+
+
+class PushError(Exception):
+    """The push cannot run on this model or data; the message says why."""
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where the class labels come from: a field (model output or data field) and a row mask."""
+
+    label: str
+    mask: str | None
+    term: str  # the loss or metric term they were taken from, for messages
+
+
+def _calls(e: Expr) -> Iterator[Call]:
+    """Every call in ``e``, left to right."""
+    if isinstance(e, Call):
+        yield e
+        for a in e.args:
+            yield from _calls(a)
+        for k in e.kwargs:
+            yield from _calls(k.value)
+    elif isinstance(e, BinOp):
+        yield from _calls(e.left)
+        yield from _calls(e.right)
+    elif isinstance(e, UnaryOp):
+        yield from _calls(e.operand)
+    elif isinstance(e, ListExpr):
+        for item in e.items:
+            yield from _calls(item)
+
+
+def _label_of(c: Call) -> LabelSource | None:
+    if len(c.args) < 2 or not isinstance(c.args[1], Name):
+        return None
+    mask = c.kwarg("mask")
+    return LabelSource(c.args[1].id, mask.id if isinstance(mask, Name) else None, c.func)
+
+
+def label_source(cfg: TrainConfig) -> LabelSource | None:
+    """The class labels the push uses: the loss's first label term, else the first accuracy metric."""
+    if cfg.loss is not None:
+        for c in _calls(cfg.loss):
+            if c.func in LABEL_TERMS and (found := _label_of(c)) is not None:
+                return found
+    for m in cfg.metrics:
+        if m.expr.func == "accuracy" and (found := _label_of(m.expr)) is not None:
+            return found
+    return None
+
+
+def _stmt_exprs(stmts: Any) -> Iterator[Expr]:
+    for s in stmts:
+        if isinstance(s, Repeat):
+            yield from _stmt_exprs(s.body)
+        elif hasattr(s, "value") and hasattr(s, "targets"):
+            yield s.value
+
+
+def uses_block(spec: Spec, block: str, overrides: dict[str, Any] | None = None) -> bool:
+    """Whether the model calls ``block``, directly or inside the user blocks it calls."""
+    from dsl.language.resolve import resolve
+
+    res = resolve(spec, overrides or {})
+    if res.model is None:
+        return True  # nothing to check against; the missing model is reported elsewhere
+    seen: set[str] = set()
+    todo: list[BlockDef] = [res.model]
+    while todo:
+        for e in _stmt_exprs(todo.pop().body):
+            for c in _calls(e):
+                if c.func == block:
+                    return True
+                if c.func in res.blocks and c.func not in seen:
+                    seen.add(c.func)
+                    todo.append(res.blocks[c.func])
+    return False
+
+
+def check_push(spec: Spec, cfg: TrainConfig, overrides: dict[str, Any] | None = None) -> list[Diagnostic]:
+    """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
+    if cfg.push_every is None or spec.train is None:
+        return []
+    entry = next(e for e in spec.train.entries if e.key == "push_every")
+    span = entry.key_span if entry.key_span.known else entry.span
+    out: list[Diagnostic] = []
+    if not uses_block(spec, HEAD_BLOCK, overrides):
+        out.append(Diagnostic(
+            "E0501", "`push_every` pushes the prototypes of a PrototypeHead, and this model has none", span,
+            help="remove `push_every`, or classify with `logits, dist = PrototypeHead(z, classes=...)`",
+        ))
+    if label_source(cfg) is None:
+        out.append(Diagnostic(
+            "E0501", "`push_every` needs class labels, and neither the loss nor an accuracy metric names them",
+            span, help=f"the push takes the target of the first {', '.join(LABEL_TERMS)} term of the loss",
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------- capturing embeddings
+
+
+@dataclass
+class Captured:
+    """What one PrototypeHead saw over a split, row by row (rows kept by the mask only)."""
+
+    z: Tensor  # [N, D] the head's input
+    logits: Tensor  # [N, classes] the head's logits
+    distances: Tensor  # [N, P] squared distances to the prototypes
+    labels: Tensor  # [N] class labels
+    index: Tensor  # [N] the row's index in the split's fixed order (a node for a graph)
+    inputs: dict[str, Tensor] = field(default_factory=dict)  # rank-2 model inputs of the same rows
+
+
+def named_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """Every PrototypeHead in ``model`` by module name (``logits`` for a node named so)."""
+    from dsl.blocks.nn.prototype import PrototypeHeadModule
+
+    return {name or "head": m for name, m in model.named_modules() if isinstance(m, PrototypeHeadModule)}
+
+
+def ordered_batches(data: Any, split: str) -> Iterator[dict[str, Tensor]]:
+    """The split's batches in a fixed order: the training split unshuffled where the data allows.
+
+    Rows are numbered in this order, so an index names the same example at
+    every push and in ``dsl explain``. A single graph is one fixed batch; for
+    data that is drawn afresh each epoch (episodes) the epoch-0 draw is used.
+    """
+    from dsl.data.base import ListDataset, TableDataset
+
+    if split == "train" and isinstance(data, TableDataset):
+        rows = data.splits["train"]
+        n = data.num_items("train")
+        for start in range(0, n, data.batch):
+            yield {k: v[start : start + data.batch] for k, v in rows.items()}
+    elif split == "train" and isinstance(data, ListDataset):
+        items = data.splits["train"]
+        for start in range(0, len(items), data.batch):
+            yield data.collate(items[start : start + data.batch])
+    else:
+        yield from data.batches(split, 0)
+
+
+def _rows_of(t: Any) -> int | None:
+    return int(t.shape[0]) if hasattr(t, "shape") and t.dim() > 0 else None
+
+
+def capture(
+    model: nn.Module,
+    data: Any,
+    split: str,
+    labels: LabelSource,
+    device: Any = "cpu",
+    use_mask: bool = True,
+) -> dict[str, Captured]:
+    """Run ``model`` over ``split`` in eval mode and collect every head's inputs and outputs.
+
+    Labels (and the mask, when ``use_mask``) are looked up among the model's
+    outputs first, then the batch's fields, as the trainer's loss does. The
+    model's train/eval mode is restored afterwards.
+    """
+    import torch
+
+    from dsl.training.trainer import input_names
+
+    heads = named_heads(model)
+    if not heads:
+        raise PushError("the model has no PrototypeHead")
+    seen: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def grab(name: str) -> Any:
+        def hook(_m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+            z = args[0] if args else kwargs["z"]
+            seen[name] = (z.detach(), out[0].detach(), out[1].detach())
+
+        return hook
+
+    parts: dict[str, dict[str, list[Tensor]]] = {n: {} for n in heads}
+    handles = [m.register_forward_hook(grab(n), with_kwargs=True) for n, m in heads.items()]
+    was_training = model.training
+    model.eval()
+    offset = 0
+    try:
+        with torch.no_grad():
+            for batch in ordered_batches(data, split):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                seen.clear()
+                names = input_names(model, batch)
+                out = model(**{k: batch[k] for k in names})
+                fields = dict(batch)
+                fields.update(out if isinstance(out, dict) else {})
+                rows = _collect_batch(seen, fields, labels, use_mask, offset, names, parts)
+                offset += rows
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: _concat(p) for n, p in parts.items()}
+
+
+def _lookup(fields: dict[str, Tensor], name: str, what: str) -> Tensor:
+    if name not in fields:
+        raise PushError(f"the {what} `{name}` is neither a model output nor a data field "
+                        f"(have: {', '.join(sorted(fields))})")
+    return fields[name]
+
+
+def _collect_batch(
+    seen: dict[str, tuple[Tensor, Tensor, Tensor]],
+    fields: dict[str, Tensor],
+    labels: LabelSource,
+    use_mask: bool,
+    offset: int,
+    input_fields: list[str],
+    parts: dict[str, dict[str, list[Tensor]]],
+) -> int:
+    """Append one batch's rows to ``parts``; return the number of head rows in the batch."""
+    import torch
+
+    y = _lookup(fields, labels.label, "label field")
+    keep = _lookup(fields, labels.mask, "mask").bool() if (use_mask and labels.mask) else None
+    rows = 0
+    for name, part in parts.items():
+        if name not in seen:
+            raise PushError(f"the PrototypeHead `{name}` did not run on a batch of this data")
+        z, logits, dist = seen[name]
+        rows = int(z.shape[0])
+        if _rows_of(y) != rows or (keep is not None and _rows_of(keep) != rows):
+            raise PushError(
+                f"the PrototypeHead `{name}` sees {rows} rows per batch but the labels `{labels.label}` "
+                f"have {_rows_of(y)}: the push needs one label per embedding"
+            )
+        sel = torch.arange(rows, device=z.device) if keep is None else keep.nonzero().flatten()
+        cols = {"z": z, "logits": logits, "distances": dist, "labels": y.long()}
+        for k, v in cols.items():
+            part.setdefault(k, []).append(v[sel].cpu())
+        part.setdefault("index", []).append((sel + offset).cpu())
+        for f in input_fields:
+            t = fields[f]
+            if t.dim() == 2 and t.shape[0] == rows:
+                part.setdefault("in:" + f, []).append(t[sel].cpu())
+    return rows
+
+
+def _concat(part: dict[str, list[Tensor]]) -> Captured:
+    import torch
+
+    cat = {k: torch.cat(v) for k, v in part.items()}
+    inputs = {k[3:]: v for k, v in cat.items() if k.startswith("in:")}
+    return Captured(cat["z"], cat["logits"], cat["distances"], cat["labels"], cat["index"], inputs)
+
+
+# --------------------------------------------------------------------------- the push
+
+
+@dataclass
+class HeadPush:
+    """The result of pushing one head: per prototype its class, example index and distance moved."""
+
+    classes: list[int]
+    index: list[int]  # -1: the class had no training example, the prototype stayed
+    moved: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        moved = [m for m, i in zip(self.moved, self.index) if i >= 0]
+        return {
+            "moved_mean": sum(moved) / len(moved) if moved else 0.0,
+            "moved_max": max(moved) if moved else 0.0,
+            "unpushed": sum(1 for i in self.index if i < 0),
+        }
+
+
+def push_model(model: nn.Module, data: Any, labels: LabelSource, device: Any = "cpu") -> dict[str, HeadPush]:
+    """Push every PrototypeHead of ``model`` onto the training split; return what moved where."""
+    import torch
+
+    from dsl.blocks.nn.prototype import push_prototypes
+
+    heads = named_heads(model)
+    caps = capture(model, data, "train", labels, device)
+    result: dict[str, HeadPush] = {}
+    for name, head in heads.items():
+        cap = caps[name]
+        before = head.prototypes.detach().clone()
+        local = push_prototypes(head, cap.z.to(before.device), cap.labels)
+        found = local >= 0
+        index = torch.where(found.cpu(), cap.index[local.clamp_min(0).cpu()], -1)
+        moved = (head.prototypes.detach() - before).norm(dim=1)
+        result[name] = HeadPush(head.prototype_class.tolist(), index.tolist(), moved.tolist())
+    return result
+
+
+def _broadcast(model: nn.Module) -> None:
+    """Keep the ranks identical: rank 0's pushed prototypes win (they agree bit for bit on CPU)."""
+    import torch.distributed as dist
+
+    for head in named_heads(model).values():
+        dist.broadcast(head.prototypes.data, 0)
+
+
+def prototypes_json(epoch: int, labels: LabelSource, pushes: dict[str, HeadPush]) -> dict[str, Any]:
+    """The content of ``prototypes.json``."""
+    heads = {}
+    for name, p in pushes.items():
+        heads[name] = {
+            "prototypes": [
+                {"prototype": j, "class": c, "index": i, "moved": m}
+                for j, (c, i, m) in enumerate(zip(p.classes, p.index, p.moved))
+            ],
+            **p.summary(),
+        }
+    return {"epoch": epoch, "split": "train", "label": labels.label, "mask": labels.mask, "heads": heads}
+
+
+class PushHook(Hook):
+    """Runs the push every ``cfg.push_every`` epochs and at the end; see the module docstring."""
+
+    name = "push"
+
+    def __init__(self, every: int, labels: LabelSource):
+        self.every = every
+        self.labels = labels
+        self.last_push = 0  # the epoch (1-based) of the last push; 0 = none yet
+        self.count = 0
+        self.index: dict[str, Any] = {}  # head name -> LongTensor [P] of example indices
+
+    def _due(self, trainer: Any) -> bool:
+        epoch = trainer.epoch
+        return epoch != self.last_push and (epoch % self.every == 0 or epoch >= trainer.cfg.epochs)
+
+    def push(self, trainer: Any, record: dict[str, Any]) -> None:
+        """Push, re-evaluate, and note it all in ``record`` and ``prototypes.json``."""
+        import torch
+
+        pushes = push_model(trainer.model, trainer.data, self.labels, trainer.device)
+        if trainer.world > 1:
+            _broadcast(trainer.model)
+        before = {s: record[s] for s in trainer.data.eval_splits if s in record}
+        after = {s: trainer.evaluate(s) for s in before}
+        record.update(after)
+        record["push"] = {
+            "heads": {n: p.summary() for n, p in pushes.items()},
+            "before": before,
+            "after": after,
+        }
+        self.last_push, self.count = trainer.epoch, self.count + 1
+        self.index = {n: torch.tensor(p.index, dtype=torch.long) for n, p in pushes.items()}
+        if trainer.run is not None:
+            from dsl.training.rundir import atomic_text
+
+            doc = prototypes_json(trainer.epoch, self.labels, pushes)
+            atomic_text(trainer.run.file(PROTOTYPES_FILE), json.dumps(doc, indent=1) + "\n")
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        if self._due(trainer):
+            self.push(trainer, record)
+
+    def on_fit_end(self, trainer: Any) -> None:
+        # An early stop ends the run before its last epoch: push once more so the
+        # final weights hold real examples, then rewrite that epoch's record and checkpoint.
+        if not trainer.stopped or trainer.epoch == self.last_push or not trainer.history:
+            return
+        record = trainer.history[-1]
+        self.push(trainer, record)
+        if trainer.run is not None:
+            trainer.run.truncate_metrics(trainer.epoch - 1)
+            trainer.run.append_metrics(record)
+        trainer.checkpoint()
+
+    def summary(self, trainer: Any) -> list[str]:
+        """One line for the end of ``dsl train``: how many pushes, and what the last one did."""
+        last = next((r for r in reversed(trainer.history) if "push" in r), None)
+        if last is None:
+            return []
+        moved = ", ".join(f"{n} moved {h['moved_mean']:.3g} on average" for n, h in last["push"]["heads"].items())
+        where = f"; {PROTOTYPES_FILE} in the run directory" if trainer.run is not None else ""
+        return [f"prototypes pushed {self.count} time(s), last after epoch {last['epoch']}: {moved}{where}"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_push": self.last_push, "count": self.count, "index": dict(self.index)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_push = int(state.get("last_push", 0))
+        self.count = int(state.get("count", 0))
+        self.index = dict(state.get("index") or {})
+
+
+def make(trainer: Any) -> PushHook | None:
+    every = getattr(trainer.cfg, "push_every", None)
+    if not every:
+        return None
+    if not named_heads(trainer.model):
+        raise PushError("push_every is set but the model has no PrototypeHead")
+    labels = label_source(trainer.cfg)
+    if labels is None:
+        raise PushError("push_every needs class labels: name them in a cross_entropy term of the loss")
+    return PushHook(int(every), labels)
+
+
+def read_prototypes(run: Any) -> dict[str, Any] | None:
+    """``prototypes.json`` of a run directory, or None when the run never pushed."""
+    try:
+        with open(run.file(PROTOTYPES_FILE), encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+

@@ -1,0 +1,533 @@
+"""The training loop: seeded, checkpointed, resumable, optionally distributed.
+
+The model follows the compiled calling convention: keyword inputs named like
+the spec's ``input``s, a dict of outputs by name (``return_dict=True``) and,
+with ``with_aux=True``, auxiliary losses under ``"aux:..."`` keys whose
+coefficients are in ``model.dsl_aux_weights``. Auxiliary losses are added to
+the loss automatically and reported separately.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dsl.checking.train_config import TrainConfig
+from dsl.data.base import Dataset
+from dsl.training.evaluate import Evaluator
+from dsl.training.hooks import Hook, make_hooks
+from dsl.training.rundir import BEST_FILE, ResumeError, RunDir
+
+
+class NonFiniteLoss(Exception):
+    """The loss (or the weights) became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+
+# Steps between reads of the loss terms when reading them costs a device synchronisation
+# (CUDA) or a collective (several processes); see Trainer.sync_every.
+SYNC_EVERY = 32
+
+
+def input_names(model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
+    declared = getattr(model, "dsl_inputs", None)
+    if declared:
+        return list(declared)
+    params = inspect.signature(model.forward).parameters
+    return [n for n in params if n in batch]
+
+
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    name, p = cfg.optimizer
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=p.nesterov)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
+    return torch.optim.Adam(params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
+
+
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
+    """A per-epoch learning-rate schedule, or None."""
+    if cfg.schedule is None:
+        return None
+    name, p = cfg.schedule
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.t_max or cfg.epochs, eta_min=p.eta_min)
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_size, gamma=p.gamma)
+    return torch.optim.lr_scheduler.LinearLR(opt, start_factor=p.start_factor, end_factor=1.0, total_iters=p.epochs)
+
+
+class Reporter:
+    """A rich progress bar on a terminal; plain lines otherwise (or with quiet)."""
+
+    def __init__(self, enabled: bool, quiet: bool, total_epochs: int, steps: int):
+        self.enabled = enabled
+        self.rich = enabled and not quiet and sys.stdout.isatty()
+        self.progress: Any = None
+        self.task: Any = None
+        if self.rich:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+            )
+            self.task = self.progress.add_task("train", total=total_epochs * steps, epoch="", info="")
+            self.progress.start()
+
+    def step(self, epoch: int, info: str) -> None:
+        if self.rich:
+            self.progress.update(self.task, advance=1, epoch=str(epoch), info=info)
+
+    def step_terms(self, epoch: int, terms: dict[str, float]) -> None:
+        """Advance by one step showing ``terms``; formats them only when a bar shows them."""
+        if self.rich:
+            self.step(epoch, " ".join(f"{k} {_fmt(v)}" for k, v in terms.items()))
+
+    def epoch(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.rich:
+            self.progress.console.print(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.rich:
+            self.progress.stop()
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+
+
+class _TermLog:
+    """One epoch's loss terms: their running sums, the progress line, and the NaN/inf stop.
+
+    With ``trainer.sync_every == 1`` each step's terms are read at once (as floats) and
+    checked before the optimizer step. Otherwise they stay on the device (one small
+    ``stack`` per step) and are read, checked and summed every ``sync_every`` steps and
+    at :meth:`flush`: one synchronisation per window instead of one per term and step.
+    Either way the sums are the same float64 additions in the same order.
+    """
+
+    def __init__(self, trainer: Trainer, epoch: int, report: Reporter):
+        self.trainer, self.epoch, self.report = trainer, epoch, report
+        self.every = max(1, int(trainer.sync_every))
+        self.aux_keys = tuple(trainer.aux_weights)  # reported after the loss, when the model returns them
+        self.sums: dict[str, float] = {}
+        self.pending: list[tuple[int, tuple[str, ...], Tensor]] = []  # (step, term names, values)
+
+    def add(self, step: int, loss: Tensor | float, names: dict[str, Tensor]) -> None:
+        """The terms of step ``step`` (before its optimizer step)."""
+        tr = self.trainer
+        if self.every == 1:
+            # .item(): a Python float without float(t.detach())'s extra tensor (every step)
+            terms = {"loss": loss.item() if isinstance(loss, Tensor) else float(loss)}
+            for key in self.aux_keys:
+                if key in names:
+                    terms[key] = names[key].item()
+            if tr.world > 1 or not all(map(math.isfinite, terms.values())):
+                tr._stop_if_not_finite(terms, self.epoch, step)  # before the step: the weights stay good
+            self._count(terms)
+            return
+        keys = ("loss", *(k for k in self.aux_keys if k in names))
+        # float64, as float(...) would read them: the sums below are then the same additions.
+        first = (loss.detach().double() if isinstance(loss, Tensor)
+                 else torch.tensor(float(loss), dtype=torch.float64, device=tr.device))
+        values = torch.stack([first.reshape(()), *(names[k].detach().double().reshape(()) for k in keys[1:])])
+        self.pending.append((step, keys, values))
+        if len(self.pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the pending steps' terms (one synchronisation), check them, add them up."""
+        pending, self.pending = self.pending, []
+        if self.every == 1:
+            return
+        flat = torch.cat([v for _, _, v in pending]).tolist() if pending else []
+        rows: list[dict[str, float]] = []
+        first: tuple[int, str, float] | None = None
+        at = 0
+        for step, keys, _ in pending:
+            terms = dict(zip(keys, flat[at : at + len(keys)], strict=True))
+            at += len(keys)
+            bad = next(((k, v) for k, v in terms.items() if not math.isfinite(v)), None)
+            if bad is not None and first is None:
+                first = (step, bad[0], bad[1])
+            rows.append(terms)
+        self.trainer._stop_at_first_not_finite(first, self.epoch)
+        for terms in rows:
+            self._count(terms)
+
+    def _count(self, terms: dict[str, float]) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.report.step_terms(self.epoch + 1, terms)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        data: Dataset,
+        consts: dict[str, Any] | None = None,
+        *,
+        run: RunDir | None = None,
+        meta: dict[str, Any] | None = None,
+        device: str = "cpu",
+        quiet: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        torch_compile: bool = False,
+        verbose: bool = True,
+    ):
+        self.cfg = cfg
+        self.data = data
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.run = run if rank == 0 else None
+        self.meta = dict(meta or {})
+        self.rank, self.world = rank, world
+        self.quiet = quiet
+        self.verbose = verbose and rank == 0
+        self.aux_weights: dict[str, float] = dict(getattr(model, "dsl_aux_weights", {}) or {})
+        self.net: nn.Module = self.model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # Unused parameters are normal here (experts a gate did not pick).
+            self.net = DDP(self.model, find_unused_parameters=True)
+        self.fwd: Any = torch.compile(self.net) if torch_compile else self.net
+        # Batches come from the CPU: moving them is a no-op there, and bf16 autocast is CUDA only.
+        self._move = self.device.type != "cpu"
+        self._amp = self.device.type == "cuda"
+        # Steps between reads of the loss terms (and NaN/inf checks). Reading a CPU tensor is
+        # free, so a single CPU process reads every step and stops *before* a bad step's update.
+        # On a GPU each read stalls the launch queue and under DDP each check is a collective:
+        # there the terms stay on the device and are read together every SYNC_EVERY steps (and
+        # at the end of the epoch); a bad step is still named, but the steps after it in its
+        # window have been taken (the checkpoint on disk is the last good one either way).
+        self.sync_every = 1 if self.device.type == "cpu" and world == 1 else SYNC_EVERY
+        self.opt = make_optimizer(cfg, self.model.parameters())
+        self.sched = make_schedule(cfg, self.opt)
+        self.evaluator = Evaluator(consts or {}, self.model)
+        self.inputs = input_names(self.model, data.example())
+        self.epoch = 0
+        self.best: dict[str, Any] = {}
+        self.bad_epochs = 0
+        self.stopped = False
+        self.history: list[dict[str, Any]] = []
+        self.hooks: list[Hook] = make_hooks(self)
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _forward(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Batch fields and the model's outputs by name (floating outputs as float32)."""
+        if self._move:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self._amp:
+            with self._autocast():
+                out = module(**{k: batch[k] for k in self.inputs})
+        else:
+            out = module(**{k: batch[k] for k in self.inputs})
+        if not isinstance(out, dict):
+            names = list(getattr(self.model, "dsl_outputs", {}) or ["output"])
+            out = {names[0]: out}
+        names = dict(batch)
+        for k, v in out.items():
+            # float32 outputs pass as they are (what .float() would return); bf16/float64 ones are converted.
+            names[k] = v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
+        return names
+
+    def _rows(self, batch: dict[str, Tensor]) -> int:
+        first = batch[self.inputs[0]] if self.inputs else next(iter(batch.values()))
+        return int(first.shape[0]) if first.dim() else 1
+
+    def train_epoch(self, epoch: int, report: Reporter) -> dict[str, float]:
+        """One pass over the training split; the mean of each loss term, and the throughput."""
+        self.net.train()
+        loss_fn = self.evaluator.compile_loss(self.cfg.loss)
+        aux = list(self.aux_weights.items())
+        log = _TermLog(self, epoch, report)
+        steps, rows, t0 = 0, 0, time.perf_counter()
+        for batch in self.data.batches("train", epoch, self.rank, self.world):
+            names = self._forward(self.fwd, batch)
+            loss = loss_fn(names)
+            total = loss
+            for key, weight in aux:
+                if key in names:
+                    total = total + weight * names[key]
+            log.add(steps, loss, names)  # reads and checks the terms every `sync_every` steps
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            if self.cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.opt.step()
+            for hook in self.hooks:
+                hook.after_step(self, epoch, steps)
+            steps += 1
+            rows += self._rows(batch)
+        log.flush()
+        out = {k: v / max(steps, 1) for k, v in log.sums.items()}
+        out = self._reduce_mean(out)
+        elapsed = time.perf_counter() - t0
+        out["throughput"] = rows * self.world / elapsed if elapsed > 0 else 0.0
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """The loss and every metric on ``split``, aggregated exactly over batches and ranks."""
+        self.model.eval()
+        names_ = ["loss"] + [m.name for m in self.cfg.metrics]
+        acc = torch.zeros(2 * len(names_), dtype=torch.float64)
+        for batch in self.data.batches(split, 0, self.rank, self.world):
+            names = self._forward(self.model, batch)
+            n = self._rows(batch)
+            acc[0] += float(self.evaluator.loss(self.cfg.loss, names)) * n
+            acc[1] += n
+            for i, m in enumerate(self.cfg.metrics, start=1):
+                value, count = self.evaluator.call(m.expr, names)
+                acc[2 * i] += float(value) * count
+                acc[2 * i + 1] += count
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(acc)
+        return {k: (float(acc[2 * i] / acc[2 * i + 1]) if acc[2 * i + 1] > 0 else math.nan) for i, k in enumerate(names_)}
+
+    def _stop_if_not_finite(self, terms: dict[str, float], epoch: int, step: int) -> None:
+        """Stop on a NaN/inf term of one step (every rank together)."""
+        bad = next(((k, v) for k, v in terms.items() if not math.isfinite(v)), None)
+        if self.world > 1:  # every rank stops together; one raising alone would hang the others
+            import torch.distributed as dist
+
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            if bad is None and float(flag) > 0:
+                bad = ("loss on another rank", math.nan)
+        if bad is not None:
+            self._not_finite(bad, epoch, step)
+
+    def _stop_at_first_not_finite(self, first: tuple[int, str, float] | None, epoch: int) -> None:
+        """Stop if a step of a window of steps had a NaN/inf term: ``first`` is (step, name, value).
+
+        Under DDP the ranks agree on the earliest bad step of the window with one collective."""
+        step = first[0] if first is not None else -1
+        if self.world > 1:
+            import torch.distributed as dist
+
+            none = torch.iinfo(torch.int64).max
+            t = torch.tensor([none if first is None else first[0]], dtype=torch.int64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            step = -1 if int(t) == none else int(t)
+            if step >= 0 and (first is None or first[0] != step):
+                first = (step, "loss on another rank", math.nan)
+        if first is not None and step >= 0:
+            self._not_finite((first[1], first[2]), epoch, step)
+
+    def _not_finite(self, bad: tuple[str, float], epoch: int, step: int) -> None:
+        raise NonFiniteLoss(f"{bad[0]} is {bad[1]} at epoch {epoch + 1}, step {step + 1}: training stopped. "
+                            f"{self._kept(self.epoch)} Lower the learning rate, set grad_clip, or check the data for "
+                            "NaN/inf values")
+
+    def _kept(self, epoch: int) -> str:
+        """Which checkpoint survives a stop; ``epoch``: the last one completed and saved."""
+        if self.run is None or epoch == 0:
+            return "No checkpoint was written."
+        return f"The last good checkpoint (epoch {epoch}) is kept in {self.run.path}."
+
+    def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1 or not values:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values.values()), dtype=torch.float64)
+        dist.all_reduce(t)
+        return {k: float(v) / self.world for k, v in zip(values, t.tolist(), strict=True)}
+
+    # ------------------------------------------------------------------ monitoring
+
+    def monitor(self) -> tuple[str, str] | None:
+        """(metric name, "max"|"min") that picks the best epoch and drives early stopping."""
+        if self.cfg.early_stop is not None:
+            return self.cfg.early_stop.metric, self.cfg.early_stop.mode
+        if self.cfg.metrics:
+            m = self.cfg.metrics[0]
+            return m.name, "max" if m.higher_is_better else "min"
+        return "loss", "min"
+
+    def _improved(self, value: float, mode: str) -> bool:
+        if not self.best or math.isnan(value):
+            return not math.isnan(value)
+        delta = self.cfg.early_stop.min_delta if self.cfg.early_stop else 0.0
+        best = self.best["value"]
+        return value > best + delta if mode == "max" else value < best - delta
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "epoch": self.epoch,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else {},
+            "rng": torch.get_rng_state(),
+            "best": dict(self.best),
+            "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped,
+            "hooks": {h.name: h.state_dict() for h in self.hooks},
+        }
+        if self.device.type == "cuda":
+            st["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return st
+
+    def load_state(self, st: dict[str, Any], weights: dict[str, Tensor]) -> None:
+        self.model.load_state_dict(weights)
+        self.opt.load_state_dict(st["optimizer"])
+        if self.sched is not None and st.get("scheduler"):
+            self.sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["rng"])
+        if "cuda_rng" in st and self.device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+        self.epoch = int(st["epoch"])
+        self.best = dict(st.get("best") or {})
+        self.bad_epochs = int(st.get("bad_epochs", 0))
+        self.stopped = bool(st.get("stopped", False))
+        saved = st.get("hooks") or {}
+        for hook in self.hooks:
+            if hook.name in saved:
+                hook.load_state_dict(saved[hook.name])
+
+    def resume(self) -> None:
+        """Continue from the run directory's last checkpoint (all ranks load it)."""
+        run = RunDir(self.run.path if self.run else self.meta["run_dir"])
+        if not run.has_checkpoint():  # killed before its first checkpoint: start from the beginning
+            if self.run is not None:
+                self.run.truncate_metrics(0)
+            return
+        st = run.load_state()
+        weights, w_epoch = run.load_weights()
+        if w_epoch is not None and w_epoch != int(st["epoch"]):
+            raise ResumeError(
+                f"the checkpoint in {run.path} is torn: weights are from epoch {w_epoch}, "
+                f"optimizer state from epoch {st['epoch']}"
+            )
+        self.load_state(st, weights)
+        if self.run is not None:
+            self.run.truncate_metrics(self.epoch)
+            self.history = self.run.read_metrics()
+
+    def checkpoint(self) -> None:
+        # Every rank checks (DDP keeps the weights equal), so all stop together.
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise NonFiniteLoss(f"the weights are not finite after epoch {self.epoch}: training stopped. "
+                                f"{self._kept(self.epoch - 1)} Lower the learning rate or set grad_clip")
+        if self.run is None:
+            return
+        self.run.save_weights(self.model.state_dict(), self.epoch)
+        self.run.save_state(self.state())
+        self.meta.update(epoch=self.epoch, best=self.best, stopped_early=self.stopped)
+        self.run.write_meta(self.meta)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Train from ``self.epoch`` to ``cfg.epochs`` (or ``stop_after`` epochs in total)."""
+        last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
+        steps = self.data.num_batches("train", self.world)
+        report = Reporter(self.verbose, self.quiet, max(last - self.epoch, 0), steps)
+        mon = self.monitor()
+        for hook in self.hooks:
+            hook.on_fit_start(self)
+        try:
+            while self.epoch < last and not self.stopped:
+                record = self._one_epoch(report, mon)
+                self.history.append(record)
+                if self.run is not None:
+                    self.run.append_metrics(record)
+                self.checkpoint()
+                report.epoch(self._line(record, last))
+            for hook in self.hooks:
+                hook.on_fit_end(self)
+        finally:
+            report.close()
+        return self.history
+
+    def _one_epoch(self, report: Reporter, mon: tuple[str, str] | None) -> dict[str, Any]:
+        epoch = self.epoch
+        t0 = time.perf_counter()
+        train = self.train_epoch(epoch, report)
+        lr = self.opt.param_groups[0]["lr"]
+        if self.sched is not None:
+            self.sched.step()
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train}
+        for split in self.data.eval_splits:
+            record[split] = self.evaluate(split)
+        self.epoch = epoch + 1
+        for hook in self.hooks:
+            hook.on_epoch_end(self, record)
+        record["time"] = time.perf_counter() - t0
+        if mon is not None:
+            value = record[self.data.eval_splits[0]].get(mon[0], math.nan)
+            if self._improved(value, mon[1]):
+                self.best = {"metric": mon[0], "split": self.data.eval_splits[0], "value": value, "epoch": self.epoch}
+                self.bad_epochs = 0
+                if self.run is not None:
+                    self.run.save_weights(self.model.state_dict(), self.epoch, BEST_FILE)
+            else:
+                self.bad_epochs += 1
+            es = self.cfg.early_stop
+            if es is not None and self.bad_epochs >= es.patience:
+                self.stopped = True
+        return record
+
+    def _line(self, r: dict[str, Any], last: int) -> str:
+        parts = [f"epoch {r['epoch']}/{last}"]
+        parts += [f"{k} {_fmt(v)}" for k, v in r["train"].items() if k != "throughput"]
+        for split in self.data.eval_splits:
+            parts += [f"{split} {k} {_fmt(v)}" for k, v in r[split].items()]
+        parts.append(f"{r['train']['throughput']:.0f} ex/s")
+        if self.stopped:
+            parts.append("(early stop)")
+        return "  ".join(parts)
+
+
+def final_table(history: list[dict[str, Any]], splits: tuple[str, ...], best: dict[str, Any]) -> Any:
+    """A rich table of the last epoch's numbers per split, and the best epoch."""
+    from rich.table import Table
+
+    table = Table(title="results")
+    table.add_column("split")
+    last = history[-1] if history else {}
+    keys: list[str] = []
+    for s in ("train",) + splits:
+        for k in last.get(s, {}):
+            if k not in keys and k != "throughput":
+                keys.append(k)
+    for k in keys:
+        table.add_column(k, justify="right")
+    for s in ("train",) + splits:
+        row = last.get(s, {})
+        table.add_row(s, *[_fmt(row[k]) if k in row else "" for k in keys])
+    if best:
+        table.caption = f"best {best['metric']} = {_fmt(best['value'])} at epoch {best['epoch']} ({best['split']})"
+    return table
