@@ -113,7 +113,8 @@ def throughput_rows(ctx: Context, sizes: list[int] | None = None) -> list[Row]:
         return loads(text)
 
     def check(spec: object) -> object:
-        prog, diags, _ = analyse(spec)  # type: ignore[arg-type]
+        analysis = analyse(spec)  # type: ignore[arg-type]
+        prog, diags = analysis.program, analysis.diagnostics
         errors = [d for d in diags if d.severity == "error"]
         if errors:
             raise RuntimeError(f"generated spec does not check: {errors[0]}")

@@ -88,8 +88,7 @@ class _Naive:
         import torch
 
         weights, balance = self.gate(x)  # [T, E], []
-        # the MoE block's experts are stacked: expert e is experts.expert(e, rows)
-        outs = torch.stack([self.experts.expert(e, x) for e in range(len(self.experts))], dim=1)  # [T, E, D]
+        outs = torch.stack([expert(x) for expert in self.experts], dim=1)  # [T, E, D]
         return (weights.unsqueeze(-1) * outs).sum(1), balance
 
     def parameters(self) -> Any:

@@ -25,7 +25,6 @@ The comparison is kept fair and the work identical:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from collections.abc import Callable
@@ -41,17 +40,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def setup(spec_name: str) -> tuple[Any, Any, Any, Any, str]:
     """(trainer, hand-written model copy, data, cfg, loss expression) for one spec."""
-    import dsl
-    from dsl.checking.train_exprs import param_values
-    from dsl.cli.run_commands import _load_data, prepare
+    from dsl.building.model import build_for_training
+    from dsl.training.session import load_data, prepare
     from dsl.training.trainer import Trainer
 
-    args = argparse.Namespace(file=os.path.join(ROOT, "specs", f"{spec_name}.dsl"), set=[], dim=[])
-    p = prepare(args)
-    model = dsl.compile(p.spec, p.dims, return_dict=True, with_aux=True, **p.overrides)
-    data = _load_data(p.cfg)
-    trainer = Trainer(model, p.cfg, data, param_values(p.spec, p.overrides), quiet=True,
-                      verbose=False)
+    p = prepare(os.path.join(ROOT, "specs", f"{spec_name}.dsl"))
+    model, step = build_for_training(p.analysis)
+    data = load_data(p.cfg)
+    trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data, quiet=True, verbose=False)
     twin = copy.deepcopy(model)
     # A deep-copied GraphModule keeps its graph, weights and guard but not the
     # compiler's `dsl_*` attributes; the hand-written loop reads the aux weights
@@ -72,7 +68,7 @@ def hand_loop(model: Any, data: Any, cfg: Any) -> Callable[[], int]:
     from dsl.training.trainer import input_names, make_optimizer
 
     opt = make_optimizer(cfg, model.parameters())
-    names = input_names(model, data.example())
+    names = input_names(model)
     aux = dict(model.dsl_aux_weights or {}) if hasattr(model, "dsl_aux_weights") else {}
     model.train()
 

@@ -43,10 +43,15 @@ def infer_mlp(call: ShapeCall, p: MLPParams) -> list[TensorType]:
 
 
 def build_mlp(call: BuildCall, p: MLPParams) -> nn.Module:
+    return make_mlp(call.size("x", -1), p)
+
+
+def make_mlp(features: int, p: MLPParams) -> nn.Module:
+    """Linear layers from ``features`` through ``hidden`` to ``out``, an activation between each."""
     from torch import nn
 
     acts = {"relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-    widths = [call.size("x", -1)] + [p.hidden] * (p.layers - 1) + [p.out]
+    widths = [features] + [p.hidden] * (p.layers - 1) + [p.out]
     layers: list[nn.Module] = []
     for i, (w_in, w_out) in enumerate(zip(widths, widths[1:], strict=False)):
         layers.append(nn.Linear(w_in, w_out, bias=p.bias))
@@ -58,8 +63,12 @@ def build_mlp(call: BuildCall, p: MLPParams) -> nn.Module:
 
 
 def count_mlp(call: BuildCall, p: MLPParams) -> int:
+    return mlp_parameters(call.size("x", -1), p)
+
+
+def mlp_parameters(features: int, p: MLPParams) -> int:
     """One Linear per consecutive pair of widths F, hidden, ..., out."""
-    widths = [call.size("x", -1)] + [p.hidden] * (p.layers - 1) + [p.out]
+    widths = [features] + [p.hidden] * (p.layers - 1) + [p.out]
     return sum(a * b + (b if p.bias else 0) for a, b in zip(widths, widths[1:], strict=False))
 
 

@@ -33,25 +33,16 @@ fraction of tokens sent to i and P_i the mean of p_i over tokens (= w under
 perfectly uniform routing).
 
 MoE runs ``experts`` independent copies of the ``expert`` block value (default:
-``MLP(hidden=2*D, out=out or D)``). Tokens are grouped by expert (a stable sort
-of the (token, expert) assignments), each expert runs once on its own tokens,
-and each token's gate-weighted expert outputs are summed back into its row (in
-eager mode with ``embedding_bag``'s weighted sums, or ``index_add`` when a capacity
-drops assignments). With ``capacity=c`` each expert takes at most
-ceil(c · T · k / E) assignments
+``MLP(hidden=2*D, out=out or D)``), kept as ``experts.{e}`` in the state dict.
+Tokens are grouped by expert (a stable sort of the (token, expert)
+assignments), each expert runs once on its own tokens, and each token's
+gate-weighted expert outputs are summed back into its row (``index_add``).
+With ``capacity=c`` each expert takes at most ceil(c · T · k / E) assignments
 (T = number of tokens in the batch); the policy is to keep the assignments with
 the highest gate weight (ties: earlier token first) and drop the rest, which
 then contribute zero (no renormalisation, as in GShard/Switch). The built
 module's buffer ``dropped_fraction`` holds the fraction of assignments dropped
 by the last forward.
-
-Experts that are copies of one ``Linear`` or ``MLP`` (any ``nn.Sequential`` of Linear
-and elementwise layers) are stored stacked: each layer's E weights are one parameter
-[E, out, in] (state-dict keys ``experts.layers.{i}.weight``/``bias``), so a step costs
-one parameter, gradient and autograd leaf per layer rather than per expert; an expert
-that receives no token gets an exactly zero gradient in its slices. A state dict with
-one key per expert (``experts.{e}.{i}.weight``) still loads. Other experts (a user
-block) stay separate modules (``experts.{e}....``).
 
 Both blocks declare their ``balance`` output as an auxiliary loss (weight 1:
 the output is already multiplied by ``balance=``), so training adds it.
@@ -79,10 +70,11 @@ from dsl.language.registry import (
     Decl,
     Params,
     TensorArg,
-    lookup,
     register,
 )
 from dsl.language.shapes import Dim, DimConflict, ShapeCall, ShapeError, TensorType, scalar
+
+from .mlp import MLPParams, make_mlp, mlp_parameters
 
 PAPER = (
     "Shazeer et al. 2017, Outrageously Large Neural Networks: The Sparsely-Gated Mixture-of-Experts Layer;"
@@ -217,22 +209,13 @@ def infer_moe(call: ShapeCall, p: MoEParams) -> list[TensorType]:
     return [call.keep("x", [out], why=why_y), scalar(why="the balance loss is a scalar")]
 
 
-def _default_expert(d: int, out: int) -> Any:
-    """MLP(hidden=2*D, out=out) from the registry; a plain GELU MLP if none is registered."""
-    mlp = lookup("MLP")
-    if mlp is not None:
-        from dsl.language.registry import DeclValue
-
-        value = DeclValue(mlp, mlp.params.model_validate({"hidden": 2 * d, "out": out}))
-        return value.build([TensorType((None, d))])
-    from torch import nn
-
-    return nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, out))
+def _default_expert(d: int, out: int) -> MLPParams:
+    """The default expert: MLP(hidden=2*D, out=out)."""
+    return MLPParams(hidden=2 * d, out=out)
 
 
 def build_moe(call: BuildCall, p: MoEParams) -> Any:
     from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate
-    from dsl.blocks.nn.moe_experts import StackedExperts, stackable
 
     d = call.size("x", -1)
     out = call.outputs[0].shape[-1] if call.outputs else p.out
@@ -241,11 +224,10 @@ def build_moe(call: BuildCall, p: MoEParams) -> Any:
     gate = NoisyTopKGate(d, p.experts, p.k, p.noisy, p.balance, p.router)
     token_type = TensorType((None, d))
     experts = [
-        _default_expert(d, out) if p.expert is None else p.expert.build([token_type]) for _ in range(p.experts)
+        make_mlp(d, _default_expert(d, out)) if p.expert is None else call.instantiate(p.expert, [token_type])
+        for _ in range(p.experts)
     ]
-    # Copies of one Linear / MLP are stored stacked: one parameter per layer, not per expert.
-    return MixtureOfExperts(gate, StackedExperts.from_modules(experts) if stackable(experts) else experts,
-                            out, p.capacity)
+    return MixtureOfExperts(gate, experts, out, p.capacity)
 
 
 def count_moe(call: BuildCall, p: MoEParams) -> int:
@@ -256,7 +238,7 @@ def count_moe(call: BuildCall, p: MoEParams) -> int:
         out = call.outputs[0].shape[-1] if call.outputs else p.out
         if not isinstance(out, int):
             raise BuildError(f"`MoE` needs a concrete output size, found {out}", arg="out")
-        one = d * 2 * d + 2 * d + 2 * d * out + out  # MLP(hidden=2*D, out=out)
+        one = mlp_parameters(d, _default_expert(d, out))
     else:
         counted = p.expert.count_params([TensorType((None, d))])
         if counted is None:

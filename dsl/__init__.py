@@ -7,8 +7,8 @@ trainer) do.
 from __future__ import annotations
 
 from dsl.api import check, compile, load, loads
-from dsl.building.guards import InputError
-from dsl.language.diagnostics import Diagnostic, Span, SpecError
+from dsl.language.diagnostics import Diagnostic, Span
+from dsl.language.errors import DslError, InputError, SpecError
 from dsl.language.ir import Spec
 
 __version__ = "0.1.0"
@@ -22,4 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dsl' has no attribute {name!r}")
 
 
-__all__ = ["Diagnostic", "Graph", "InputError", "Spec", "SpecError", "Span", "check", "compile", "load", "loads", "__version__"]
+__all__ = ["Diagnostic", "DslError", "Graph", "InputError", "Spec", "SpecError", "Span", "check", "compile",
+           "load", "loads", "__version__"]

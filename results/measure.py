@@ -6,56 +6,42 @@ These import torch and the trainer's pieces; ``results.run`` calls them after
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
 
 
-def _namespace(spec: str, sets: list[str], ckpt: str | None = None, seed: int | None = None) -> argparse.Namespace:
-    return argparse.Namespace(file=spec, set=list(sets), dim=[], ckpt=ckpt, max_params=None, seed=seed)
+def _overrides(sets: list[str]) -> dict[str, Any]:
+    from dsl.cli.main import parse_overrides
+
+    return parse_overrides(sets)
 
 
-def evaluate(model: torch.nn.Module, prepared: Any, data: Any, split: str) -> dict[str, float]:
-    """Every metric of the spec on ``split``, aggregated exactly over its batches."""
-    from dsl.checking.train_exprs import param_values
-    from dsl.training.evaluate import Evaluator
-    from dsl.training.trainer import input_names
+def evaluate(model: torch.nn.Module, step: torch.nn.Module, prepared: Any, data: Any, split: str) -> dict[str, float]:
+    """Every metric of the spec on ``split``, aggregated exactly over its batches (the trainer's evaluation)."""
+    from dsl.training.trainer import Trainer
 
-    ev = Evaluator(param_values(prepared.spec, prepared.overrides), model)
-    inputs = input_names(model, data.example())
-    sums = {m.name: [0.0, 0] for m in prepared.cfg.metrics}
-    model.eval()
-    with torch.no_grad():
-        for batch in data.batches(split, 0):
-            out = model(**{k: batch[k] for k in inputs})
-            names = {**batch, **(out if isinstance(out, dict) else {})}
-            for m in prepared.cfg.metrics:
-                value, count = ev.call(m.expr, names)
-                sums[m.name][0] += float(value) * count
-                sums[m.name][1] += count
-    return {k: s / n for k, (s, n) in sums.items() if n}
+    trainer = Trainer(model, step, prepared.cfg, prepared.analysis.objective.metrics, data, verbose=False)
+    return {k: v for k, v in trainer.evaluate(split).items() if k != "loss"}
 
 
-def load_run(spec: str, sets: list[str], ckpt: str) -> tuple[Any, torch.nn.Module, Any]:
-    """The prepared spec, the trained model of run directory ``ckpt``, and its data."""
-    from dsl.cli.run_commands import _from_checkpoint
+def load_run(spec: str, sets: list[str], ckpt: str) -> tuple[Any, torch.nn.Module, torch.nn.Module, Any]:
+    """The prepared spec, the trained model of run directory ``ckpt`` and its training step, and its data."""
+    from dsl.training.session import load_data, load_trained
 
-    prepared, model, _ = _from_checkpoint(_namespace(spec, sets, ckpt))
-    data = prepared.cfg.source.load(prepared.cfg.source_params, prepared.cfg.seed)
-    return prepared, model, data
+    prepared, model, step, _ = load_trained(ckpt, spec, _overrides(sets))
+    return prepared, model, step, load_data(prepared.cfg)
 
 
 def eval_without_training(spec: str, sets: list[str], split: str = "test", seed: int | None = None) -> dict[str, float]:
     """Metrics of a model as built (it has no weights to learn, e.g. nearest-centroid)."""
-    import dsl
-    from dsl.cli.run_commands import _seed_everything, prepare
+    from dsl.building.model import build_for_training
+    from dsl.training.session import load_data, prepare, seed_everything
 
-    prepared = prepare(_namespace(spec, sets, seed=seed))
-    _seed_everything(prepared.cfg.seed)
-    model = dsl.compile(prepared.spec, prepared.dims, return_dict=True, **prepared.overrides)
-    data = prepared.cfg.source.load(prepared.cfg.source_params, prepared.cfg.seed)
-    return evaluate(model, prepared, data, split)
+    prepared = prepare(spec, _overrides(sets), train_overrides={"seed": seed})
+    seed_everything(prepared.cfg.seed)
+    model, step = build_for_training(prepared.analysis)
+    return evaluate(model, step, prepared, load_data(prepared.cfg), split)
 
 
 def expert_usage(model: torch.nn.Module, data: Any, split: str = "test") -> dict[str, float]:

@@ -105,9 +105,9 @@ def _extras(row: Row, seed: int, last: dict[str, Any], run_dir: str) -> dict[str
     if needs_model:
         from results.measure import evaluate, expert_usage, load_run
 
-        prepared, model, data = load_run(row.spec, list(row.sets), run_dir)
+        prepared, model, step, data = load_run(row.spec, list(row.sets), run_dir)
         if "train_acc" in row.extras:
-            out["train_acc"] = evaluate(model, prepared, data, "train")[row.metric]
+            out["train_acc"] = evaluate(model, step, prepared, data, "train")[row.metric]
         if "experts" in row.extras:
             out["experts"] = expert_usage(model, data, row.split)
     return out

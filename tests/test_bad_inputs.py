@@ -22,7 +22,8 @@ import pytest
 from conftest import run_cli
 
 import dsl
-from dsl.language.diagnostics import CODES, SpecError
+from dsl.language.diagnostics import CODES
+from dsl.language.errors import SpecError
 
 HERE = Path(__file__).parent / "bad_inputs"
 SPEC_FILES = sorted(p for p in HERE.glob("*") if p.suffix in (".dsl", ".yaml"))

@@ -126,8 +126,8 @@ def test_moe_target_part_has_the_package_readme_configuration() -> None:
     assert "package-512" not in bench_moe.parts(Context(quick=True))
     assert (bench_moe.PACKAGE_DIM, bench_moe.PACKAGE_HIDDEN) == (512, 2048)
     model = bench_moe.dsl_moe(4, 2, dim=16, hidden=48)
-    experts = bench_moe._moe_module(model).experts  # stacked: one StackedLinear per layer
-    assert [m.out_features for m in experts.layers if hasattr(m, "out_features")] == [48, 16]
+    experts = bench_moe._moe_module(model).experts
+    assert [m.out_features for m in experts[0] if hasattr(m, "out_features")] == [48, 16]
     dense = bench_moe.dense_mlp(2, dim=16, hidden=48)
     assert [m.out_features for m in dense if isinstance(m, torch.nn.Linear)] == [96, 16]
     assert bench_moe.dense_mlp(2, dim=16)[0].out_features == 64  # default experts: MLP(hidden=2D)

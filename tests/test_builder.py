@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from dsl.language.builder import Graph
-from dsl.language.diagnostics import SpecError
+from dsl.language.errors import SpecError
 from dsl.language.ir import Assign, Call, Name, Repeat, strip_spans
 from dsl.language.printer import to_text
 from dsl.language.text import parse_text

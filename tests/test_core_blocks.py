@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import build, decl, infer, tensor_type
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dsl.language.registry import load
 from dsl.language.shapes import ShapeError, Sym, TensorType
-from dsl.testing import build, decl, infer, tensor_type
 
 CORE = (
     "Linear MLP Embedding LayerNorm BatchNorm Dropout MultiheadAttention "

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import command_args
 
-from dsl.cli.run_commands import cmd_train
-from dsl.testing import command_args
+from dsl.cli.training import cmd_train
 from dsl.training import rundir as rundir_module
 from dsl.training.rundir import BEST_FILE, MODEL_FILE, STATE_FILE, RunDir, atomic_text
 

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 from conftest import run_cli
+from helpers import command_args
 
 from dsl.blocks.nn.moe import MixtureOfExperts, NoisyTopKGate, RoutingStats
-from dsl.cli.run_commands import cmd_train
-from dsl.testing import command_args
+from dsl.cli.training import cmd_train
 from dsl.training.hooks.expert_usage import bar, summarise
 from dsl.training.rundir import RunDir
 

@@ -3,7 +3,6 @@ retrieval, on small runs trained once per module."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 import torch
 from conftest import SPECS, run_cli
 
-from dsl.cli.run_commands import RunProblem, _from_checkpoint
+from dsl.language.errors import RunError as RunProblem
+from dsl.training.session import load_trained
 
 PROTO = """
 model D(classes: int = 10) {
@@ -82,7 +82,7 @@ def explain_json(*args: str) -> dict:
 
 
 def loaded(spec: str, run: str):
-    p, model, _ = _from_checkpoint(argparse.Namespace(ckpt=run, file=spec, set=[], dim=[]))
+    p, model, _, _ = load_trained(run, spec)
     return model.eval(), p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
 
 

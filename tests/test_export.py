@@ -34,13 +34,15 @@ SPEC_FILES = sorted(p for p in SPECS.rglob("*") if p.suffix in (".dsl", ".yaml")
 def program_of(path: Path | str, **dims: int) -> Program:
     """The checked program of a spec; symbols no data binds get small sizes when building needs them."""
     spec = dsl.load(path)
-    prog, diags, _ = analyse(spec, dims)
+    analysis = analyse(spec, dims)
+    prog, diags = analysis.program, analysis.diagnostics
     assert prog is not None and not [d for d in diags if d.severity == "error"], diags
     try:
         build_program(prog)
     except BuildFailure:  # e.g. siamese.dsl's F: no train section binds it
         syms = {s for t in prog.input_types().values() for d in t.shape if isinstance(d, Sym) for s in d.symbols}
-        prog, _, _ = analyse(spec, {s: 6 for s in syms})
+        analysis = analyse(spec, {s: 6 for s in syms})
+        prog = analysis.program
     assert prog is not None
     return prog
 
@@ -212,7 +214,8 @@ def test_pt2_cli_checks_other_sizes(tmp_path: Path) -> None:
 def test_pool_without_graphs_cannot_export(write) -> None:
     path = write("model P() {\n    input x: [N, 8]\n    input batch: [N] long\n"
                  "    g = global_add_pool(x, batch)\n    output g\n}\n")
-    prog, _, _ = analyse(dsl.load(path))
+    analysis = analyse(dsl.load(path))
+    prog = analysis.program
     assert prog is not None
     diags = unsupported(prog, "pt2")
     assert [(d.code, d.span.line) for d in diags] == [("E0603", 4)]

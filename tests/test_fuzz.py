@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import dsl
 from dsl.api import analyse
-from dsl.language.diagnostics import SpecError
+from dsl.language.errors import SpecError
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 EXAMPLES = int(os.environ.get("DSL_FUZZ_EXAMPLES", "60"))
@@ -131,7 +131,8 @@ def _front_end_survives(text: str, kind: str) -> None:
             assert d.code and d.message
         str(err)  # rendering never fails either
         return
-    _, diags, _ = analyse(spec)
+    analysis = analyse(spec)
+    diags = analysis.diagnostics
     for d in diags:
         assert d.code and d.message
 
@@ -228,7 +229,8 @@ def test_builder_random_values(name: str, shape: list, callee: str, kwargs: dict
     except SpecError as err:
         assert all(d.span.file == __file__ for d in err.diagnostics if d.span.known)
         return
-    _, diags, _ = analyse(spec)
+    analysis = analyse(spec)
+    diags = analysis.diagnostics
     for d in diags:
         assert d.code and d.message
     spec.to_text()

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import build, infer
 from torch import Tensor
 
 from dsl.language.shapes import ShapeError, Sym
-from dsl.testing import build, infer
 
 N_NODES, N_FEAT, EDGE_DIM = 7, 5, 3
 # Edges j -> i as (source, target). Node 2 has a self loop already (the layer
@@ -336,9 +336,8 @@ def test_shape_rule_errors(
 
 
 def test_bad_hyperparameters_rejected() -> None:
+    from helpers import params
     from pydantic import ValidationError
-
-    from dsl.testing import params
 
     for bad in (
         {"out": 0},

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+import helpers as testing
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dsl import testing
 from dsl.blocks.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_energy
 from dsl.language.shapes import ShapeError, Sym
 

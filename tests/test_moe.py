@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import subprocess
 import sys
@@ -12,11 +11,11 @@ from typing import Any
 import pydantic
 import pytest
 import torch
+from helpers import build, infer, value
 from torch import nn
 
 from dsl.language.registry import BlockValue, lookup
 from dsl.language.shapes import ShapeCall, ShapeError, TensorType
-from dsl.testing import build, infer, value
 
 from dsl.blocks.nn.moe import (  # isort: skip
     MixtureOfExperts,
@@ -25,7 +24,6 @@ from dsl.blocks.nn.moe import (  # isort: skip
     dispatch,
     prob_in_top_k,
 )
-from dsl.blocks.nn.moe_experts import StackedExperts, run_experts  # isort: skip
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +38,6 @@ def _randomise_gate(gate: NoisyTopKGate, scale: float = 1.0) -> None:
             gate.w_noise.normal_(0, scale)
 
 
-class _OwnLinear(nn.Linear):
-    """A Linear subclass (its forward could differ): such experts stay one module each."""
-
-
 class LinearExpert(BlockValue):
     """A hand-written block value, as the checker makes for a user-defined block."""
 
@@ -51,7 +45,7 @@ class LinearExpert(BlockValue):
 
     def __init__(self, out: int, module: type[nn.Linear] = nn.Linear):
         self.out = out
-        self.module = module  # a subclass of nn.Linear makes experts that are not stacked
+        self.module = module
         self.built = 0
 
     def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
@@ -230,7 +224,7 @@ def test_k_equals_experts_without_noise_is_the_dense_softmax_mixture() -> None:
     x = torch.randn(11, 6)
     y, _ = moe(x)
     g = torch.softmax(x @ moe.gate.w_gate, dim=-1)
-    dense = sum(g[:, i : i + 1] * moe.experts.expert(i, x) for i in range(experts))
+    dense = sum(g[:, i : i + 1] * moe.experts[i](x) for i in range(experts))
     torch.testing.assert_close(y, dense, atol=1e-5, rtol=1e-5)
 
 
@@ -248,13 +242,7 @@ def test_sorted_dispatch_matches_naive_loop(capacity: float | None) -> None:
 
 
 def test_each_expert_runs_once_on_its_own_tokens() -> None:
-    moe = build("MoE", "[N, 4]", experts=3, k=2, expert=value("Linear", out=4))
-    _randomise_gate(moe.gate)
-    seen: list[int] = []
-    moe.experts.register_forward_hook(lambda _m, inp, _o: seen.append(list(inp[1])))
-    moe(torch.randn(10, 4))
-    assert len(seen) == 1 and len(seen[0]) == 3 and sum(seen[0]) == 20  # 10 tokens * k=2, no more
-    separate = build("MoE", "[N, 4]", experts=3, k=2, expert=LinearExpert(out=4, module=_OwnLinear))
+    separate = build("MoE", "[N, 4]", experts=3, k=2, expert=LinearExpert(out=4))
     _randomise_gate(separate.gate)
     rows: list[int] = []
     for e in separate.experts:
@@ -272,13 +260,11 @@ def test_unselected_experts_get_no_gradient() -> None:
     x = torch.rand(8, 4) + 0.1  # positive: experts 1 and 3 always win
     y, balance = moe(x)
     (y.sum() + balance).backward()
-    (linear,) = moe.experts.layers  # stacked: an unselected expert's slices get exact zeros
-    for i in range(5):
-        grads = [linear.weight.grad[i], linear.bias.grad[i]]
+    for i, expert in enumerate(moe.experts):
         if i in (1, 3):
-            assert all(g.abs().sum() > 0 for g in grads)
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.parameters())
         else:
-            assert all(torch.count_nonzero(g) == 0 for g in grads)
+            assert all(p.grad is None for p in expert.parameters())
 
 
 def test_capacity_drops_lowest_weights_and_reports_fraction() -> None:
@@ -288,7 +274,7 @@ def test_capacity_drops_lowest_weights_and_reports_fraction() -> None:
     x = torch.randn(12, 4)
     y, _ = moe(x)
     idx, w, _ = moe.gate.route(x)
-    y_ref, kept = _naive(x, idx, w, moe.experts.to_modules(), 2, capacity=0.5)
+    y_ref, kept = _naive(x, idx, w, moe.experts, 2, capacity=0.5)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     assert kept < 24  # cap = ceil(0.5 * 12 * 2 / 4) = 3 per expert: at most 12 of 24 kept
     torch.testing.assert_close(moe.dropped_fraction, torch.tensor(1 - kept / 24))
@@ -349,8 +335,8 @@ def test_user_block_value_is_built_once_per_copy() -> None:
     expert = LinearExpert(out=4)
     moe = build("MoE", "[N, 6]", experts=3, expert=expert)
     assert expert.built == 3
-    weight = moe.experts.layers[0].weight  # three Linear copies, stacked: three initialisations
-    assert weight.shape == (3, 4, 6) and not torch.equal(weight[0], weight[1])
+    weights = [e.weight for e in moe.experts]  # three Linear copies: three initialisations
+    assert weights[0].shape == (4, 6) and not torch.equal(weights[0], weights[1])
 
 
 @pytest.mark.skipif(lookup("MLP") is None, reason="the MLP block is not registered yet")
@@ -363,16 +349,6 @@ def test_expert_mlp_value() -> None:
     assert default(torch.randn(7, 8))[0].shape == (7, 3)
 
 
-def test_default_expert_without_a_registered_mlp(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsl.blocks.moe as moe_decl
-
-    monkeypatch.setattr(moe_decl, "lookup", lambda name: None)
-    moe = build("MoE", "[N, 8]", experts=2, out=3)
-    first, last = moe.experts.layers[0], moe.experts.layers[-1]
-    assert (first.experts, first.in_features, first.out_features, last.out_features) == (2, 8, 16, 3)
-    assert moe(torch.randn(4, 8))[0].shape == (4, 3)
-
-
 def test_switch_moe_routes_each_token_to_one_expert() -> None:
     moe = build("MoE", "[N, 4]", experts=3, router="switch", expert=value("Linear", out=2))
     _randomise_gate(moe.gate)
@@ -382,7 +358,7 @@ def test_switch_moe_routes_each_token_to_one_expert() -> None:
     torch.manual_seed(1)
     idx, w, balance_ref = moe.gate.route(x)
     assert idx.shape == (9, 1)
-    y_ref, _ = _naive(x, idx, w, moe.experts.to_modules(), 2)
+    y_ref, _ = _naive(x, idx, w, moe.experts, 2)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(balance, balance_ref)
 
@@ -451,328 +427,3 @@ def test_torch_export_with_dynamic_tokens() -> None:
         torch.testing.assert_close(b, b_ref)
         torch.testing.assert_close(module.dropped_fraction, moe_dropped)
     assert moe_dropped > 0
-
-
-# --------------------------------------------------------------------------- stacked experts
-
-
-def _mlp_experts(n: int, d: int = 8, hidden: int = 16) -> list[nn.Module]:
-    return [nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)) for _ in range(n)]
-
-
-def _stacked(experts: list[nn.Module]) -> StackedExperts:
-    """The experts stacked, from copies (``experts`` keep their own parameters)."""
-    return StackedExperts.from_modules(copy.deepcopy(experts))
-
-
-def _expert_grads(experts: list[nn.Module]) -> list[torch.Tensor]:
-    """Per layer, each expert's parameter gradients stacked (zeros for ``None``), in the
-    stacked parameters' order: the gradients a StackedExperts must have."""
-    out = []
-    for column in zip(*(list(e.parameters()) for e in experts), strict=True):
-        out.append(torch.stack([torch.zeros_like(p) if p.grad is None else p.grad for p in column]))
-    return out
-
-
-def _grads(y: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    grads = torch.autograd.grad(y.pow(2).sum(), inputs, allow_unused=True, retain_graph=True)
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)]
-
-
-def _count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> list[str]:
-    import dsl.blocks.nn.moe_experts as mod
-
-    taken: list[str] = []
-    for name in names:
-        real = getattr(mod, name)
-        monkeypatch.setattr(mod, name, lambda *a, _n=name, _r=real: taken.append(_n) or _r(*a))
-    return taken
-
-
-@pytest.mark.parametrize(("k", "capacity"), [(1, None), (2, None), (2, 0.5)])
-def test_grouped_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, k: int,
-                                                capacity: float | None) -> None:
-    taken = _count_calls(monkeypatch, "_run_grouped")
-    experts = _mlp_experts(5)
-    stacked = _stacked(experts)
-    gate = NoisyTopKGate(8, 5, k=k)
-    _randomise_gate(gate)
-    x = torch.randn(23, 8, requires_grad=True)
-    idx, w, _ = gate.route(x)
-    y, kept = dispatch(x, idx, w, stacked, 8, capacity)
-    assert taken == ["_run_grouped"]
-    y_ref, kept_ref = dispatch(x, idx, w, experts, 8, capacity)  # each module called on its rows
-    torch.testing.assert_close(y, y_ref)
-    assert int(kept) == int(kept_ref)
-    wrt = [x, w] if w.requires_grad else [x]  # k=1: the weight is the constant 1
-    params = list(stacked.parameters())
-    grads = _grads(y, [*wrt, *params])
-    grads_ref = _grads(y_ref, [*wrt, *(p for e in experts for p in e.parameters())])
-    for g, g_ref in zip(grads[: len(wrt)], grads_ref[: len(wrt)], strict=True):
-        torch.testing.assert_close(g, g_ref)
-    per_expert = grads_ref[len(wrt) :]
-    for i, g in enumerate(grads[len(wrt) :]):
-        torch.testing.assert_close(g, torch.stack(per_expert[i :: len(params)]))
-    naive, kept_naive = _naive(x.detach(), idx.detach(), w.detach(), experts, 8, capacity)
-    torch.testing.assert_close(y.detach(), naive, atol=1e-5, rtol=1e-5)
-    assert int(kept) == kept_naive
-
-
-def test_which_experts_stack() -> None:
-    from dsl.blocks.nn.moe_experts import stackable
-
-    assert stackable(_mlp_experts(3)) and stackable([nn.Linear(8, 4) for _ in range(3)])
-    assert stackable([nn.Sequential(nn.Tanh(), nn.Linear(8, 4)) for _ in range(2)])
-    mixed = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))]
-    tanh_gelu = _mlp_experts(2) + [nn.Sequential(nn.Linear(8, 16), nn.GELU("tanh"), nn.Linear(16, 8))]
-    dropout = [nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.1), nn.Linear(16, 8)) for _ in range(3)]
-    hooked = _mlp_experts(2)
-    hooked[1][0].register_forward_hook(lambda _m, _i, _o: None)
-    frozen = _mlp_experts(2)
-    frozen[0][0].requires_grad_(False)
-    mixed_dtypes = [e.double() if i else e for i, e in enumerate(_mlp_experts(2))]
-    unchained = [nn.Sequential(nn.Linear(8, 16), nn.Linear(8, 4)) for _ in range(2)]
-    for experts in (mixed, tanh_gelu, dropout, hooked, frozen, mixed_dtypes, unchained, [_OwnLinear(8, 4)] * 2,
-                    [nn.Sequential()] * 2, []):
-        assert not stackable(experts)
-        with pytest.raises(ValueError, match="not copies of one"):
-            StackedExperts.from_modules(experts)
-
-
-def test_stacked_experts_keep_the_experts_parameters_and_the_rng() -> None:
-    experts = _mlp_experts(3)
-    torch.manual_seed(5)
-    stacked = StackedExperts.from_modules(experts)
-    after = torch.rand(3)
-    torch.manual_seed(5)
-    assert torch.equal(after, torch.rand(3))  # stacking draws nothing from the global RNG
-    assert [k for k, _ in stacked.named_parameters()] == [
-        "layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias"]
-    assert stacked.layers[0].weight.shape == (3, 16, 8) and stacked.layers[2].bias.shape == (3, 8)
-    for e, (expert, back) in enumerate(zip(experts, stacked.to_modules(), strict=True)):
-        torch.testing.assert_close(stacked.layers[0].weight[e], expert[0].weight, rtol=0, atol=0)
-        for p, q in zip(expert.parameters(), back.parameters(), strict=True):
-            assert torch.equal(p, q) and p is not q
-    assert isinstance(StackedExperts.from_modules([nn.Linear(4, 2)] * 2).to_modules()[0], nn.Linear)
-    assert len(stacked) == 3 and "experts=3" in repr(stacked) and "in_features=8" in repr(stacked)
-
-
-def test_stacked_linear_initialises_each_expert_as_linear() -> None:
-    from dsl.blocks.nn.moe_experts import StackedLinear
-
-    layer = StackedLinear(4, 25, 30)
-    assert layer.weight.abs().max() <= 0.2 and layer.bias.abs().max() <= 0.2  # ±1/sqrt(25)
-    assert layer.weight.abs().max() > 0.15 and not torch.equal(layer.weight[0], layer.weight[1])
-    assert StackedLinear(2, 3, 5, bias=False).bias is None
-    with pytest.raises(ValueError, match="stacks 4 experts, not 3"):
-        StackedExperts(3, [layer])
-    with pytest.raises(ValueError, match="cannot stack a Dropout"):
-        StackedExperts(4, [layer, nn.Dropout()])
-
-
-def test_a_state_dict_with_one_key_per_expert_loads_into_stacked_experts() -> None:
-    separate = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), _mlp_experts(3), 8)
-    linear = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), [nn.Linear(8, 8) for _ in range(3)], 8)
-    for old in (separate, linear):
-        _randomise_gate(old.gate)
-        new = MixtureOfExperts(NoisyTopKGate(8, 3, k=2), _stacked(list(old.experts)), 8)
-        with torch.no_grad():
-            for p in new.parameters():
-                p.zero_()
-        assert any(key.startswith("experts.0.") for key in old.state_dict())
-        new.load_state_dict(old.state_dict())
-        old.eval(), new.eval()
-        x = torch.randn(10, 8)
-        torch.testing.assert_close(new(x)[0], old(x)[0])
-
-
-@pytest.mark.parametrize("where", ["stack", "layer", "global"])
-def test_hooks_on_stacked_experts_run(where: str) -> None:
-    """A hook on the stacked experts runs (they are called as a module); one on a layer,
-    or a global one, sends them layer by layer through the layers' own calls."""
-    stacked = _stacked(_mlp_experts(3))
-    fired: list[str] = []
-    xs = torch.randn(6, 8, requires_grad=True)
-    handles = []
-    if where == "stack":
-        handles.append(stacked.register_full_backward_pre_hook(lambda _m, _g: fired.append("backward")))
-    elif where == "layer":
-        handles.append(stacked.layers[0].register_full_backward_pre_hook(lambda _m, _g: fired.append("backward")))
-        handles.append(stacked.layers[1].register_forward_hook(lambda _m, _i, _o: fired.append("forward")))
-    else:
-        handles.append(nn.modules.module.register_module_forward_hook(
-            lambda m, _i, _o: fired.append(type(m).__name__)))
-    try:
-        ys = run_experts(xs, stacked, [2, 2, 2])
-        ys.sum().backward()
-    finally:
-        for h in handles:
-            h.remove()
-    ref = stacked.to_modules()
-    torch.testing.assert_close(ys, torch.cat([e(p) for e, p in zip(ref, xs.split(2), strict=True)]))
-    expected = {"stack": ["backward"], "layer": ["forward", "backward"],
-                "global": ["StackedLinear", "GELU", "StackedLinear", "StackedExperts"]}[where]
-    assert fired == expected
-
-
-def test_grouped_path_takes_a_broadcast_gradient() -> None:
-    """The gradient of ``ys.sum()`` has strides 0, which torch._grouped_mm's backward refuses."""
-    experts = _mlp_experts(3)
-    stacked = _stacked(experts)
-    xs = torch.randn(6, 8, requires_grad=True)
-    run_experts(xs, stacked, [1, 2, 3]).sum().backward()
-    run_experts(xs.detach(), experts, [1, 2, 3]).sum().backward()
-    for p, expected in zip(stacked.parameters(), _expert_grads(experts), strict=True):
-        torch.testing.assert_close(p.grad, expected)
-
-
-def test_separate_expert_modules_are_each_called() -> None:
-    """A list of expert modules: each is called on its rows, and its hooks run."""
-    experts = _mlp_experts(3)
-    fired: list[int] = []
-    experts[1][0].register_full_backward_pre_hook(lambda _m, _g: fired.append(1))
-    experts[2].register_forward_hook(lambda _m, inp, _o: fired.append(inp[0].shape[0]))
-    xs = torch.randn(6, 8, requires_grad=True)
-    run_experts(xs, experts, [1, 2, 3]).sum().backward()
-    assert sorted(fired) == [1, 3]
-
-
-def test_grouped_path_for_small_experts_with_few_rows_each() -> None:
-    """Mean rows per expert times an expert's bytes: D=64 experts (65 KiB) up to ~1,200
-    rows, D=128 (258 KiB) up to ~300, D=256 (1 MiB) up to ~80 (measured crossovers)."""
-    from dsl.blocks.nn.moe_experts import _groupable
-
-    def groupable(d: int, rows: int, dtype: torch.dtype = torch.float32) -> bool:
-        layers = list(_stacked(_mlp_experts(2, d, 2 * d)).to(dtype).layers)
-        return _groupable(layers, torch.empty(2 * rows, d, dtype=dtype), 2)
-
-    assert groupable(64, 1024) and not groupable(64, 2048)
-    assert groupable(128, 256) and not groupable(128, 512)
-    assert groupable(256, 64) and not groupable(256, 128)
-    assert not groupable(64, 8, torch.float64)  # the kernel's dtypes only
-    assert not groupable(6, 8)  # rows of 16-byte multiples only
-
-
-# --------------------------------------------------------------------------- expert by expert
-
-
-_STACKS = {
-    "gelu": lambda: nn.Sequential(nn.Linear(6, 12), nn.GELU(), nn.Linear(12, 5)),
-    "gelu_tanh": lambda: nn.Sequential(nn.Linear(6, 12), nn.GELU("tanh"), nn.Linear(12, 5)),
-    "relu_inplace": lambda: nn.Sequential(nn.Linear(6, 12), nn.ReLU(inplace=True), nn.Linear(12, 5)),
-    "silu": lambda: nn.Sequential(nn.Linear(6, 12), nn.SiLU(), nn.Linear(12, 5)),
-    "tanh_last": lambda: nn.Sequential(nn.Linear(6, 12), nn.Tanh()),
-    "sigmoid": lambda: nn.Sequential(nn.Linear(6, 12), nn.Sigmoid(), nn.Linear(12, 5)),
-    "elu": lambda: nn.Sequential(nn.Linear(6, 12), nn.ELU(0.5, inplace=True), nn.Linear(12, 5)),
-    "leaky": lambda: nn.Sequential(nn.Linear(6, 12), nn.LeakyReLU(0.2), nn.Linear(12, 5)),
-    "no_bias_three": lambda: nn.Sequential(nn.Linear(6, 12, bias=False), nn.GELU(), nn.Identity(),
-                                           nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 5, bias=False)),
-    "activation_first": lambda: nn.Sequential(nn.Tanh(), nn.Linear(6, 5)),
-    "one_linear": lambda: nn.Linear(6, 5),
-}
-
-
-@pytest.mark.parametrize("path", ["_run_stacked", "layer by layer"])
-@pytest.mark.parametrize("name", sorted(_STACKS))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stacked_experts_equal_per_expert_calls(monkeypatch: pytest.MonkeyPatch, path: str, name: str,
-                                                dtype: torch.dtype) -> None:
-    import dsl.blocks.nn.moe_experts as mod
-
-    taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)
-    experts = [make().to(dtype) for make in [_STACKS[name]] * 4]
-    stacked = _stacked(experts)
-    if path == "layer by layer":
-        stacked.layers[0].register_forward_pre_hook(lambda _m, _i: None)
-    kept = [3, 0, 5, 2]  # expert 1 gets no rows
-    xs = torch.randn(sum(kept), 6, dtype=dtype, requires_grad=True)
-    ys = run_experts(xs, stacked, kept)
-    assert taken == ([path] if path == "_run_stacked" else [])
-    ys_ref = torch.cat([e(p) for e, p, n in zip(experts, xs.split(kept), kept, strict=True) if n])
-    torch.testing.assert_close(ys, ys_ref)
-    g = torch.randn_like(ys)
-    ys.backward(g)
-    grad_xs, xs.grad = xs.grad, None
-    ys_ref.backward(g)
-    torch.testing.assert_close(grad_xs, xs.grad)
-    for p, expected in zip(stacked.parameters(), _expert_grads(experts), strict=True):
-        torch.testing.assert_close(p.grad, expected)  # zeros for expert 1
-
-
-def test_stacked_experts_gradcheck() -> None:
-    from dsl.blocks.nn.moe_experts import _ExpertStack, stack_layout
-
-    stacked = _stacked([nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2)).double() for _ in range(3)])
-    layout, params = stack_layout(list(stacked.layers))
-    for kept in ((2, 1, 3), (2, 0, 4)):
-        xs = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-        flat = [p.detach().clone().requires_grad_() for p in params]
-        assert torch.autograd.gradcheck(lambda xs, *ps, k=kept: _ExpertStack.apply(xs, layout, k, *ps), (xs, *flat))
-
-
-def test_stacked_experts_frozen_layers_and_retain_graph(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsl.blocks.nn.moe_experts as mod
-
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)
-    stacked = _stacked([_STACKS["gelu"]() for _ in range(3)])
-    stacked.layers[0].requires_grad_(False)  # frozen first layer, and xs needs no gradient
-    kept = [4, 2, 3]
-    ys = run_experts(torch.randn(9, 6), stacked, kept)
-    ys.sum().backward(retain_graph=True)
-    first = stacked.layers[2].weight.grad.clone()
-    assert stacked.layers[0].weight.grad is None
-    ys.sum().backward()  # the saved tensors outlive a retained backward
-    torch.testing.assert_close(stacked.layers[2].weight.grad, 2 * first)
-
-
-def test_run_experts_picks_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsl.blocks.nn.moe_experts as mod
-
-    taken = _count_calls(monkeypatch, "_run_stacked", "_run_grouped")
-    stacked = _stacked(_mlp_experts(4))  # 8 -> 16 -> 8 (1,120 bytes), 16-byte rows: groupable
-    monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 16 * 1120)  # grouped up to 16 rows per expert
-    few = torch.randn(4 * 16, 8)
-    run_experts(few, stacked, [16] * 4)
-    many = torch.randn(4 * 17, 8)
-    run_experts(many, stacked, [17] * 4)
-    assert taken == ["_run_grouped", "_run_stacked"]
-    taken.clear()
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # layer by layer: F.linear autocasts
-        assert run_experts(few, stacked, [16] * 4).dtype == torch.bfloat16
-    with pytest.raises(RuntimeError):  # another dtype: layer by layer, and nn.Linear's error
-        run_experts(few.double(), stacked, [16] * 4)
-    with pytest.raises(RuntimeError):  # another width: the same
-        run_experts(torch.randn(8, 6), stacked, [2] * 4)
-    assert run_experts(few[:0], stacked, [0] * 4).shape == (0, 8)  # no rows
-    assert taken == []
-    for kept in ([16] * 3, [16, 16, 16, 15], [16, 16, 16, 17]):  # counts that do not fit the rows
-        with pytest.raises(ValueError, match="4 experts got row counts"):
-            run_experts(few, stacked, kept)
-
-
-@pytest.mark.parametrize("grouped", [True, False])
-def test_moe_with_stacked_experts_equals_module_loop(monkeypatch: pytest.MonkeyPatch, grouped: bool) -> None:
-    import dsl.blocks.nn.moe_experts as mod
-
-    if not grouped:
-        monkeypatch.setattr(mod, "GROUPED_MAX_ROW_BYTES", 0)  # every call goes expert by expert
-    experts = _mlp_experts(4)
-    moe = MixtureOfExperts(NoisyTopKGate(8, 4, k=2), _stacked(experts), 8)
-    _randomise_gate(moe.gate)
-    ref = copy.deepcopy(moe)
-    ref.experts = nn.ModuleList(experts)  # same weights, called one by one
-    x = torch.randn(40, 8, requires_grad=True)
-    torch.manual_seed(1)
-    y, balance = moe(x)
-    torch.manual_seed(1)
-    y_ref, balance_ref = ref(x)
-    torch.testing.assert_close(y, y_ref)
-    (y.pow(2).sum() + balance).backward()
-    grad_x, x.grad = x.grad, None
-    (y_ref.pow(2).sum() + balance_ref).backward()
-    torch.testing.assert_close(grad_x, x.grad)
-    for p, p_ref in zip(moe.gate.parameters(), ref.gate.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, p_ref.grad)
-    for p, expected in zip(moe.experts.parameters(), _expert_grads(experts), strict=True):
-        torch.testing.assert_close(p.grad, expected)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers import build, infer
 from torch import Tensor
 
 from dsl.blocks.nn.prototype import (
@@ -23,7 +24,6 @@ from dsl.blocks.nn.prototype import (
     separation_cost,
 )
 from dsl.language.shapes import ShapeError, Sym
-from dsl.testing import build, infer
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
+from helpers import command_args, trainer_for
 from torch import nn
 from torch.nn.utils import prune
 
 import dsl
-from dsl.cli.run_commands import cmd_eval, cmd_train
-from dsl.testing import command_args
-from dsl.training.hooks.pruning import MagnitudeArgs, Prune, Pruning
+from dsl.checking.train.prune import MagnitudeArgs, Prune
+from dsl.cli.training import cmd_eval, cmd_train
+from dsl.training.hooks.pruning import Pruning
 from dsl.training.rundir import RunDir
 
 SPEC = """
@@ -47,20 +48,6 @@ def ns(**kw: object) -> argparse.Namespace:
 
 def spec_path(write, prune_expr: str = DEFAULT) -> str:
     return write(SPEC.replace("PRUNE", prune_expr))
-
-
-def trainer_for(path: str, **overrides):
-    """A Trainer for the spec (no run directory), as `dsl train` builds it."""
-    from dsl.checking.train import data_dims, train_config
-    from dsl.checking.train_exprs import param_values
-    from dsl.training.trainer import Trainer
-
-    spec = dsl.load(path)
-    cfg = train_config(spec, overrides)
-    torch.manual_seed(cfg.seed)
-    model = dsl.compile(spec, data_dims(spec, overrides), return_dict=True, with_aux=True, **overrides)
-    data = cfg.source.load(cfg.source_params, cfg.seed)
-    return Trainer(model, cfg, data, param_values(spec, overrides), verbose=False)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -204,17 +191,15 @@ train {
 """
 
 
-def test_stacked_moe_experts_are_pruned_as_one_layer_each(write) -> None:
-    from dsl.blocks.nn.moe_experts import StackedLinear
-
+def test_moe_experts_are_pruned_layer_by_layer(write) -> None:
     t = trainer_for(write(MOE_SPEC))
     hook = next(h for h in t.hooks if isinstance(h, Pruning))
-    assert [type(m) for _, m in hook.targets] == [StackedLinear, StackedLinear]
-    t.fit()  # pruned layers have a forward pre-hook: the experts run layer by layer
+    assert [type(m) for _, m in hook.targets] == [nn.Linear] * 8  # four experts, two Linear layers each
+    t.fit()
     for _, m in hook.targets:
         assert not prune.is_pruned(m) and int((m.weight == 0).sum()) == round(0.5 * m.weight.numel())
     assert {k for k in t.model.state_dict() if "experts" in k} == {
-        f"z.experts.layers.{i}.{name}" for i in (0, 2) for name in ("weight", "bias")}
+        f"z.experts.{e}.{i}.{name}" for e in range(4) for i in (0, 2) for name in ("weight", "bias")}
 
 
 def test_sparsity_zero_trains_dense(write) -> None:

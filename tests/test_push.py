@@ -11,12 +11,13 @@ import json
 
 import pytest
 import torch
+from helpers import command_args
 
 import dsl
-from dsl.cli.run_commands import _from_checkpoint, cmd_train
-from dsl.testing import command_args
+from dsl.cli.training import cmd_train
 from dsl.training.hooks.push import LabelSource, capture, label_source, named_heads
 from dsl.training.rundir import RunDir
+from dsl.training.session import load_trained
 
 SPEC = """
 model P(classes: int = 3) {
@@ -96,10 +97,10 @@ def test_push_every_needs_class_labels(tmp_path) -> None:
 
 
 def test_labels_come_from_the_loss_with_its_mask() -> None:
-    from dsl.checking.train import train_config
+    from dsl.api import analyse
 
     spec = dsl.loads(SPEC.replace("cross_entropy(logits, y)", "cross_entropy(logits, y, mask=m)"))
-    assert label_source(train_config(spec)) == LabelSource("y", "m", "cross_entropy")
+    assert label_source(analyse(spec).config) == LabelSource("y", "m", "cross_entropy")
 
 
 # --------------------------------------------------------------------------- the push
@@ -111,7 +112,7 @@ def prototypes(run: str) -> dict:
 
 
 def _load(run: str, spec: str):
-    p, model, _ = _from_checkpoint(argparse.Namespace(ckpt=run, file=spec, set=[], dim=[]))
+    p, model, _, _ = load_trained(run, spec)
     data = p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
     return p, model, data
 
@@ -182,19 +183,19 @@ def test_resume_matches_a_straight_run(tmp_path) -> None:
 
 def test_resume_after_an_interrupted_epoch_keeps_the_schedule(tmp_path) -> None:
     """fit(stop_after=3) is an interruption, not the end: no push until epoch 4."""
-    from dsl.checking.train import train_config
+    from dsl.building.model import build_for_training
+    from dsl.training.session import load_data, prepare
     from dsl.training.trainer import Trainer
 
     text = SPEC.replace("epochs     = 3", "epochs     = 4")
-    spec = dsl.loads(text, file=write(tmp_path, text))
-    cfg = train_config(spec)
-    data = cfg.source.load(cfg.source_params, 0)
+    p = prepare(dsl.loads(text, file=write(tmp_path, text)))
+    data = load_data(p.cfg)
 
     def trainer(run: RunDir) -> Trainer:
         torch.manual_seed(0)
-        model = dsl.compile(spec, {"F": 4}, return_dict=True, with_aux=True)
-        t = Trainer(model, cfg, data, {}, run=run, meta={"run_dir": run.path}, verbose=False)
-        return t
+        model, step = build_for_training(p.analysis)
+        return Trainer(model, step, p.cfg, p.analysis.objective.metrics, data, run=run,
+                       meta={"run_dir": run.path}, verbose=False)
 
     a, b = RunDir(str(tmp_path / "a")), RunDir(str(tmp_path / "b"))
     a.start("x", {}), b.start("x", {})

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsl.language.diagnostics import SpecError
+from dsl.language.errors import SpecError
 from dsl.language.ir import (
     BinOp,
     Bool,

@@ -20,8 +20,8 @@ import dsl
 from dsl.language.ir import strip_spans
 from dsl.language.printer import to_text
 from dsl.language.text import parse_text
-from dsl.language.yaml_comments import extract_comments
-from dsl.language.yaml_form import parse_yaml, plain_scalar, to_yaml
+from dsl.language.yaml_reader import extract_comments, parse_yaml, plain_scalar
+from dsl.language.yaml_writer import to_yaml
 
 TEXT_SPECS = sorted(SPECS.glob("*.dsl"))
 YAML_SPECS = sorted(SPECS.glob("*.yaml"))

@@ -8,11 +8,12 @@ import os
 
 import pytest
 import torch
+from helpers import command_args, prepared
 from torch import nn
 
-from dsl.cli.run_commands import cmd_eval, cmd_predict, cmd_train
-from dsl.testing import command_args
-from dsl.training import functional as F
+from dsl.blocks.nn import losses as L
+from dsl.cli.training import cmd_eval, cmd_predict, cmd_train
+from dsl.training import metrics as M
 from dsl.training.rundir import RunDir
 
 SPEC = """
@@ -144,8 +145,6 @@ def test_early_stop_stops(spec_file, tmp_path) -> None:
 class AuxModel(nn.Module):
     """Hand-written stand-in for a compiled model with an auxiliary loss."""
 
-    dsl_inputs = {"x": None}
-
     def __init__(self) -> None:
         super().__init__()
         self.lin = nn.Linear(4, 3)
@@ -156,20 +155,29 @@ class AuxModel(nn.Module):
         return {"logits": logits, "aux:gate.balance": self.lin.weight.pow(2).sum()}
 
 
+class AuxStep(nn.Module):
+    """The training step of ``AuxModel``: its loss and auxiliary loss, as the compiled step returns them."""
+
+    def __init__(self, model: AuxModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(x)
+        return {"loss": torch.nn.functional.cross_entropy(out["logits"], y), "aux:gate.balance": out["aux:gate.balance"]}
+
+
 def test_aux_losses_added_and_reported() -> None:
-    import dsl
-    from dsl.checking.train import train_config
     from dsl.data import lookup_source
     from dsl.training.trainer import Trainer
 
-    spec = dsl.loads(SPEC, file="c.dsl")
-    cfg = train_config(spec, train_overrides={"epochs": 1})
+    cfg = prepared(SPEC, epochs=1).cfg
     src = lookup_source("iris")
     data = src.load(src.params(batch=200), 0)  # one batch: one step
     torch.manual_seed(0)
     model = AuxModel()
     before = model.lin.weight.detach().clone()
-    trainer = Trainer(model, cfg, data, {}, verbose=False)
+    trainer = Trainer(model, AuxStep(model), cfg, [], data, verbose=False)
     hist = trainer.fit()
     assert "aux:gate.balance" in hist[0]["train"]
     # the gradient step included d(0.5 * |W|^2)/dW = W: compare with a manual step
@@ -189,15 +197,15 @@ def test_masked_losses_and_metrics() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     y = torch.tensor([0, 0, 1])
     mask = torch.tensor([True, True, False])
-    value, n = F.accuracy(logits, y, mask=mask)
+    value, n = M.accuracy(logits, y, mask=mask)
     assert n == 2 and float(value) == 0.5
-    ce, n = F.cross_entropy(logits, y, mask=mask)
+    ce = L.cross_entropy(logits, y, mask=mask)
     assert torch.allclose(ce, torch.nn.functional.cross_entropy(logits[:2], y[:2]))
-    empty, n = F.cross_entropy(logits, y, mask=torch.zeros(3, dtype=torch.bool))
-    assert n == 0 and float(empty) == 0.0
+    empty = L.cross_entropy(logits, y, mask=torch.zeros(3, dtype=torch.bool))
+    assert float(empty) == 0.0
     d = torch.tensor([[1.0, 5.0, 2.0, 0.5]])  # per_class=2: protos 0,1 class 0; 2,3 class 1
-    assert float(F.cluster_cost(d, torch.tensor([0]), per_class=2)[0]) == 1.0
-    assert float(F.separation_cost(d, torch.tensor([0]), per_class=2)[0]) == 0.5
+    assert float(L.cluster_cost(d, torch.tensor([0]), per_class=2)) == 1.0
+    assert float(L.separation_cost(d, torch.tensor([0]), per_class=2)) == 0.5
 
 
 def test_training_a_model_without_weights_is_a_clear_error(tmp_path, capsys) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from dsl.cli.run_commands import cmd_train
-from dsl.testing import command_args
+from helpers import command_args
+
+from dsl.cli.training import cmd_train
 from dsl.training.rundir import RunDir
 
 SPEC = """

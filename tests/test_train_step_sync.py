@@ -1,4 +1,4 @@
-"""The training step's bookkeeping: the compiled loss, and reading the loss terms per window of steps.
+"""The training step's bookkeeping: the loss, and reading the loss terms per window of steps.
 
 ``Trainer.sync_every`` > 1 (used on a GPU and under DDP) keeps each step's loss terms
 on the device and reads them every few steps; these tests force it on the CPU and
@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from helpers import prepared, trainer_for
 
-import dsl
-from dsl.checking.train import train_config
-from dsl.data import lookup_source
-from dsl.training.evaluate import Evaluator
+from dsl.building.model import build_for_training
 from dsl.training.hooks import Hook
 from dsl.training.trainer import NonFiniteLoss, Trainer
 
@@ -40,27 +37,12 @@ train {
 """
 
 
-class AuxModel(nn.Module):
-    """Logits plus an auxiliary loss, as a compiled MoE model returns them."""
-
-    dsl_inputs = ["x"]
-    dsl_aux_weights = {"aux:gate.balance": 0.5}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.lin(x), "aux:gate.balance": self.lin.weight.pow(2).sum()}
+MOE = SPEC.replace("h = relu(Linear(x, out=hidden))", "h, balance = MoE(Linear(x, out=hidden), experts=4, k=2, balance=0.5)")
 
 
 def _trainer(sync_every: int, epochs: int = 2) -> Trainer:
-    spec = dsl.loads(SPEC, file="c.dsl")
-    cfg = train_config(spec, train_overrides={"epochs": epochs})
-    src = lookup_source("iris")
-    data = src.load(src.params(batch=16), 0)  # 8 steps per epoch: windows of 3 leave a partial one
-    torch.manual_seed(0)
-    trainer = Trainer(AuxModel(), cfg, data, {}, verbose=False)
+    """iris in batches of 16: 8 steps per epoch, so windows of 3 leave a partial one."""
+    trainer = trainer_for(MOE, epochs=epochs)
     trainer.sync_every = sync_every
     return trainer
 
@@ -72,9 +54,12 @@ def _records(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_reading_terms_per_window_gives_the_same_records_and_weights() -> None:
     every_step, windowed = _trainer(1), _trainer(3)
-    a, b = every_step.fit(), windowed.fit()
+    torch.manual_seed(0)  # the gate's noise draws from the global generator
+    a = every_step.fit()
+    torch.manual_seed(0)
+    b = windowed.fit()
     assert _records(a) == _records(b)
-    assert set(a[0]["train"]) == {"loss", "aux:gate.balance", "throughput"}
+    assert set(a[0]["train"]) == {"loss", "aux:h.balance", "throughput"}
     for p, q in zip(every_step.model.parameters(), windowed.model.parameters(), strict=True):
         assert torch.equal(p, q)
 
@@ -90,7 +75,7 @@ class PoisonAfter(Hook):
     def after_step(self, trainer: Any, epoch: int, step: int) -> None:
         if epoch == 0 and step == self.step:
             with torch.no_grad():
-                trainer.model.lin.weight[0, 0] = float("nan")
+                next(trainer.model.parameters())[0, 0] = float("nan")
 
 
 @pytest.mark.parametrize("sync_every", [1, 3, 32])
@@ -102,30 +87,32 @@ def test_a_nan_stop_names_the_first_bad_step_in_either_mode(sync_every: int) -> 
     assert trainer.history == []
 
 
-def test_compiled_loss_computes_what_the_interpreter_does() -> None:
-    spec = dsl.loads(SPEC.replace("cross_entropy(logits, y)",
-                                  "-(0.5 * cross_entropy(logits, y, mask=m, label_smoothing=0.1)) "
-                                  "+ lam * mse(p, q) / 2 - l1(p, q)"), file="c.dsl")
-    ev = Evaluator({"lam": 0.25})
+def test_the_step_computes_the_loss_as_written() -> None:
+    """A loss over values the model binds but does not output (p, q), against the same
+    expression written by hand on the model's values."""
+    spec = SPEC.replace("logits = Linear(h, out=classes)", "logits = Linear(h, out=classes)\n"
+                        "    p = sum(logits, dim=-1)\n    q = mean(h, dim=-1)")
+    spec = spec.replace("cross_entropy(logits, y)", "-(0.5 * cross_entropy(logits, y, label_smoothing=0.1)) "
+                        "+ lam * mse(p, q) / 2 - l1(p, q)")
+    model, step = build_for_training(prepared(spec).analysis)
     torch.manual_seed(0)
-    names = {"logits": torch.randn(6, 3), "y": torch.tensor([0, 1, 2, 0, 1, 2]),
-             "m": torch.tensor([True, False, True, True, True, False]), "p": torch.randn(6), "q": torch.randn(6)}
-    loss = spec.train.get("loss").value
-    compiled, interpreted = ev.compile_loss(loss)(names), ev.interpret(loss, names)
-    assert isinstance(compiled, torch.Tensor) and torch.equal(compiled, interpreted)
-    assert torch.equal(ev.loss(loss, names), interpreted)  # loss() compiles once and reuses it
-    assert len(ev._compiled) == 1 and torch.equal(ev.loss(loss, names), interpreted)
+    x, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    out = model(x=x)
+    p, q = out["p"], out["q"]
+    expected = (-(0.5 * F.cross_entropy(out["logits"], y, label_smoothing=0.1)) + 0.25 * F.mse_loss(p, q) / 2
+                - F.l1_loss(p, q))
+    torch.testing.assert_close(step(x=x, y=y)["loss"], expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("target_dtype", [torch.int64, torch.int32])
 def test_losses_convert_only_what_needs_converting(dtype: torch.dtype, target_dtype: torch.dtype) -> None:
-    from dsl.training.functional import cross_entropy, mse
+    from dsl.blocks.nn.losses import cross_entropy, mse
 
     torch.manual_seed(0)
     logits, y = torch.randn(5, 3).to(dtype), torch.tensor([0, 2, 1, 1, 0], dtype=target_dtype)
-    value, count = cross_entropy(logits, y)
-    assert count == 5 and value.dtype == torch.float32
+    value = cross_entropy(logits, y)
+    assert value.dtype == torch.float32
     assert torch.equal(value, F.cross_entropy(logits.float(), y.long()))
     p, q = torch.randn(4).to(dtype), torch.randn(4)
-    assert torch.equal(mse(p, q)[0], F.mse_loss(p.float(), q))
+    assert torch.equal(mse(p, q), F.mse_loss(p.float(), q))

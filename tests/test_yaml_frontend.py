@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dsl.language.diagnostics import SpecError
+from dsl.language.errors import SpecError
 from dsl.language.ir import (
     Bool,
     Call,
@@ -21,7 +21,8 @@ from dsl.language.ir import (
     strip_spans,
 )
 from dsl.language.text import parse_text
-from dsl.language.yaml_form import MAX_NODES, parse_yaml, plain_scalar, to_yaml
+from dsl.language.yaml_reader import MAX_NODES, parse_yaml, plain_scalar
+from dsl.language.yaml_writer import to_yaml
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

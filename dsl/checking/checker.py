@@ -12,15 +12,25 @@ from __future__ import annotations
 import keyword
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from dsl.checking.program import AuxEntry, ModuleSpec, PNode, Program, Ref, describe_params
+from dsl.checking.scope import (
+    POISON,
+    BlockValueVal,
+    ConstVal,
+    InstanceVal,
+    Poison,
+    Scope,
+    TensorVal,
+    Value,
+)
+from dsl.checking.values import DeclValue, UserBlockValue
 from dsl.language import ir, registry
 from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
-from dsl.language.registry import BlockValue, Decl, DeclValue
+from dsl.language.registry import Decl
 from dsl.language.resolve import MAX_REPEAT, Const, ConstError, Resolved, coerce, eval_const
 from dsl.language.shapes import (
     DimConflict,
@@ -41,58 +51,6 @@ MAX_BLOCK_DEPTH = 32
 NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
 
 
-class Poison:
-    """The value of an expression whose check failed (already reported)."""
-
-
-POISON = Poison()
-
-
-@dataclass
-class TensorVal:
-    ref: Ref
-    type: TensorType
-    span: Span
-    var: str | None = None
-    use_span: Span | None = None  # where it is passed, when bound to a block's input
-
-
-@dataclass
-class ConstVal:
-    value: Const
-    span: Span
-
-
-@dataclass
-class InstanceVal:
-    """A named block value: one module whose weights every call shares."""
-
-    value: BlockValue
-    module: str
-    span: Span
-    var: str
-    first_inputs: list[TensorType] | None = None
-
-
-@dataclass
-class BlockValueVal:
-    value: BlockValue
-    span: Span
-
-
-Value = TensorVal | ConstVal | InstanceVal | BlockValueVal | Poison
-
-
-@dataclass
-class Scope:
-    consts: dict[str, Const]
-    const_spans: dict[str, Span] = field(default_factory=dict)
-    names: dict[str, Value] = field(default_factory=dict)
-    symbols: dict[str, Sym] | None = None  # block-local renaming of symbolic dims
-    block: str | None = None
-    call_span: Span | None = None
-
-
 def _is_block_name(name: str) -> bool:
     return name[:1].isupper()
 
@@ -104,15 +62,18 @@ def _line_of(span: Span, here: Span | None) -> str:
 
 
 class Checker:
-    def __init__(self, res: Resolved, dims: dict[str, int] | None = None):
+    def __init__(self, res: Resolved, dims: dict[str, int] | None = None, data_dims: dict[str, int] | None = None):
+        """``dims``: sizes the caller gives; ``data_dims``: sizes the train section's data binds
+        (the guard keeps those free, :mod:`dsl.building.guards`)."""
         self.res = res
         self.env = DimEnv()
         self.diags: list[Diagnostic] = list(res.diagnostics)
         self.registry = registry.load()
         self.dims = dict(dims or {})
+        self.data_dims = {k: v for k, v in (data_dims or {}).items() if k not in self.dims}
         self.stack: list[str] = []
         self.count = 0
-        self.trained_inputs: dict[str, TensorType] = {}
+        self.model_scope: Scope | None = None  # the model body's names when it ends (the train section reads them)
 
     # ------------------------------------------------------------------ helpers
 
@@ -125,7 +86,7 @@ class Checker:
         if scope.block and scope.call_span is not None:
             d.note(f"in `{scope.block}`, instantiated here", scope.call_span)
 
-    def _lookup_const(self, scope: Scope, name: str, span: Span) -> Const:
+    def lookup_const(self, scope: Scope, name: str, span: Span) -> Const:
         if name in scope.consts:
             return scope.consts[name]
         val = scope.names.get(name)
@@ -137,7 +98,7 @@ class Checker:
 
     def const(self, expr: ir.Expr, scope: Scope) -> Const | Poison:
         try:
-            return eval_const(expr, lambda n, s: self._lookup_const(scope, n, s))
+            return eval_const(expr, lambda n, s: self.lookup_const(scope, n, s))
         except ConstError as e:
             d = self.error(e.code, e.message, e.span, help=e.help)
             self._in_block_note(d, scope)
@@ -153,35 +114,20 @@ class Checker:
         consts.update({k: v.value for k, v in self.res.model_args.items()})
         spans = {k: v.span for k, v in self.res.params.items()}
         scope = Scope(consts=consts, const_spans=spans)
-        for name, size in self.dims.items():
-            self.env.declare(name)
-            self.env.value[name] = size
-            self.env.origin[name] = "given"
+        for origin, sizes in (("given", self.dims), ("data", self.data_dims)):
+            for name, size in sizes.items():
+                self.env.declare(name)
+                self.env.value[name] = size
+                self.env.origin[name] = origin
         prog = Program(name=model.name, env=self.env, span=model.name_span or model.span)
         self.stack.append(model.name)
         self.body(model.body, scope, prog, inputs=None)
         self.stack.pop()
+        self.model_scope = scope
         if not prog.outputs and not any(d.severity == "error" for d in self.diags):
             self.error("E0212", f"model `{model.name}` has no `output`", model.name_span or model.span,
                        help="mark a result with `output name`")
-        self._check_train(prog)
         return prog
-
-    def _check_train(self, prog: Program) -> None:
-        if self.res.train is None:
-            return
-        try:
-            from dsl.checking.train import check_train
-        except ImportError:
-            return
-        outputs = prog.output_types()
-        model = self.res.model
-        for o in model.outputs if model is not None else []:
-            # an output whose computation failed was reported already; do not cascade
-            outputs.setdefault(o.name, TensorType((), "float", True))
-        # `--set` overrides reach the train section too (`episodes(shots=shots)`).
-        overrides = {k: v.value for k, v in {**self.res.params, **self.res.model_args}.items() if v.origin == "override"}
-        self.diags.extend(check_train(self.res.spec, prog.input_types(), outputs, self.env, overrides))
 
     # ------------------------------------------------------------------ statements
 
@@ -300,7 +246,7 @@ class Checker:
             d = self.error(code, f"{what} mismatch in argument `{stmt.name}` of `{scope.block}`", span,
                            label=f"expected {self._show_decl(declared)}, found {actual}")
             d.note(f"`{scope.block}` declares `input {stmt.name}: {self._show_decl(declared)}`", stmt.span)
-            self._explain(d, arg)
+            self.explain(d, arg)
 
     def _show_decl(self, t: TensorType) -> str:
         return str(self.env.resolve_type(t))
@@ -327,7 +273,7 @@ class Checker:
             return False
         return True
 
-    def _explain(self, d: Diagnostic, val: Any) -> None:
+    def explain(self, d: Diagnostic, val: Any) -> None:
         if isinstance(val, TensorVal) and val.var:
             t = self.env.resolve_type(val.type)
             because = f" because {val.type.why}" if val.type.why else ""
@@ -391,11 +337,11 @@ class Checker:
         if not ok:
             d = self.error("E0304", f"output `{stmt.name}` does not have its declared shape", stmt.shape.span,
                            label=f"expected {shown_want}, found {actual}")
-            self._explain(d, val)
+            self.explain(d, val)
         elif stmt.dtype is not None and actual.dtype != stmt.dtype:
             d = self.error("E0304", f"output `{stmt.name}` does not have its declared dtype", stmt.span,
                            label=f"expected {stmt.dtype}, found {actual.dtype}")
-            self._explain(d, val)
+            self.explain(d, val)
 
     def repeat(self, stmt: ir.Repeat, scope: Scope, prog: Program) -> None:
         n = self.const(stmt.count, scope)
@@ -451,7 +397,7 @@ class Checker:
                 c = self.const(expr, scope)
                 return POISON if isinstance(c, Poison) else ConstVal(c, expr.span)
             if not isinstance(v, TensorVal):
-                return self._not_tensor(v, expr.operand)
+                return self.not_tensor(v, expr.operand)
             if expr.op == "+":
                 return v
             node = prog.add(PNode(prog.unique(var or "neg"), "unary", "neg", expr.span, args=[v.ref], types=[v.type], var=var))
@@ -459,7 +405,7 @@ class Checker:
         self.error("E0206", "expected a tensor expression", expr.span)
         return POISON
 
-    def _not_tensor(self, v: Value, expr: Any) -> Poison:
+    def not_tensor(self, v: Value, expr: Any) -> Poison:
         if isinstance(v, Poison):
             return POISON
         what = {
@@ -480,7 +426,7 @@ class Checker:
             return POISON if isinstance(c, Poison) else ConstVal(c, expr.span)
         for v, e in ((a, expr.left), (b, expr.right)):
             if not isinstance(v, (TensorVal, ConstVal)):
-                return self._not_tensor(v, e)
+                return self.not_tensor(v, e)
             if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float))):
                 self.error("E0206", f"cannot use {v.value!r} in tensor arithmetic", e.span)
                 return POISON
@@ -516,8 +462,8 @@ class Checker:
         except DimConflict:
             d = self.error("E0301", f"shapes of `{expr.op}` do not broadcast", expr.span,
                            label=f"{ta} {expr.op} {tb}")
-            self._explain(d, a)
-            self._explain(d, b)
+            self.explain(d, a)
+            self.explain(d, b)
             return None
 
     def matmul_type(self, ta: TensorType, tb: TensorType) -> TensorType:
@@ -665,7 +611,7 @@ class Checker:
                 inputs[name] = v
             else:
                 if not isinstance(v, Poison):
-                    self._not_tensor(v, e)
+                    self.not_tensor(v, e)
                 ok = False
         return inputs, spans, values, ok
 
@@ -744,7 +690,7 @@ class Checker:
             span = expr.span
         d = self.error(e.code, e.message, span, label=e.label, help=e.help)
         if e.arg in values:
-            self._explain(d, values[e.arg])
+            self.explain(d, values[e.arg])
         self._in_block_note(d, scope)
 
     # ------------------------------------------------------------------ block values and user blocks
@@ -762,7 +708,7 @@ class Checker:
         if any(not isinstance(v, TensorVal) for v in vals):
             for v, a in zip(vals, expr.args):
                 if not isinstance(v, TensorVal):
-                    self._not_tensor(v, a)
+                    self.not_tensor(v, a)
             return [POISON]
         types = [self.env.resolve_type(v.type) for v in vals]  # type: ignore[union-attr]
         if inst.first_inputs is not None:
@@ -814,7 +760,7 @@ class Checker:
                 good.append(TensorVal(v.ref, v.type, v.span, v.var, use_span=a.span))
             else:
                 if not isinstance(v, Poison):
-                    self._not_tensor(v, a)
+                    self.not_tensor(v, a)
                 good.append(POISON)
         if consts is None:
             return [POISON] * max(n_targets, len(bdef.outputs))
@@ -895,57 +841,6 @@ class Checker:
         return sub
 
 
-class UserBlockValue(BlockValue):
-    """A user ``block`` used as a value (``expert=Expert(dim=16)``)."""
-
-    def __init__(self, checker: Checker, bdef: ir.BlockDef, consts: dict[str, Const], span: Span):
-        self.checker = checker
-        self.bdef = bdef
-        self.consts = consts
-        self.span = span
-        self.name = bdef.name
-
-    def _program(self, inputs: Sequence[TensorType], env: DimEnv | None = None) -> Program:
-        args: list[TensorVal | Poison] = [TensorVal(Ref(f"arg{i}"), t, self.span, None) for i, t in enumerate(inputs)]
-        if len(args) != len(self.bdef.inputs):
-            raise ShapeError(f"`{self.name}` takes {len(self.bdef.inputs)} tensor inputs, given {len(args)}")
-        saved_env = self.checker.env
-        if env is not None:
-            self.checker.env = env
-        before = len(self.checker.diags)
-        try:
-            sub = self.checker.instantiate(self.bdef, self.consts, args, self.span)
-        finally:
-            self.checker.env = saved_env
-        if sub is None:
-            problems = self.checker.diags[before:]
-            del self.checker.diags[before:]
-            detail = problems[0].message if problems else "it does not check"
-            label = problems[0].label if problems else ""
-            raise ShapeError(f"block value `{self.name}` does not accept {', '.join(str(t) for t in inputs)}: {detail}", label=label)
-        return sub
-
-    def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
-        sub = self._program(inputs, call.env)
-        return [sub.type_of(r) for r in sub.outputs.values()]
-
-    def build(self, inputs: Sequence[TensorType]) -> Any:
-        from dsl.building.compiler import build_program
-
-        sub = self._program(inputs, DimEnv())
-        return build_program(sub, outputs_as_tuple=True)
-
-    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
-        from dsl.checking.budget import estimate
-
-        est = estimate(self._program(inputs, DimEnv()))
-        return est.params if est.exact else None
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.consts.items())
-        return f"{self.name}({args})"
-
-
 def _annotation_text(ann: Any) -> str:
     text = getattr(ann, "__name__", None) or str(ann)
     return text.replace("typing.", "").replace("NoneType", "null")
@@ -968,9 +863,3 @@ def _kind(v: Any) -> str:
     if isinstance(v, bool):
         return "bool"
     return {int: "int", float: "float", str: "str", list: "list", type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def check_resolved(res: Resolved, dims: dict[str, int] | None = None) -> tuple[Program | None, list[Diagnostic], Checker]:
-    checker = Checker(res, dims)
-    prog = checker.check_model()
-    return prog, checker.diags, checker

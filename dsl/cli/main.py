@@ -12,10 +12,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dsl.language.diagnostics import Diagnostic, SpecError, render_all, sort_diagnostics
+from dsl.language.diagnostics import Diagnostic, render_all, sort_diagnostics
+from dsl.language.errors import DslError, SpecError
 
 
-class UsageError(Exception):
+class UsageError(DslError):
     pass
 
 
@@ -155,8 +156,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         except SpecError as e:
             all_diags.extend(e.diagnostics)
             continue
-        _, diags, _ = analyse(spec, dims, overrides, args.max_params)
-        all_diags.extend(diags)
+        all_diags.extend(analyse(spec, dims, overrides, args.max_params).diagnostics)
     errors = [d for d in all_diags if d.severity == "error"]
     emit_diagnostics(all_diags, args.json)
     if not args.json and not errors:
@@ -175,25 +175,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
     except SpecError as e:
         emit_diagnostics(e.diagnostics, args.json)
         return 1
-    prog, diags, _ = analyse(spec, dims, overrides, args.max_params)
-    errors = [d for d in diags if d.severity == "error"]
-    if errors or prog is None:
-        emit_diagnostics(diags, args.json)
+    analysis = analyse(spec, dims, overrides, args.max_params)
+    if not analysis.ok or analysis.program is None:
+        emit_diagnostics(analysis.diagnostics, args.json)
         return 1
-    if diags and not args.json:  # warnings (a broken plugin); --json keeps stdout for the summary
-        emit_diagnostics(diags, False)
-    from dsl.building.compiler import BuildFailure, build_program
-
-    try:
-        model = build_program(prog)
-    except BuildFailure as e:
-        emit_diagnostics(e.diags, args.json)
-        return 1
-    if not getattr(args, "no_guards", False):  # the module as dsl.compile returns it (export traces past the guard)
-        from dsl.building.guards import install_guards
-
-        install_guards(model, prog)
+    if analysis.diagnostics and not args.json:  # warnings (a broken plugin); --json keeps stdout for the summary
+        emit_diagnostics(analysis.diagnostics, False)
+    from dsl.building.model import build_model
     from dsl.building.summary import print_summary, summary_rows
+
+    # the module as dsl.compile returns it (export traces past the guard)
+    model = build_model(analysis, guards=not getattr(args, "no_guards", False))
+    prog = analysis.program
 
     if args.emit != "summary":
         return _export(args, prog, model)
@@ -243,9 +236,9 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 def _train_command(name: str):
     def run(args: argparse.Namespace) -> int:
-        from dsl.cli import run_commands
+        from dsl.cli import training
 
-        return getattr(run_commands, f"cmd_{name}")(args)
+        return getattr(training, f"cmd_{name}")(args)
 
     return run
 
@@ -275,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SpecError as e:
         emit_diagnostics(e.diagnostics, getattr(args, "json", False), e.sources)
+        return 1
+    except DslError as e:  # a run, data or export problem: one line
+        if debug:
+            raise
+        print(f"dsl {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

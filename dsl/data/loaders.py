@@ -29,7 +29,8 @@ from dsl.data.files import DataError
 def load_data(cfg: Any) -> Any:
     """``cfg.source.load(...)`` with data problems reported as diagnostics: at
     the line and column of a text file, else at the spec's ``data = ...``."""
-    from dsl.language.diagnostics import Diagnostic, SpecError
+    from dsl.language.diagnostics import Diagnostic
+    from dsl.language.errors import SpecError
 
     try:
         return cfg.source.load(cfg.source_params, cfg.seed)

@@ -40,7 +40,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, SpecError
+from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span
+from dsl.language.errors import SpecError
 from dsl.language.ir import (
     DTYPES,
     Assign,
@@ -117,7 +118,7 @@ def _at_call(parse: Any, span: Span) -> Any:
 
 
 def _identifier(name: Any, what: str, span: Span) -> str:
-    from dsl.language.yaml_form import check_identifier
+    from dsl.language.yaml_reader import check_identifier
 
     if not isinstance(name, str):
         raise _fail(f"{what} must be a string, got {type(name).__name__}", span, "not a name")
@@ -438,10 +439,10 @@ class Graph:
                 raise _fail(f"argument `{name}` has an unsupported type", span, code="E0401",
                             help="use int, float, bool or str")  # fmt: skip
             return ParamDecl(name=name, type=_TYPES[value], span=span)
-        from dsl.language.yaml_form import _infer_type
+        from dsl.language.yaml_reader import infer_type
 
         default = self._expr(value, span, None)
-        return ParamDecl(name=name, type=_infer_type(default), default=default, span=span)
+        return ParamDecl(name=name, type=infer_type(default), default=default, span=span)
 
     def _shape(self, shape: Sequence[Any] | None, span: Span) -> ShapeSpec | None:
         if shape is None:
@@ -519,7 +520,7 @@ class Graph:
 
     def _expr(self, v: Any, span: Span, writer: _Writer | None) -> Expr:
         """A Python value as IR: literals, lists, and (with a writer) handles."""
-        from dsl.language.yaml_form import literal_expr
+        from dsl.language.yaml_reader import literal_expr
 
         if isinstance(v, Handle):
             if writer is None:

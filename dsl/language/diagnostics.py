@@ -6,7 +6,6 @@ are collected, sorted by position and raised together as a :class:`SpecError`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -119,8 +118,8 @@ class Diagnostic:
             "help": self.help,
         }
 
-    def render(self, sources: dict[str, str] | None = None) -> str:
-        return render(self, sources or {})
+    def render(self, sources: dict[str, str] | SourceLines | None = None) -> str:
+        return render(self, sources if isinstance(sources, SourceLines) else SourceLines(sources))
 
     def __str__(self) -> str:
         return self.render()
@@ -138,38 +137,39 @@ def sort_diagnostics(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
     return sorted(unique, key=lambda d: d.span.sort_key())
 
 
-class SpecError(Exception):
-    """Raised with every diagnostic of a spec; ``str()`` renders them all."""
+class SourceLines:
+    """The lines of each source file a rendering shows, split once per file.
 
-    def __init__(self, diagnostics: list[Diagnostic], sources: dict[str, str] | None = None):
-        self.diagnostics = sort_diagnostics(diagnostics)
-        self.sources = sources or {}
-        super().__init__(self.render())
+    ``sources`` maps a file name to its text; a file not in it is read from disk
+    (once). Splitting once per file, not per diagnostic, keeps rendering linear in
+    the size of the source however many diagnostics point into it.
+    """
 
-    def render(self) -> str:
-        return render_all(self.diagnostics, self.sources)
+    def __init__(self, sources: dict[str, str] | None = None):
+        self.texts = dict(sources or {})
+        self.lines: dict[str, list[str] | None] = {}
 
-    def __str__(self) -> str:
-        return self.render()
+    def line(self, span: Span) -> str | None:
+        if span.file not in self.lines:
+            self.lines[span.file] = self._read(span.file)
+        lines = self.lines[span.file]
+        if lines is not None and 1 <= span.line <= len(lines):
+            return lines[span.line - 1]
+        return None
 
-    def to_json(self) -> str:
-        return json.dumps([d.to_dict() for d in self.diagnostics], indent=2)
+    def _read(self, file: str) -> list[str] | None:
+        text = self.texts.get(file)
+        if text is None:
+            try:
+                with open(file, encoding="utf-8") as fh:
+                    text = fh.read(MAX_SOURCE_CHARS + 1)
+            except (OSError, ValueError):
+                return None
+        return text.splitlines()
 
 
-def _source_line(sources: dict[str, str], span: Span) -> str | None:
-    text = sources.get(span.file)
-    if text is None:
-        try:
-            with open(span.file, encoding="utf-8") as fh:
-                text = fh.read()
-        except (OSError, ValueError):
-            return None
-        sources[span.file] = text
-    lines = text.splitlines()
-    if 1 <= span.line <= len(lines):
-        return lines[span.line - 1]
-    return None
-
+MAX_SOURCE_CHARS = 5_000_000  # a source file read to show its lines (the spec size limit)
+MAX_SHOWN = 50  # diagnostics rendered in full; the rest are counted ("and N more")
 
 _SHOWN = 120  # characters of a long source line shown around the caret
 
@@ -188,13 +188,13 @@ def _window(line: str, start: int, length: int) -> tuple[str, int, int]:
     return prefix + piece + suffix, start, length
 
 
-def render(d: Diagnostic, sources: dict[str, str]) -> str:
+def render(d: Diagnostic, sources: SourceLines) -> str:
     out = [f"{d.severity}[{d.code}]: {d.message}"]
     width = len(str(d.span.line)) if d.span.known else 1
     pad = " " * width
     if d.span.known:
         out.append(f"{pad}--> {d.span}")
-        line = _source_line(sources, d.span)
+        line = sources.line(d.span)
         if line is not None:
             out.append(f"{pad} |")
             start = max(d.span.col, 1)
@@ -222,9 +222,13 @@ def render(d: Diagnostic, sources: dict[str, str]) -> str:
     return "\n".join(out)
 
 
-def render_all(diags: list[Diagnostic], sources: dict[str, str] | None = None) -> str:
-    sources = dict(sources or {})
-    parts = [render(d, sources) for d in diags]
+def render_all(diags: list[Diagnostic], sources: dict[str, str] | None = None, limit: int | None = None) -> str:
+    """Every diagnostic rendered (the first ``limit`` when given, then a count of the rest)."""
+    lines = SourceLines(sources)
+    shown = diags if limit is None else diags[:limit]
+    parts = [render(d, lines) for d in shown]
+    if len(diags) > len(shown):
+        parts.append(f"... and {len(diags) - len(shown)} more")
     errors = sum(1 for d in diags if d.severity == "error")
     if errors:
         parts.append(f"{errors} error{'s' if errors != 1 else ''} found")

@@ -8,16 +8,35 @@ resolver and checker, never by the front end.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dsl.language import formats
 from dsl.language.diagnostics import NO_SPAN, Span
 
 
 class Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     span: Span = NO_SPAN
+
+    def children(self) -> Iterator[Node]:
+        """The nodes directly inside this one, in source order."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Node):
+                yield value
+            elif isinstance(value, tuple):
+                yield from (v for v in value if isinstance(v, Node))
+
+    def walk(self) -> Iterator[Node]:
+        """This node and every node inside it, depth first, in source order."""
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(list(node.children())))
 
 
 # --------------------------------------------------------------------------- expressions
@@ -243,14 +262,12 @@ class Spec(Node):
     comments: tuple[Comment, ...] = ()
 
     def to_text(self) -> str:
-        from dsl.language.printer import to_text
-
-        return to_text(self)
+        """The canonical text form (what ``dsl fmt`` writes)."""
+        return formats.write(self, "dsl")
 
     def to_yaml(self) -> str:
-        from dsl.language.yaml_form import to_yaml
-
-        return to_yaml(self)
+        """The YAML form (what ``dsl convert --to yaml`` writes)."""
+        return formats.write(self, "yaml")
 
     def block(self, name: str) -> BlockDef | None:
         for b in self.blocks:

@@ -436,6 +436,11 @@ class Layout:
     gapped: set[_Key]
 
 
+def write(spec: Spec) -> str:
+    """The format registry's entry point (:mod:`dsl.language.formats`)."""
+    return to_text(spec)
+
+
 def to_text(spec: Spec) -> str:
     """The canonical text of a spec; comments and blank lines between
     statements kept where the spans say."""

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from dsl.language.diagnostics import Diagnostic, Span
-from dsl.language.shapes import Dim, ShapeCall, TensorType
+from dsl.language.errors import DslError
+from dsl.language.shapes import ShapeCall, TensorType
 
 
 class Params(BaseModel):
@@ -60,8 +61,11 @@ class AuxLoss:
 class BlockValue:
     """A block used as a value: ``expert=MLP(hidden=64, out=32)`` or ``enc = MLP(...)``.
 
-    The checker creates it; a block that takes one as a hyperparameter calls
-    :meth:`infer` in its shape rule and :meth:`build` in its builder (once per copy).
+    The checker creates it (:mod:`dsl.checking.values`). A block that takes one as a
+    hyperparameter calls :meth:`infer` in its shape rule, :meth:`count_params` in its
+    parameter count, and ``call.instantiate(value, inputs)`` in its builder (once per
+    copy): building a value is the compiler's job, handed to builders through the
+    :class:`BuildCall`.
     """
 
     name: str = ""
@@ -69,18 +73,20 @@ class BlockValue:
     def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
         raise NotImplementedError
 
-    def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
-        raise NotImplementedError
-
     def count_params(self, inputs: Sequence[TensorType]) -> int | None:
         """Parameters of one built copy, from sizes alone (None: unknown); see dsl.checking.budget."""
         return None
+
+    def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
+        """A new module for tensors of ``inputs``' types. Registered blocks and user blocks
+        are built by the compiler; a value of another kind (a plugin's) builds itself here."""
+        raise NotImplementedError(f"`{self.describe()}` cannot build itself")
 
     def describe(self) -> str:
         return self.name
 
 
-class BuildError(Exception):
+class BuildError(DslError):
     """Raised by a builder when a concrete size is missing or a value is unusable."""
 
     def __init__(self, message: str, arg: str | None = None, help: str | None = None, code: str = "E0601"):
@@ -88,13 +94,27 @@ class BuildError(Exception):
         self.message, self.arg, self.help, self.code = message, arg, help, code
 
 
-class BuildCall:
-    """What a builder sees: the concrete (as far as known) types of its inputs and outputs."""
+Instantiate = Callable[[BlockValue, Sequence["TensorType"]], Any]
 
-    def __init__(self, block: str, inputs: dict[str, TensorType], outputs: Sequence[TensorType]):
+
+def _no_values(value: BlockValue, inputs: Sequence[TensorType]) -> Any:
+    raise BuildError(f"`{value.describe()}` cannot be built here: no compiler was given to build block values")
+
+
+class BuildCall:
+    """What a builder sees: the concrete (as far as known) types of its inputs and outputs,
+    and :meth:`instantiate` to build a block value it was given as a hyperparameter."""
+
+    def __init__(self, block: str, inputs: dict[str, TensorType], outputs: Sequence[TensorType],
+                 instantiate: Instantiate = _no_values):
         self.block = block
         self.inputs = inputs
         self.outputs = list(outputs)
+        self._instantiate = instantiate
+
+    def instantiate(self, value: BlockValue, inputs: Sequence[TensorType]) -> Any:
+        """A new module for ``value`` called on tensors of ``inputs``' types (a new weight set)."""
+        return self._instantiate(value, inputs)
 
     def has(self, name: str) -> bool:
         return name in self.inputs
@@ -155,6 +175,8 @@ class Decl:
     lower: LowerFn | None = None  # functions: -> Lowered
     count_params: CountFn | None = None  # blocks: parameter count, pure Python (None: not declared)
     aux: tuple[AuxLoss, ...] = ()
+    differentiable: bool = True  # whether its outputs carry gradients back to its float inputs
+    reads_model: bool = False  # a function whose lowered callable takes the whole model first (train section only)
     doc: str = ""
     paper: str = ""
     signature: str = ""  # e.g. "[..., F] -> [..., out]"
@@ -189,13 +211,17 @@ def register(decl: Decl) -> Decl:
     return decl
 
 
-def _load_builtin() -> None:
-    import dsl.blocks as pkg
+BUILTIN_PACKAGE = "dsl.blocks"  # the block library, one family per module
 
+
+def _load_builtin() -> None:
+    # Imported by name: the block library imports the registry to register itself,
+    # and the registry never depends on any one block (the plugin pattern).
+    pkg = importlib.import_module(BUILTIN_PACKAGE)
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_") or info.name == "nn":
             continue
-        importlib.import_module(f"dsl.blocks.{info.name}")
+        importlib.import_module(f"{BUILTIN_PACKAGE}.{info.name}")
 
 
 def _load_plugins() -> None:
@@ -205,7 +231,7 @@ def _load_plugins() -> None:
         _load_plugin(ep)
 
 
-class PluginError(Exception):
+class PluginError(DslError):
     """A plugin that loaded but declares something the registry cannot accept."""
 
 
@@ -302,47 +328,3 @@ def lookup(name: str) -> Decl | None:
 
 def names() -> list[str]:
     return sorted(load())
-
-
-def shape_text(t: TensorType | Dim) -> str:
-    return str(t)
-
-
-class DeclValue(BlockValue):
-    """A registered block used as a value, e.g. ``expert=MLP(hidden=64, out=32)``."""
-
-    def __init__(self, decl: Decl, params: Params):
-        self.decl = decl
-        self.params = params
-        self.name = decl.name
-
-    def _named(self, inputs: Sequence[TensorType]) -> dict[str, TensorType]:
-        names = [a.name for a in self.decl.inputs]
-        if len(inputs) > len(names) and not (self.decl.inputs and self.decl.inputs[-1].variadic):
-            raise ValueError(f"{self.decl.name} takes {len(names)} tensor inputs, got {len(inputs)}")
-        return dict(zip(names, inputs))
-
-    def infer(self, call: ShapeCall, inputs: Sequence[TensorType]) -> list[TensorType]:
-        sub = ShapeCall(self.decl.name, self._named(inputs), call.env)
-        return self.decl.infer(sub, self.params)
-
-    def build(self, inputs: Sequence[TensorType]) -> Any:
-        from dsl.language.shapes import DimEnv
-
-        named = self._named(inputs)
-        outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
-        assert self.decl.build is not None
-        return self.decl.build(BuildCall(self.decl.name, named, outs), self.params)
-
-    def count_params(self, inputs: Sequence[TensorType]) -> int | None:
-        if self.decl.count_params is None:
-            return None
-        from dsl.language.shapes import DimEnv
-
-        named = self._named(inputs)
-        outs = self.decl.infer(ShapeCall(self.decl.name, named, DimEnv()), self.params)
-        return self.decl.count_params(BuildCall(self.decl.name, named, outs), self.params)
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items())
-        return f"{self.decl.name}({args})"

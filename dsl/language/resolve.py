@@ -9,26 +9,19 @@ checker, which needs the argument shapes to do so.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from dsl.language import ir
+from dsl.language.constants import Const, ConstError, coerce, eval_const
 from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, did_you_mean
+from dsl.language.errors import SpecError
+from dsl.language.source import load
 
-Const = int | float | bool | str | None | list
-
-MAX_INT = 2**62
 MAX_REPEAT = 10_000
 MAX_USE_DEPTH = 32
-
-
-class ConstError(Exception):
-    def __init__(self, message: str, span: Span, code: str = "E0405", help: str | None = None):
-        super().__init__(message)
-        self.message, self.span, self.code, self.help = message, span, code, help
 
 
 @dataclass
@@ -55,112 +48,6 @@ class Resolved:
         return out
 
 
-# --------------------------------------------------------------------------- constants
-
-
-def _type_name(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "str"
-    if v is None:
-        return "null"
-    if isinstance(v, list):
-        return "list"
-    return type(v).__name__
-
-
-def _check_int(v: Any, span: Span) -> Any:
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
-        raise ConstError(f"integer constant too large ({_type_name(v)} with {len(str(abs(v)))} digits)", span, "E0801")
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ConstError("constant arithmetic produced a non-finite number", span)
-    return v
-
-
-def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
-    numeric = (int, float)
-    if op == "+" and isinstance(a, str) and isinstance(b, str):
-        return a + b
-    if not (isinstance(a, numeric) and isinstance(b, numeric)):
-        raise ConstError(
-            f"cannot apply `{op}` to {_type_name(a)} and {_type_name(b)}", span, "E0405"
-        )
-    try:
-        if op == "+":
-            r = a + b
-        elif op == "-":
-            r = a - b
-        elif op == "*":
-            r = a * b
-        elif op == "/":
-            r = a / b
-        elif op == "//":
-            r = a // b
-        elif op == "%":
-            r = a % b
-        elif op == "**":
-            if abs(b) > 64 or (isinstance(a, int) and abs(a) > MAX_INT):
-                raise ConstError("exponent too large in constant arithmetic (limit 64)", span, "E0801")
-            r = a**b
-        else:
-            raise ConstError(f"operator `{op}` is not constant arithmetic", span, "E0206")
-    except ZeroDivisionError:
-        raise ConstError("division by zero in constant arithmetic", span) from None
-    except OverflowError:
-        raise ConstError("overflow in constant arithmetic", span, "E0801") from None
-    if isinstance(r, complex):
-        raise ConstError("constant arithmetic produced a complex number", span)
-    return _check_int(r, span)
-
-
-def eval_const(expr: ir.Expr, lookup: Callable[[str, Span], Const]) -> Const:
-    """Evaluate a constant expression; names are resolved by ``lookup``."""
-    if isinstance(expr, ir.Num):
-        return _check_int(expr.value, expr.span)
-    if isinstance(expr, (ir.Str, ir.Bool)):
-        return expr.value
-    if isinstance(expr, ir.NoneLit):
-        return None
-    if isinstance(expr, ir.Name):
-        return lookup(expr.id, expr.span)
-    if isinstance(expr, ir.UnaryOp):
-        v = eval_const(expr.operand, lookup)
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise ConstError(f"cannot apply unary `{expr.op}` to {_type_name(v)}", expr.span)
-        return -v if expr.op == "-" else v
-    if isinstance(expr, ir.BinOp):
-        return _binop(expr.op, eval_const(expr.left, lookup), eval_const(expr.right, lookup), expr.span)
-    if isinstance(expr, ir.ListExpr):
-        return [eval_const(i, lookup) for i in expr.items]
-    if isinstance(expr, ir.Call):
-        raise ConstError(f"`{expr.func}(...)` is not a constant", expr.span, "E0207")
-    raise ConstError("not a constant expression", expr.span, "E0207")
-
-
-def coerce(value: Const, type_name: str | None, span: Span, what: str) -> Const:
-    """Check a constant against a declared param type (int → float is allowed)."""
-    if type_name is None or value is None:
-        return value
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "str": isinstance(value, str),
-    }[type_name]
-    if not ok:
-        raise ConstError(
-            f"{what} expects {type_name}, found {_type_name(value)} `{value!r}`", span, "E0401"
-        )
-    if type_name == "float":
-        return float(value)  # type: ignore[arg-type]
-    return value
-
-
 def parse_override(text: str) -> Const:
     """The value of ``--set k=v``: a constant in the text language; a bare word is a string."""
     from dsl.language.text import parse_expr
@@ -177,18 +64,19 @@ def parse_override(text: str) -> Const:
         return text
 
 
+
 # --------------------------------------------------------------------------- imports
 
 
-def _read_spec(path: str) -> ir.Spec:
-    from dsl.api import load
-
-    return load(path)
-
-
 def _merge_imports(
-    spec: ir.Spec, res: Resolved, stack: tuple[str, ...], loader: Callable[[str], ir.Spec], pending: list
+    spec: ir.Spec, res: Resolved, stack: tuple[str, ...], loader: Callable[[str], ir.Spec], pending: list,
+    merged: set[str],
 ) -> None:
+    """Merge the definitions of every file ``spec`` uses, depth first.
+
+    A file is read and merged once however often it is used (``merged`` holds the
+    real paths done), so a file used twice by each of a chain of files costs one
+    read per file, not one per path through the chain."""
     base = os.path.dirname(os.path.abspath(spec.file)) if spec.file not in ("<input>", "") else os.getcwd()
     for use in spec.uses:
         if "://" in use.path or use.path.startswith("\\\\"):
@@ -204,6 +92,8 @@ def _merge_imports(
         if len(stack) >= MAX_USE_DEPTH:
             res.diagnostics.append(Diagnostic("E0801", f"`use` nested deeper than {MAX_USE_DEPTH} files", use.span))
             continue
+        if os.path.realpath(path) in merged:
+            continue
         if not os.path.isfile(path):
             res.diagnostics.append(
                 Diagnostic("E0702", f"cannot find `{use.path}`", use.span, label=f"looked for {path}")
@@ -211,16 +101,12 @@ def _merge_imports(
             continue
         try:
             sub = loader(path)
-        except Exception as exc:  # SpecError of the imported file: report its diagnostics
-            from dsl.language.diagnostics import SpecError
-
-            if isinstance(exc, SpecError):
-                res.diagnostics.extend(exc.diagnostics)
-                res.sources.update(exc.sources)
-                continue
-            res.diagnostics.append(Diagnostic("E0204", f"cannot import `{use.path}`: {exc}", use.span))
+        except SpecError as exc:  # the imported file's own mistakes, reported in that file
+            res.diagnostics.extend(exc.diagnostics)
+            res.sources.update(exc.sources)
             continue
-        _merge_imports(sub, res, (*stack, path), loader, pending)
+        merged.add(os.path.realpath(path))
+        _merge_imports(sub, res, (*stack, path), loader, pending, merged)
         _collect_definitions(sub, res, pending, imported=True)
 
 
@@ -312,7 +198,7 @@ def resolve(
     res = Resolved(spec=spec, model=spec.model, train=spec.train)
     root = os.path.abspath(spec.file) if spec.file not in ("<input>", "") else "<input>"
     pending: list[tuple[ir.Param, bool]] = []
-    _merge_imports(spec, res, (root,), loader or _read_spec, pending)
+    _merge_imports(spec, res, (root,), loader or load, pending, set())
     _collect_definitions(spec, res, pending, imported=False)
     used: set[str] = set()
     _eval_params(res, pending, overrides, used)

@@ -23,7 +23,8 @@ import lark
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from dsl.language.diagnostics import Diagnostic, Note, Span, SpecError
+from dsl.language.diagnostics import Diagnostic, Note, Span
+from dsl.language.errors import SpecError
 from dsl.language.ir import (
     DTYPES,
     Assign,
@@ -1210,6 +1211,11 @@ def parse_text(text: str, file: str = "<input>") -> Spec:
         return _Builder(pos).spec(tree, comments, text)
     except SpecError as err:  # attach the source so the caret line renders
         raise SpecError(err.diagnostics, sources={file: text}) from None
+
+
+def read(text: str, file: str = "<input>") -> Spec:
+    """The format registry's entry point (:mod:`dsl.language.formats`)."""
+    return parse_text(text, file)
 
 
 def parse_expr(text: str, file: str = "<input>", line: int = 1, col: int = 1) -> Expr:

@@ -1,11 +1,6 @@
-"""Comments (and blank lines) of YAML specs, both ways.
+"""Comments (and blank lines) in the YAML that ``to_yaml`` writes.
 
-Reading: PyYAML drops comments, so :func:`extract_comments` finds them in the
-source itself: a ``#`` outside every token PyYAML scanned (so never inside a
-quoted or block scalar) that starts a line or follows whitespace. Each becomes
-an :class:`dsl.language.ir.Comment` with its position; the printer re-attaches it to the
-statement it trails or precedes, exactly as for text specs.
-
+Reading them is the reader's (:func:`dsl.language.yaml_reader.extract_comments`).
 Writing: :func:`decorate` takes the comment-free YAML that ``to_yaml`` writes,
 reads it back to learn the line of every statement, and inserts the comments
 and blank lines that the text printer would print (:func:`printer.layout`) at
@@ -17,78 +12,16 @@ back, comments and blank lines included. Pure Python.
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Iterable, Iterator
 
-import yaml
-
-from dsl.language.diagnostics import Span, SpecError
-from dsl.language.ir import BlockDef, Comment, Node, Repeat, Spec, TrainSection, strip_spans
+from dsl.language.errors import SpecError
+from dsl.language.ir import BlockDef, Node, Repeat, Spec, TrainSection, strip_spans
 from dsl.language.printer import layout
+from dsl.language.yaml_reader import parse_yaml
 
-__all__ = ["decorate", "extract_comments"]
+__all__ = ["decorate"]
 
-
-# --------------------------------------------------------------------------- reading
-
-
-def _token_ranges(text: str) -> tuple[list[int], list[int]]:
-    """Start and end offsets of every token with an extent, sorted by start."""
-    starts: list[int] = []
-    ends: list[int] = []
-    # libyaml when present: the same tokens, faster. It counts offsets from after
-    # a byte-order mark, PyYAML from before it.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    shift = 1 if text.startswith("\ufeff") and loader is not yaml.SafeLoader else 0
-    for tok in yaml.scan(text, Loader=loader):
-        a, b = tok.start_mark.index + shift, tok.end_mark.index + shift
-        if b > a:
-            starts.append(a)
-            ends.append(b)
-    return starts, ends
-
-
-def _inside(pos: int, starts: list[int], ends: list[int]) -> bool:
-    i = bisect.bisect_right(starts, pos) - 1
-    return i >= 0 and pos < ends[i]
-
-
-def extract_comments(text: str, file: str = "<input>") -> tuple[Comment, ...]:
-    """Every comment of a YAML document that PyYAML has already accepted, and a
-    marker (a comment with empty text) for every blank line: in YAML, lines such
-    as ``nodes:`` also sit between statements, so only these say where the
-    author left a gap."""
-    starts, ends = _token_ranges(text) if "#" in text else ([], [])
-    out: list[Comment] = []
-    offset = 0
-    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
-        if not line.strip():
-            out.append(
-                Comment(
-                    text="", span=Span(file=file, line=lineno, col=1, end_line=lineno, end_col=1)
-                )
-            )
-        col = line.find("#")
-        while col >= 0:
-            pos = offset + col
-            if (col == 0 or line[col - 1] in " \t") and not _inside(pos, starts, ends):
-                body = line[col:].rstrip("\r\n").rstrip()
-                span = Span(
-                    file=file,
-                    line=lineno,
-                    col=col + 1,
-                    end_line=lineno,
-                    end_col=col + 1 + len(body),
-                )
-                out.append(Comment(text=body, span=span))
-                break
-            col = line.find("#", col + 1)
-        offset += len(line)
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------- writing
 
 _Key = tuple[str, int]
 _SECTION_KEY = re.compile(r"\s+(nodes|inputs|outputs):\s*\Z")
@@ -189,7 +122,6 @@ def _gap_line(lines: list[str], anchor: int) -> int:
 def decorate(spec: Spec, plain: str) -> str:
     """``plain`` (the comment-free YAML of ``spec``) with ``spec``'s comments and
     blank lines put back."""
-    from dsl.language.yaml_form import parse_yaml
 
     lay = layout(spec)
     c = lay.comments

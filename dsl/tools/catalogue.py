@@ -19,6 +19,7 @@ from typing import Any
 
 from dsl.language import registry
 from dsl.language.diagnostics import did_you_mean
+from dsl.language.files import atomic_text
 
 
 def spell(value: Any) -> str:
@@ -241,9 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     if args.output:
-        from dsl.cli.output import write_atomic
-
-        write_atomic(args.output, text)
+        try:
+            atomic_text(args.output, text)
+        except OSError as e:
+            print(f"error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0

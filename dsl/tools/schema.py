@@ -1,7 +1,7 @@
 """JSON Schema (draft 2020-12) of YAML specs (``dsl schema``). Pure Python.
 
 Generated, never written by hand: the document structure mirrors what
-:mod:`dsl.language.yaml_form` reads (the same key lists), and every
+:mod:`dsl.language.yaml_reader` reads (the same key lists), and every
 registered block and function contributes the schema of its ``with`` mapping
 from its pydantic params (types, defaults, ranges, enums, docs) plus its
 optional tensor inputs. A node ``{op: Linear, with: {...}}`` is checked
@@ -22,7 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from dsl.language import registry
 from dsl.language.ir import DTYPES
-from dsl.language.yaml_form import PARAM_TYPES, RESERVED
+from dsl.language.yaml_reader import PARAM_TYPES, RESERVED
 
 SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -330,7 +330,7 @@ def _train(keys: tuple[str, ...]) -> dict[str, Any]:
 
 def spec_schema() -> dict[str, Any]:
     """The JSON Schema of a YAML spec, from the registry as loaded now (plugins included)."""
-    from dsl.checking.train_config import KEYS
+    from dsl.checking.train.config import KEYS
 
     table = registry.load()
     defs = _structure(table)

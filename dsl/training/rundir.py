@@ -21,7 +21,6 @@ from a consistent checkpoint):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -29,8 +28,10 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
+
+from dsl.language.errors import RunError
+from dsl.language.files import atomic_text, atomic_write, fsync_path
 
 SPEC_FILE = "spec.dsl"
 MODEL_FILE = "model.safetensors"
@@ -42,66 +43,12 @@ PENDING = ".pending-"  # .pending-<epoch>-<name>: written, not yet committed by 
 PROBE_BYTES = 64 * 1024
 
 
-class ResumeError(Exception):
+class ResumeError(RunError):
     """A checkpoint that cannot be resumed; the message says why."""
 
 
-class RunDirError(Exception):
+class RunDirError(RunError):
     """The output directory cannot hold the run (unwritable, full); the message names it."""
-
-
-@functools.cache
-def _file_mode() -> int:
-    """What ``open()`` would give a new file (mkstemp's 0600 would hide checkpoints from the group).
-
-    Read once: setting the umask to read it is not thread-safe."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_path(path: str) -> None:
-    """Flush a file's (or a directory's) data to disk; a no-op where the OS refuses (directories on Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync it, move it onto ``path`` and fsync the directory.
-
-    A crash at any point leaves either the old file or the new one, never a torn mix."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, _file_mode())
-        write(tmp)
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_path(folder)
-
-
-def atomic_text(path: str, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    atomic_write(path, write)
 
 
 def spec_text(spec: Any) -> str:
@@ -182,7 +129,7 @@ class RunDir:
                 os.replace(self.file(entry), self.file(name))
             else:
                 os.unlink(self.file(entry))
-        _fsync_path(self.path)
+        fsync_path(self.path)
 
     def recover(self) -> None:
         """Make the directory consistent after a crash: finish or discard the last checkpoint write."""

@@ -1,9 +1,10 @@
 """The training loop: seeded, checkpointed, resumable, optionally distributed.
 
-The model follows the compiled calling convention: keyword inputs named like
-the spec's ``input``s, a dict of outputs by name (``return_dict=True``) and,
-with ``with_aux=True``, auxiliary losses under ``"aux:..."`` keys whose
-coefficients are in ``model.dsl_aux_weights``. Auxiliary losses are added to
+Each step calls the training step module (:mod:`dsl.building.train_step`): the
+compiled model followed by the train section's loss and metrics, one
+``torch.fx.GraphModule`` taking the batch's fields by name. It returns the
+loss, the tensors each metric reads and the model's auxiliary losses
+(``"aux:..."``, coefficients in ``model.dsl_aux_weights``), which are added to
 the loss automatically and reported separately.
 """
 
@@ -19,14 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dsl.checking.train_config import TrainConfig
+from dsl.checking.train.config import TrainConfig
+from dsl.checking.train.objective import LOSS, MetricUse
 from dsl.data.base import Dataset
-from dsl.training.evaluate import Evaluator
+from dsl.language.errors import RunError
 from dsl.training.hooks import Hook, make_hooks
+from dsl.training.metrics import metric_value
 from dsl.training.rundir import BEST_FILE, ResumeError, RunDir
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(RunError):
     """The loss (or the weights) became NaN or infinite: the run stops, the last good checkpoint stays."""
 
 
@@ -35,12 +38,12 @@ class NonFiniteLoss(Exception):
 SYNC_EVERY = 32
 
 
-def input_names(model: nn.Module, batch: dict[str, Tensor]) -> list[str]:
-    declared = getattr(model, "dsl_inputs", None)
-    if declared:
-        return list(declared)
-    params = inspect.signature(model.forward).parameters
-    return [n for n in params if n in batch]
+def input_names(module: nn.Module) -> list[str]:
+    """The fields a compiled module (a model or a training step) takes, in order."""
+    graph = getattr(module, "graph", None)
+    if graph is not None:
+        return [n.target for n in graph.nodes if n.op == "placeholder"]
+    return list(inspect.signature(module.forward).parameters)
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -183,9 +186,10 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
+        step: nn.Module,
         cfg: TrainConfig,
+        metrics: list[MetricUse],
         data: Dataset,
-        consts: dict[str, Any] | None = None,
         *,
         run: RunDir | None = None,
         meta: dict[str, Any] | None = None,
@@ -197,21 +201,23 @@ class Trainer:
         verbose: bool = True,
     ):
         self.cfg = cfg
+        self.metrics = metrics
         self.data = data
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.step = step.to(self.device)  # holds `model` as its submodule: the same parameters
         self.run = run if rank == 0 else None
         self.meta = dict(meta or {})
         self.rank, self.world = rank, world
         self.quiet = quiet
         self.verbose = verbose and rank == 0
         self.aux_weights: dict[str, float] = dict(getattr(model, "dsl_aux_weights", {}) or {})
-        self.net: nn.Module = self.model
+        self.net: nn.Module = self.step
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # Unused parameters are normal here (experts a gate did not pick).
-            self.net = DDP(self.model, find_unused_parameters=True)
+            self.net = DDP(self.step, find_unused_parameters=True)
         self.fwd: Any = torch.compile(self.net) if torch_compile else self.net
         # Batches come from the CPU: moving them is a no-op there, and bf16 autocast is CUDA only.
         self._move = self.device.type != "cpu"
@@ -223,10 +229,11 @@ class Trainer:
         # at the end of the epoch); a bad step is still named, but the steps after it in its
         # window have been taken (the checkpoint on disk is the last good one either way).
         self.sync_every = 1 if self.device.type == "cpu" and world == 1 else SYNC_EVERY
-        self.opt = make_optimizer(cfg, self.model.parameters())
-        self.sched = make_schedule(cfg, self.opt)
-        self.evaluator = Evaluator(consts or {}, self.model)
-        self.inputs = input_names(self.model, data.example())
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # A model without weights (nearest-centroid) can still be evaluated.
+        self.opt: Any = make_optimizer(cfg, trainable) if trainable else None
+        self.sched = make_schedule(cfg, self.opt) if self.opt is not None else None
+        self.inputs = input_names(self.step)
         self.epoch = 0
         self.best: dict[str, Any] = {}
         self.bad_epochs = 0
@@ -242,22 +249,13 @@ class Trainer:
         return nullcontext()
 
     def _forward(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Batch fields and the model's outputs by name (floating outputs as float32)."""
+        """The step's results on one batch: the loss, the metrics' tensors, the auxiliary losses."""
         if self._move:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         if self._amp:
             with self._autocast():
-                out = module(**{k: batch[k] for k in self.inputs})
-        else:
-            out = module(**{k: batch[k] for k in self.inputs})
-        if not isinstance(out, dict):
-            names = list(getattr(self.model, "dsl_outputs", {}) or ["output"])
-            out = {names[0]: out}
-        names = dict(batch)
-        for k, v in out.items():
-            # float32 outputs pass as they are (what .float() would return); bf16/float64 ones are converted.
-            names[k] = v if v.dtype == torch.float32 or not v.is_floating_point() else v.float()
-        return names
+                return module(**{k: batch[k] for k in self.inputs})
+        return module(**{k: batch[k] for k in self.inputs})
 
     def _rows(self, batch: dict[str, Tensor]) -> int:
         first = batch[self.inputs[0]] if self.inputs else next(iter(batch.values()))
@@ -266,13 +264,12 @@ class Trainer:
     def train_epoch(self, epoch: int, report: Reporter) -> dict[str, float]:
         """One pass over the training split; the mean of each loss term, and the throughput."""
         self.net.train()
-        loss_fn = self.evaluator.compile_loss(self.cfg.loss)
         aux = list(self.aux_weights.items())
         log = _TermLog(self, epoch, report)
         steps, rows, t0 = 0, 0, time.perf_counter()
         for batch in self.data.batches("train", epoch, self.rank, self.world):
             names = self._forward(self.fwd, batch)
-            loss = loss_fn(names)
+            loss = names[LOSS]
             total = loss
             for key, weight in aux:
                 if key in names:
@@ -297,16 +294,16 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         """The loss and every metric on ``split``, aggregated exactly over batches and ranks."""
-        self.model.eval()
-        names_ = ["loss"] + [m.name for m in self.cfg.metrics]
+        self.step.eval()
+        names_ = ["loss"] + [m.name for m in self.metrics]
         acc = torch.zeros(2 * len(names_), dtype=torch.float64)
         for batch in self.data.batches(split, 0, self.rank, self.world):
-            names = self._forward(self.model, batch)
+            out = self._forward(self.step, batch)
             n = self._rows(batch)
-            acc[0] += float(self.evaluator.loss(self.cfg.loss, names)) * n
+            acc[0] += float(out[LOSS]) * n
             acc[1] += n
-            for i, m in enumerate(self.cfg.metrics, start=1):
-                value, count = self.evaluator.call(m.expr, names)
+            for i, m in enumerate(self.metrics, start=1):
+                value, count = metric_value(m, out, n)
                 acc[2 * i] += float(value) * count
                 acc[2 * i + 1] += count
         if self.world > 1:
@@ -369,10 +366,11 @@ class Trainer:
 
     def monitor(self) -> tuple[str, str] | None:
         """(metric name, "max"|"min") that picks the best epoch and drives early stopping."""
-        if self.cfg.early_stop is not None:
-            return self.cfg.early_stop.metric, self.cfg.early_stop.mode
-        if self.cfg.metrics:
-            m = self.cfg.metrics[0]
+        es = self.cfg.early_stop
+        if es is not None:
+            return es.metric, es.mode or "min"
+        if self.metrics:
+            m = self.metrics[0]
             return m.name, "max" if m.higher_is_better else "min"
         return "loss", "min"
 

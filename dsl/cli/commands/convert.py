@@ -32,7 +32,7 @@ def convert(path: str, to: str) -> str:
     """The spec of ``path`` written in format ``to``; SpecError when it does not parse."""
     from dsl.cli.output import load_with_source
     from dsl.language.printer import to_text
-    from dsl.language.yaml_form import to_yaml
+    from dsl.language.yaml_writer import to_yaml
 
     spec, _ = load_with_source(path)
     return to_yaml(spec) if to == "yaml" else to_text(spec)

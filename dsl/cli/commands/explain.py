@@ -31,6 +31,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from dsl.language.errors import RunError
+
 NAME = "explain"
 HELP = "show what a trained run's prototypes and Hopfield memories do"
 
@@ -59,7 +61,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsl.cli.run_commands import _guarded
+    from dsl.cli.training import _guarded
 
     return _guarded(_explain, args)
 
@@ -83,9 +85,7 @@ def _usage(message: str) -> Exception:
 
 
 def _problem(message: str) -> Exception:
-    from dsl.cli.run_commands import RunProblem
-
-    return RunProblem(message)
+    return RunError(message)
 
 
 def _spec_candidates(run_path: str, meta: dict[str, Any]) -> list[str]:
@@ -102,8 +102,9 @@ def load_run(args: argparse.Namespace) -> Loaded:
     them (``run``, ``spec``, ``set``, ``dim``, ``device``)."""
     import torch
 
-    from dsl.cli.run_commands import _from_checkpoint
+    from dsl.cli.main import parse_dims, parse_overrides
     from dsl.training.rundir import META_FILE, RunDir
+    from dsl.training.session import load_trained
 
     rundir = RunDir(args.run)
     if not os.path.isdir(args.run) or not os.path.exists(rundir.file(META_FILE)):
@@ -114,9 +115,9 @@ def load_run(args: argparse.Namespace) -> Loaded:
         raise _problem(f"{args.run}: the spec it was trained from is gone; pass it with --spec FILE")
     for i, spec in enumerate(candidates):
         last = i == len(candidates) - 1
-        ns = argparse.Namespace(ckpt=args.run, file=spec, set=args.set, dim=args.dim)
         try:
-            p, model, run_dir = _from_checkpoint(ns)
+            p, model, _, run_dir = load_trained(args.run, spec, parse_overrides(args.set or []),
+                                                parse_dims(args.dim or []))
         except Exception:
             if last:
                 raise
@@ -332,7 +333,7 @@ def _sample(ld: Loaded, split: str, row: int) -> tuple[dict[str, Any], int]:
 
     offset = 0
     for batch in ordered_batches(ld.data, split):
-        first = batch[input_names(ld.model, batch)[0]]
+        first = batch[input_names(ld.model)[0]]
         rows = int(first.shape[0]) if first.dim() else 1
         if row < offset + rows:
             return batch, row - offset
@@ -372,7 +373,7 @@ def hopfield_report(ld: Loaded, split: str, row: int, k: int) -> dict[str, Any]:
     handles = [m.register_forward_pre_hook(grab(n), with_kwargs=True) for n, m in blocks.items()]
     try:
         with torch.no_grad():
-            names = input_names(ld.model, batch)
+            names = input_names(ld.model)
             ld.model(**{key: batch[key] for key in names})
     finally:
         for h in handles:

@@ -1,7 +1,7 @@
 """`dsl fmt FILE... [--check] [--stdout]`: rewrite specs in their canonical layout.
 
 Text specs are printed by :func:`dsl.language.printer.to_text`; YAML specs by
-the YAML writer (:func:`dsl.language.yaml_form.to_yaml`). Both keep comments
+the YAML writer (:func:`dsl.language.yaml_writer.to_yaml`). Both keep comments
 and blank lines, and both are idempotent. Before anything is written, the
 result is read back and compared with the original IR: a formatter must never
 change what a spec means. Files are replaced atomically and only when they
@@ -42,7 +42,7 @@ def formatted(path: str) -> tuple[str, str]:
     from dsl.cli.output import load_with_source, spec_format
     from dsl.language.ir import strip_spans
     from dsl.language.printer import to_text
-    from dsl.language.yaml_form import to_yaml
+    from dsl.language.yaml_writer import to_yaml
 
     spec, source = load_with_source(path)
     fmt = spec_format(path)
@@ -63,7 +63,8 @@ def _comments(spec: Spec) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from dsl.cli.main import emit_diagnostics
     from dsl.cli.output import write_atomic
-    from dsl.language.diagnostics import Diagnostic, SpecError
+    from dsl.language.diagnostics import Diagnostic
+    from dsl.language.errors import SpecError
 
     diags: list[Diagnostic] = []
     sources: dict[str, str] = {}

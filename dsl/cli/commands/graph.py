@@ -100,14 +100,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     dims = parse_dims(args.dim)
     spec, source = load_with_source(args.file)
-    prog, diags, checker = analyse(spec, dims, overrides)
+    analysis = analyse(spec, dims, overrides)
+    prog, diags = analysis.program, analysis.diagnostics
     errors = [d for d in diags if d.severity == "error"]
     if errors or prog is None:
-        emit_diagnostics(diags, args.json, {args.file: source, **checker.res.sources})
+        emit_diagnostics(diags, args.json, {args.file: source, **analysis.resolved.sources})
         return 1
-    model_args = {k: v.value for k, v in checker.res.model_args.items()}
+    model_args = {k: v.value for k, v in analysis.resolved.model_args.items()}
     drawing = build_drawing(
-        prog, checker.res.blocks, checker.res.model, expand=args.expand, args=model_args
+        prog, analysis.resolved.blocks, analysis.resolved.model, expand=args.expand, args=model_args
     )
     if args.format == "mermaid":
         text = to_mermaid(drawing)

@@ -2,8 +2,7 @@
 
 ``prune = magnitude(sparsity=0.9, start=0, end=30, every=1, layers=[h, logits])``
 in the ``train`` section prunes the Linear weights of the named layers
-(default: every ``nn.Linear`` of the model, and every layer of stacked MoE experts,
-:class:`~dsl.blocks.nn.moe_experts.StackedLinear`) along the paper's cubic schedule::
+(default: every ``nn.Linear`` of the model) along the paper's cubic schedule::
 
     s_t = s_f + (s_i - s_f) (1 - (t - t0) / (n Δt))^3      t ∈ {t0, t0 + Δt, ..., t0 + n Δt}
 
@@ -18,8 +17,7 @@ before ``end`` keeps the last target it reached, and reports it.
 
 Each step prunes, per layer (``scope="layer"``, the paper's choice), the
 smallest-magnitude weights among those still alive until round(s_t · n) of the
-layer's n weights are masked (a stacked MoE layer is one layer: its E experts'
-weights are ranked together); ``scope="global"`` ranks all the selected weights
+layer's n weights are masked; ``scope="global"`` ranks all the selected weights
 together instead. Masks only grow, so a pruned weight stays pruned. The masks are
 ``torch.nn.utils.prune`` reparametrisations (weight = weight_orig · weight_mask,
 so a pruned weight gets no gradient), made permanent with ``prune.remove`` at
@@ -36,155 +34,17 @@ selects every Linear inside the blocks called by the statements that assign it
 (nested calls and ``repeat`` copies included). Each epoch record gets
 ``"pruning": {"target", "sparsity", "weights", "nonzero", "layers": {path: sparsity}}``.
 
-The spec side (:func:`resolve_prune`) is pure Python; torch is imported only by the hook.
+The spec side (:mod:`dsl.checking.train.prune`) is pure Python; torch is imported only by the hook.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from dsl.language.diagnostics import Span, did_you_mean
-from dsl.language.ir import Assign, Call, Input, ListExpr, Name, Repeat, Str, TrainEntry
+from dsl.checking.train.prune import Prune
+from dsl.language.diagnostics import Span
+from dsl.language.errors import RunError
 from dsl.training.hooks import Hook
-
-if TYPE_CHECKING:
-    from dsl.checking.train_config import _Ctx
-
-METHODS = ("magnitude",)
-
-
-class MagnitudeArgs(BaseModel):
-    """The constant arguments of ``magnitude(...)``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sparsity: float = Field(ge=0, lt=1, description="final sparsity s_f of each pruned layer")
-    initial: float = Field(0.0, ge=0, lt=1, description="sparsity s_i of the first pruning step")
-    start: int = Field(0, ge=0, description="epochs finished before the first pruning step (t0)")
-    end: int = Field(gt=0, description="epochs finished at the last pruning step (t0 + n Δt)")
-    every: int = Field(1, gt=0, description="epochs between pruning steps (Δt)")
-    scope: Literal["layer", "global"] = Field("layer", description="rank weights per layer or over all of them")
-
-
-@dataclass
-class Prune:
-    """A resolved ``prune = magnitude(...)``; ``layers`` empty means every Linear."""
-
-    args: MagnitudeArgs
-    layers: tuple[str, ...] = ()
-    spans: dict[str, tuple[Span, ...]] = field(default_factory=dict)  # statements assigning each layer
-
-    def at(self, t: int) -> float:
-        """The cubic schedule s_t for a pruning step at t (start <= t <= end)."""
-        a = self.args
-        frac = (t - a.start) / (a.end - a.start)
-        return a.sparsity + (a.initial - a.sparsity) * (1.0 - frac) ** 3
-
-    def scheduled(self, t: int) -> float:
-        """The sparsity in effect once t epochs are finished (that of the last step <= t)."""
-        a = self.args
-        if t < a.start:
-            return 0.0
-        if t >= a.end:
-            return a.sparsity
-        return self.at(a.start + (t - a.start) // a.every * a.every)
-
-    def steps(self) -> list[int]:
-        """The epochs t at which pruning steps run."""
-        a = self.args
-        return sorted(set(range(a.start, a.end, a.every)) | {a.end})
-
-
-# --------------------------------------------------------------------------- spec side (pure)
-
-
-def _assigned(stmts: Any, names: dict[str, list[Span]], inputs: set[str]) -> None:
-    for st in stmts:
-        if isinstance(st, Assign):
-            for target in st.targets:
-                names.setdefault(target.name, []).append(st.span)
-        elif isinstance(st, Repeat):
-            _assigned(st.body, names, inputs)
-        elif isinstance(st, Input):
-            inputs.add(st.name)
-
-
-def resolve_prune(ctx: _Ctx, e: TrainEntry) -> Prune | None:
-    """Check ``prune = magnitude(...)``; every problem becomes a diagnostic on ``ctx``."""
-    value = e.value
-    if not isinstance(value, Call) or value.args:
-        ctx.err("E0501", "`prune` must be magnitude(sparsity=..., end=...) with keyword arguments", value.span,
-                help="e.g. prune = magnitude(sparsity=0.9, start=0, end=30, every=1)")
-        return None
-    if value.func not in METHODS:
-        span = value.func_span if value.func_span.known else value.span
-        ctx.err("E0501", f"unknown pruning method `{value.func}`", span,
-                help=did_you_mean(value.func, METHODS) or f"methods: {', '.join(METHODS)}")
-        return None
-    consts: dict[str, Any] = {}
-    layer_expr = None
-    ok = True
-    for k in value.kwargs:
-        if k.name == "layers":
-            layer_expr = k.value
-            continue
-        v = ctx.const(k.value, f"`{k.name}` of `magnitude`")
-        ok = ok and v is not None
-        consts[k.name] = v
-    layers = _layers(ctx, layer_expr) if layer_expr is not None else ((), {})
-    if not ok or layers is None:
-        return None
-    args = ctx.validate(MagnitudeArgs, consts, value, "magnitude")
-    if args is None:
-        return None
-    if args.end <= args.start:
-        span = next((k.value.span for k in value.kwargs if k.name == "end"), value.span)
-        ctx.err("E0401", "invalid `end` for `magnitude`: pruning must end after it starts", span,
-                label=f"end={args.end}, start={args.start}", help="give end > start (both count finished epochs)")
-        return None
-    if args.initial > args.sparsity:
-        span = next((k.value.span for k in value.kwargs if k.name == "initial"), value.span)
-        ctx.err("E0401", "invalid `initial` for `magnitude`: the initial sparsity exceeds the final one", span,
-                label=f"initial={args.initial}, sparsity={args.sparsity}")
-        return None
-    return Prune(args, *layers)
-
-
-def _layers(ctx: _Ctx, expr: Any) -> tuple[tuple[str, ...], dict[str, tuple[Span, ...]]] | None:
-    """The layer names of ``layers=[...]``, each checked against what the model assigns."""
-    items = expr.items if isinstance(expr, ListExpr) else (expr,)
-    model = ctx.spec.model
-    assigned: dict[str, list[Span]] = {}
-    inputs: set[str] = set()
-    if model is not None:
-        _assigned(model.body, assigned, inputs)
-    names: list[str] = []
-    ok = True
-    for item in items:
-        if not isinstance(item, (Name, Str)):
-            ctx.err("E0501", "each of `layers` must name a layer of the model, e.g. layers=[h, logits]", item.span)
-            ok = False
-            continue
-        name = item.id if isinstance(item, Name) else item.value
-        if model is None:
-            names.append(name)
-        elif name in inputs:
-            ctx.err("E0501", f"`{name}` is a model input: it has no weights to prune", item.span,
-                    help="name a layer the model assigns, e.g. `h` in `h = Linear(x, out=64)`")
-            ok = False
-        elif name not in assigned:
-            ctx.err("E0503", f"unknown layer `{name}` in `prune`", item.span, label="the model assigns no such name",
-                    help=did_you_mean(name, assigned) or f"layers: {', '.join(assigned)}")
-            ok = False
-        else:
-            names.append(name)
-    if not ok:
-        return None
-    return tuple(names), {n: tuple(assigned.get(n, ())) for n in names}
-
 
 # --------------------------------------------------------------------------- hook (torch)
 
@@ -199,13 +59,10 @@ def _inside(span: Any, outer: Span) -> bool:
 
 
 def select(model: Any, cfg: Prune) -> list[tuple[str, Any]]:
-    """(module path, module) for every Linear / StackedLinear the config prunes, each module once."""
+    """(module path, module) for every Linear the config prunes, each module once."""
     from torch import nn
 
-    from dsl.blocks.nn.moe_experts import StackedLinear
-    from dsl.cli.run_commands import RunProblem
-
-    linear = (nn.Linear, StackedLinear)
+    linear = (nn.Linear,)
 
     chosen: dict[int, tuple[str, Any]] = {}
     if not cfg.layers:
@@ -224,7 +81,7 @@ def select(model: Any, cfg: Prune) -> list[tuple[str, Any]]:
                 if isinstance(m, linear):
                     chosen.setdefault(id(m), (f"{node.target}.{sub}" if sub else node.target, m))
         if len(chosen) == before:
-            raise RunProblem(f"prune: layer `{name}` has no Linear weights (or shares them with a layer named before)")
+            raise RunError(f"prune: layer `{name}` has no Linear weights (or shares them with a layer named before)")
     return list(chosen.values())
 
 

@@ -32,8 +32,8 @@ What we do (decisions):
   the training example it was pushed onto (its row in the training split, or
   its node for a graph); the hook state keeps the same indices for resume.
 
-The label and check helpers at the top are pure Python (``dsl check`` uses
-them); everything that touches tensors imports torch lazily.
+The static check (``dsl check``) is :mod:`dsl.checking.train.push`; everything
+that touches tensors imports torch lazily.
 """
 
 from __future__ import annotations
@@ -43,120 +43,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dsl.language.diagnostics import Diagnostic
-from dsl.language.ir import BinOp, BlockDef, Call, Expr, ListExpr, Name, Repeat, Spec, UnaryOp
+from dsl.checking.train.push import LabelSource, label_source
+from dsl.language.errors import RunError
 from dsl.training.hooks import Hook
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from dsl.checking.train_config import TrainConfig
-
 PROTOTYPES_FILE = "prototypes.json"
-HEAD_BLOCK = "PrototypeHead"
-#: Train functions whose second argument is a class label, in order of preference.
-LABEL_TERMS = ("cross_entropy", "nll", "cluster_cost", "separation_cost")
 
 
-class PushError(Exception):
+class PushError(RunError):
     """The push cannot run on this model or data; the message says why."""
-
-
-# --------------------------------------------------------------------------- pure helpers
-
-
-@dataclass(frozen=True)
-class LabelSource:
-    """Where the class labels come from: a field (model output or data field) and a row mask."""
-
-    label: str
-    mask: str | None
-    term: str  # the loss or metric term they were taken from, for messages
-
-
-def _calls(e: Expr) -> Iterator[Call]:
-    """Every call in ``e``, left to right."""
-    if isinstance(e, Call):
-        yield e
-        for a in e.args:
-            yield from _calls(a)
-        for k in e.kwargs:
-            yield from _calls(k.value)
-    elif isinstance(e, BinOp):
-        yield from _calls(e.left)
-        yield from _calls(e.right)
-    elif isinstance(e, UnaryOp):
-        yield from _calls(e.operand)
-    elif isinstance(e, ListExpr):
-        for item in e.items:
-            yield from _calls(item)
-
-
-def _label_of(c: Call) -> LabelSource | None:
-    if len(c.args) < 2 or not isinstance(c.args[1], Name):
-        return None
-    mask = c.kwarg("mask")
-    return LabelSource(c.args[1].id, mask.id if isinstance(mask, Name) else None, c.func)
-
-
-def label_source(cfg: TrainConfig) -> LabelSource | None:
-    """The class labels the push uses: the loss's first label term, else the first accuracy metric."""
-    if cfg.loss is not None:
-        for c in _calls(cfg.loss):
-            if c.func in LABEL_TERMS and (found := _label_of(c)) is not None:
-                return found
-    for m in cfg.metrics:
-        if m.expr.func == "accuracy" and (found := _label_of(m.expr)) is not None:
-            return found
-    return None
-
-
-def _stmt_exprs(stmts: Any) -> Iterator[Expr]:
-    for s in stmts:
-        if isinstance(s, Repeat):
-            yield from _stmt_exprs(s.body)
-        elif hasattr(s, "value") and hasattr(s, "targets"):
-            yield s.value
-
-
-def uses_block(spec: Spec, block: str, overrides: dict[str, Any] | None = None) -> bool:
-    """Whether the model calls ``block``, directly or inside the user blocks it calls."""
-    from dsl.language.resolve import resolve
-
-    res = resolve(spec, overrides or {})
-    if res.model is None:
-        return True  # nothing to check against; the missing model is reported elsewhere
-    seen: set[str] = set()
-    todo: list[BlockDef] = [res.model]
-    while todo:
-        for e in _stmt_exprs(todo.pop().body):
-            for c in _calls(e):
-                if c.func == block:
-                    return True
-                if c.func in res.blocks and c.func not in seen:
-                    seen.add(c.func)
-                    todo.append(res.blocks[c.func])
-    return False
-
-
-def check_push(spec: Spec, cfg: TrainConfig, overrides: dict[str, Any] | None = None) -> list[Diagnostic]:
-    """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
-    if cfg.push_every is None or spec.train is None:
-        return []
-    entry = next(e for e in spec.train.entries if e.key == "push_every")
-    span = entry.key_span if entry.key_span.known else entry.span
-    out: list[Diagnostic] = []
-    if not uses_block(spec, HEAD_BLOCK, overrides):
-        out.append(Diagnostic(
-            "E0501", "`push_every` pushes the prototypes of a PrototypeHead, and this model has none", span,
-            help="remove `push_every`, or classify with `logits, dist = PrototypeHead(z, classes=...)`",
-        ))
-    if label_source(cfg) is None:
-        out.append(Diagnostic(
-            "E0501", "`push_every` needs class labels, and neither the loss nor an accuracy metric names them",
-            span, help=f"the push takes the target of the first {', '.join(LABEL_TERMS)} term of the loss",
-        ))
-    return out
 
 
 # --------------------------------------------------------------------------- capturing embeddings
@@ -247,7 +145,7 @@ def capture(
             for batch in ordered_batches(data, split):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 seen.clear()
-                names = input_names(model, batch)
+                names = input_names(model)
                 out = model(**{k: batch[k] for k in names})
                 fields = dict(batch)
                 fields.update(out if isinstance(out, dict) else {})

@@ -1,9 +1,11 @@
-"""Resolve a spec's ``train`` section into a :class:`TrainConfig`. Pure Python.
+"""The constant side of a spec's ``train`` section: a :class:`TrainConfig`. Pure Python.
 
-Constant parts (data source params, optimizer, schedule, epochs, seed, batch,
-grad_clip, early_stop) are evaluated and validated here; the loss and metric
-expressions stay expressions and are checked against tensor types by
-:mod:`dsl.checking.train` and evaluated by :mod:`dsl.training.evaluate`.
+Every constant (data source arguments, optimizer, schedule, epochs, seed,
+batch, grad_clip, early stopping, pruning) is evaluated by the language's one
+constant evaluator (:mod:`dsl.language.constants`: the same limits and
+diagnostics as params) and validated here. The loss and the metrics stay
+expressions: :mod:`dsl.checking.train.objective` checks them with the model's
+checker.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dsl.checking.train_exprs import NotConstant, const_value, expr_text, param_values
-from dsl.checking.train_functions import lookup_fn
+from dsl.checking.train.prune import Prune, resolve_prune
 from dsl.data import Source, lookup_source, source_names
+from dsl.language.constants import Const, ConstError, eval_const
 from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, did_you_mean
 from dsl.language.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
+from dsl.language.printer import expr_to_text
 
 KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
         "push_every", "prune")
@@ -76,15 +79,15 @@ SCHEDULES: dict[str, type[_Strict]] = {"cosine": Cosine, "step": Step, "warmup":
 class Metric:
     name: str  # the expression's text, as written
     expr: Call
-    higher_is_better: bool
 
 
 @dataclass
 class EarlyStop:
     metric: str  # a Metric.name or "loss"
     patience: int
-    mode: str
+    mode: Literal["max", "min"] | None  # None: the metric's own direction
     min_delta: float
+    span: Span = NO_SPAN
 
 
 @dataclass
@@ -101,14 +104,17 @@ class TrainConfig:
     batch: int | None = None
     grad_clip: float | None = None
     early_stop: EarlyStop | None = None
-    push_every: int | None = None  # ProtoPNet push every n epochs (dsl/train/hooks/push.py)
-    prune: Any = None  # gradual magnitude pruning (dsl/train/hooks/pruning.py: Prune)
+    push_every: int | None = None  # ProtoPNet push every n epochs (dsl/training/hooks/push.py)
+    push_span: Span = NO_SPAN
+    prune: Prune | None = None  # gradual magnitude pruning (dsl/training/hooks/pruning.py)
 
 
-class _Ctx:
-    def __init__(self, spec: Spec, overrides: dict[str, Any] | None):
+class Constants:
+    """Evaluates the section's constants against the spec's params; collects the diagnostics."""
+
+    def __init__(self, spec: Spec, values: dict[str, Const]):
         self.spec = spec
-        self.env = param_values(spec, overrides)
+        self.values = values
         self.diags: list[Diagnostic] = []
 
     def err(self, code: str, message: str, span: Span, label: str = "", help: str | None = None) -> Diagnostic:
@@ -116,12 +122,18 @@ class _Ctx:
         self.diags.append(d)
         return d
 
+    def _lookup(self, name: str, span: Span) -> Const:
+        if name in self.values:
+            return self.values[name]
+        raise ConstError(f"`{name}` is not a constant", span, "E0207", help=did_you_mean(name, self.values))
+
     def const(self, e: Expr, what: str) -> Any:
+        """The value of ``e``; None (and a diagnostic) when it is not a valid constant."""
         try:
-            return const_value(e, self.env)
-        except NotConstant as exc:
-            hint = did_you_mean(exc.node.id, self.env) if isinstance(exc.node, Name) else None
-            self.err("E0207", f"{what} must be a constant: {exc}", exc.node.span, help=hint)
+            return eval_const(e, self._lookup)
+        except ConstError as exc:
+            message = f"{what} must be a constant: {exc.message}" if exc.code == "E0207" else exc.message
+            self.err(exc.code, message, exc.span, help=exc.help)
             return None
 
     def kwargs(self, call: Call, what: str) -> dict[str, Any] | None:
@@ -151,30 +163,30 @@ class _Ctx:
             return None
 
 
-def resolve_train(
-    spec: Spec, overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None
+def resolve_config(
+    spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None
 ) -> tuple[TrainConfig, list[Diagnostic]]:
-    """The train section as a config, plus every problem found (empty when valid)."""
-    ctx = _Ctx(spec, overrides)
+    """The train section as a config, plus every problem found in its constant parts."""
+    ctx = Constants(spec, constants)
     cfg = TrainConfig()
     section = spec.train
-    entries = list(section.entries) if section is not None else []
     seen: dict[str, TrainEntry] = {}
-    for e in entries:
+    for e in section.entries if section is not None else ():
         if e.key not in KEYS:
-            ctx.err("E0501", f"unknown train key `{e.key}`", _key_span(e),
+            ctx.err("E0501", f"unknown train key `{e.key}`", key_span(e),
                     help=did_you_mean(e.key, KEYS) or f"keys: {', '.join(KEYS)}")
-            continue
-        if e.key in seen:
-            ctx.err("E0203", f"train key `{e.key}` given twice", _key_span(e))
-            continue
-        seen[e.key] = e
+        elif e.key in seen:
+            ctx.err("E0203", f"train key `{e.key}` given twice", key_span(e))
+        else:
+            seen[e.key] = e
     for key in ("epochs", "seed", "batch", "grad_clip", "push_every"):
         if key in seen:
             _scalar(ctx, cfg, seen[key])
     for key, value in (train_overrides or {}).items():
         if value is not None:
             setattr(cfg, key, value)
+    if "push_every" in seen:
+        cfg.push_span = key_span(seen["push_every"])
     if "data" in seen:
         _data(ctx, cfg, seen["data"])
     elif section is not None:
@@ -192,17 +204,15 @@ def resolve_train(
     if "early_stop" in seen:
         _early_stop(ctx, cfg, seen["early_stop"])
     if "prune" in seen:
-        from dsl.training.hooks.pruning import resolve_prune
-
         cfg.prune = resolve_prune(ctx, seen["prune"])
     return cfg, ctx.diags
 
 
-def _key_span(e: TrainEntry) -> Span:
+def key_span(e: TrainEntry) -> Span:
     return e.key_span if e.key_span.known else e.span
 
 
-def _scalar(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+def _scalar(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
     v = ctx.const(e.value, f"`{e.key}`")
     if v is None:
         return
@@ -219,7 +229,7 @@ def _scalar(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
     setattr(cfg, e.key, v)
 
 
-def _data(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+def _data(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
     value = e.value
     cfg.data_span = value.span
     if isinstance(value, Str):
@@ -245,8 +255,7 @@ def _data(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
         values[name] = ctx.const(arg, f"`{name}` of `{src.name}`")
     if cfg.batch is not None:
         if "batch" not in src.params.model_fields:
-            ctx.err("E0501", f"`batch` does not apply to `{src.name}`: it yields one full graph per step",
-                    (e.span))
+            ctx.err("E0501", f"`batch` does not apply to `{src.name}`: it yields one full graph per step", e.span)
         else:
             values["batch"] = cfg.batch
     if "base_dir" in src.params.model_fields:
@@ -256,17 +265,16 @@ def _data(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
         cfg.source, cfg.source_params = src, params
 
 
-def _metrics(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+def _metrics(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
     items = e.value.items if isinstance(e.value, ListExpr) else (e.value,)
     for item in items:
         if not isinstance(item, Call):
             ctx.err("E0501", "each metric must be a call such as accuracy(logits, y)", item.span)
             continue
-        d = lookup_fn(item.func)
-        cfg.metrics.append(Metric(expr_text(item), item, bool(d and d.higher_is_better)))
+        cfg.metrics.append(Metric(expr_to_text(item), item))
 
 
-def _choice(ctx: _Ctx, e: TrainEntry, table: dict[str, type[_Strict]], what: str) -> tuple[str, Any] | None:
+def _choice(ctx: Constants, e: TrainEntry, table: dict[str, type[_Strict]], what: str) -> tuple[str, Any] | None:
     value = e.value
     if isinstance(value, (Str, Name)):  # `optimizer = adam` means adam()
         name = value.value if isinstance(value, Str) else value.id
@@ -286,7 +294,7 @@ def _choice(ctx: _Ctx, e: TrainEntry, table: dict[str, type[_Strict]], what: str
     return (value.func, params) if params is not None else None
 
 
-def _early_stop(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
+def _early_stop(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
     value = e.value
     if not isinstance(value, Call) or value.func != "early_stop":
         ctx.err("E0501", "`early_stop` must be early_stop(metric=..., patience=...)", value.span)
@@ -294,7 +302,7 @@ def _early_stop(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
     values: dict[str, Any] = {}
     for k in value.kwargs:
         if k.name == "metric" and isinstance(k.value, (Name, Call)):
-            values["metric"] = k.value.id if isinstance(k.value, Name) else expr_text(k.value)
+            values["metric"] = expr_to_text(k.value)
         else:
             values[k.name] = ctx.const(k.value, f"`{k.name}` of `early_stop`")
     args = ctx.validate(EarlyStopArgs, values, value, "early_stop")
@@ -302,14 +310,11 @@ def _early_stop(ctx: _Ctx, cfg: TrainConfig, e: TrainEntry) -> None:
         return
     span = next((k.value.span for k in value.kwargs if k.name == "metric"), value.span)
     target = _find_metric(ctx, cfg, args.metric, span)
-    if target is None:
-        return
-    higher = next((m.higher_is_better for m in cfg.metrics if m.name == target), False)
-    mode = args.mode or ("max" if higher else "min")
-    cfg.early_stop = EarlyStop(target, args.patience, mode, args.min_delta)
+    if target is not None:
+        cfg.early_stop = EarlyStop(target, args.patience, args.mode, args.min_delta, span)
 
 
-def _find_metric(ctx: _Ctx, cfg: TrainConfig, wanted: str, span: Span) -> str | None:
+def _find_metric(ctx: Constants, cfg: TrainConfig, wanted: str, span: Span) -> str | None:
     """`early_stop(metric=...)` names a metric by its text, its function name, or `loss`."""
     if wanted == "loss":
         return "loss"

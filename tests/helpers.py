@@ -1,11 +1,14 @@
-"""Helpers for testing blocks in isolation: run a shape rule or a builder on
-types written as text (``"[N, 16]"``, ``"[2, E] long"``, ``"[..., 8]"``)."""
+"""Shared test helpers: run a block's shape rule or builder on types written as
+text (``"[N, 16]"``, ``"[2, E] long"``, ``"[..., 8]"``), and build the CLI's
+argument namespaces."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dsl.language.registry import BuildCall, Decl, DeclValue, lookup
+from dsl.building.compiler import instantiate
+from dsl.checking.values import DeclValue
+from dsl.language.registry import BuildCall, Decl, lookup
 from dsl.language.shapes import DimEnv, ShapeCall, Sym, TensorType
 
 
@@ -81,7 +84,7 @@ def build(name: str, *shapes: str | TensorType, **kw: Any) -> Any:
     p = d.params.model_validate(hyper)
     ins = _named(d, shapes, opt)
     outs = d.infer(ShapeCall(name, ins, DimEnv()), p)
-    call = BuildCall(name, ins, outs)
+    call = BuildCall(name, ins, outs, instantiate)
     if d.kind == "function":
         assert d.lower is not None
         return d.lower(call, p)
@@ -106,3 +109,30 @@ def command_args(command: str = "train", **values: Any) -> Any:
     for key, value in values.items():
         setattr(args, key, value)
     return args
+
+
+def prepared(spec: Any, **overrides: Any) -> Any:
+    """A spec (a path, or text) checked for training, as `dsl train` prepares it."""
+    import dsl
+    from dsl.training.session import prepare
+
+    train_overrides = {k: overrides.pop(k) for k in ("epochs", "seed") if k in overrides}
+    if isinstance(spec, str) and "\n" in spec:
+        spec = dsl.loads(spec, file="spec.dsl")
+    return prepare(spec, overrides, train_overrides=train_overrides)
+
+
+def trainer_for(spec: Any, model: Any = None, step: Any = None, **overrides: Any) -> Any:
+    """A Trainer for ``spec`` (no run directory), as `dsl train` builds it; ``model`` and
+    ``step`` replace the compiled ones (a hand-written model needs its own step)."""
+    import torch
+
+    from dsl.building.model import build_for_training
+    from dsl.training.session import load_data
+    from dsl.training.trainer import Trainer
+
+    p = prepared(spec, **overrides)
+    torch.manual_seed(p.cfg.seed)
+    if model is None:
+        model, step = build_for_training(p.analysis)
+    return Trainer(model, step, p.cfg, p.analysis.objective.metrics, load_data(p.cfg), verbose=False)

@@ -1,0 +1,119 @@
+"""One analysis of a spec: resolve, the train section's constants and data, the model, the objective.
+
+Every entry point (``dsl.check``, ``dsl.compile``, ``dsl check``, ``dsl
+train``, the tools) runs this once per call and reads what it needs from the
+:class:`Analysis`: the checked model program, the train config, the objective
+and every diagnostic, sorted. Pure Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
+from dsl.checking.checker import Checker
+from dsl.checking.program import Program
+from dsl.checking.train.config import TrainConfig, resolve_config
+from dsl.checking.train.objective import Objective, check_objective
+from dsl.checking.train.push import check_push
+from dsl.checking.train.section import bind_inputs, data_dims, data_fields, fresh_fields
+from dsl.language import ir
+from dsl.language.diagnostics import Diagnostic, sort_diagnostics
+from dsl.language.registry import plugin_diagnostics
+from dsl.language.resolve import Resolved, resolve
+from dsl.language.shapes import TensorType
+from dsl.language.source import gc_paused
+
+
+@dataclass
+class Analysis:
+    spec: ir.Spec
+    resolved: Resolved
+    program: Program | None = None
+    config: TrainConfig | None = None  # the train section's constants, when the spec has one
+    fields: dict[str, TensorType] | None = None  # the data's fields, when the source declares them
+    data_dims: dict[str, int] = field(default_factory=dict)  # sizes the data binds
+    feature_dims: dict[str, int] = field(default_factory=dict)  # those of them the model is checked with
+    objective: Objective | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return self.program is not None and not self.errors
+
+    @property
+    def constants(self) -> dict[str, Any]:
+        return self.resolved.constants()
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The ``--set`` values that took effect, by param name."""
+        values = {**self.resolved.params, **self.resolved.model_args}
+        return {k: v.value for k, v in values.items() if v.origin == "override"}
+
+
+def analyse(
+    spec: ir.Spec,
+    dims: Mapping[str, int] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    max_params: int | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+    fields: Mapping[str, TensorType] | None = None,
+) -> Analysis:
+    """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
+
+    ``dims`` binds symbolic dims; ``overrides`` replaces params; ``max_params``
+    bounds the parameter count (default 1e9); ``train_overrides`` replaces train
+    keys (``epochs``, ``seed``); ``fields`` gives the data's fields when its source
+    cannot declare them (a ``.pt`` file, read when training starts).
+    """
+    with gc_paused():
+        res = resolve(spec, dict(overrides or {}))
+        result = Analysis(spec, res, diagnostics=list(res.diagnostics))
+        if spec.train is not None:
+            _train_constants(result, dict(train_overrides or {}), fields)
+        checker = Checker(res, dict(dims or {}), result.feature_dims)
+        result.program = checker.check_model()
+        if result.program is not None and result.config is not None:
+            _train_section(result, checker)
+        result.diagnostics = checker.diags + result.diagnostics[len(res.diagnostics):]
+    if result.ok and result.program is not None:
+        result.diagnostics.extend(check_budget(result.program, DEFAULT_MAX_PARAMS if max_params is None else max_params))
+    result.diagnostics.extend(plugin_diagnostics())  # a broken plugin is a warning on every check, never fatal
+    result.diagnostics = sort_diagnostics(result.diagnostics)
+    return result
+
+
+def _train_constants(result: Analysis, train_overrides: dict[str, Any],
+                     fields: Mapping[str, TensorType] | None) -> None:
+    """The train section's config and its data's fields, and the sizes they give the model's dims."""
+    cfg, diags = resolve_config(result.spec, result.constants, train_overrides)
+    result.config = cfg
+    result.diagnostics.extend(diags)
+    result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)
+    result.data_dims = data_dims(result.resolved.model, result.fields, result.constants)
+    result.feature_dims = data_dims(result.resolved.model, result.fields, result.constants, features_only=True)
+
+
+def _train_section(result: Analysis, checker: Checker) -> None:
+    """Model inputs against the data, then the loss and metrics."""
+    assert result.config is not None and result.program is not None
+    cfg, prog = result.config, result.program
+    checker.diags.extend(check_push(cfg, prog))
+    if result.fields is None:
+        return  # fields unknown until load time (a .pt file): only the constant parts are checked
+    source = f"{cfg.source.name}()" if cfg.source else "the data"
+    fields = fresh_fields(result.fields, checker.env, source)
+    bound = set(checker.env.value)
+    checker.diags.extend(bind_inputs(result.resolved.model, cfg, fields, prog.input_types(), checker.env))
+    for name in set(checker.env.value) - bound:  # sizes only the data gives (N, E): the guard leaves them free
+        checker.env.origin[name] = "data"
+    if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
+        return
+    result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)

@@ -1,0 +1,276 @@
+"""The train section's loss and metrics, checked by the model's own checker.
+
+The loss is an expression over the values the model binds (every one, not
+only its outputs) and the fields of the data: ``cross_entropy(logits, y) +
+0.8 * cluster_cost(dist, y, per_class=2)``. It is checked exactly as a model
+statement is (same functions, same shape rules, same diagnostics) into an
+:class:`Objective`: a small program whose inputs are the model values and data
+fields it reads, and whose outputs are the loss and the tensors each metric
+takes. The compiler turns it into the training step's second half
+(:func:`dsl.building.train_step.build_train_step`), so a loss is evaluated by
+the same generated code as the model, not by an interpreter of its own.
+
+The loss must be a scalar that depends differentiably on a model output
+(``loss = accuracy(logits, y)`` is an error with its span).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dsl.checking.program import PNode, Program, Ref, arg_refs
+from dsl.checking.scope import POISON, Poison, Scope, TensorVal
+from dsl.checking.train.config import TrainConfig
+from dsl.checking.train.metrics import METRICS, MetricDecl, lookup_metric
+from dsl.language import ir
+from dsl.language.constants import ConstError, eval_const
+from dsl.language.diagnostics import Span, did_you_mean
+from dsl.language.shapes import ShapeCall, ShapeError, TensorType
+
+if TYPE_CHECKING:
+    from dsl.checking.checker import Checker
+
+LOSS = "loss"
+
+
+@dataclass
+class MetricUse:
+    """One metric of the section: ``name`` as written, the objective outputs its tensors are
+    (for a declared metric: its arguments, then ``mask`` when given; for a loss used as a
+    metric: its value) and its constant keywords."""
+
+    name: str
+    decl: MetricDecl | None
+    outputs: list[str]
+    consts: dict[str, Any]
+    higher_is_better: bool
+    span: Span
+
+
+@dataclass
+class Objective:
+    program: Program  # inputs: the model values and data fields it reads; outputs: LOSS and the metrics'
+    exposed: dict[str, Ref]  # model values it reads, by name -> their refs in the model program
+    fields: list[str]  # data fields it reads that are not model inputs
+    metrics: list[MetricUse] = field(default_factory=list)
+    reads_model: bool = False  # a term (l1_last_layer) needs the whole model
+
+
+def check_objective(checker: Checker, cfg: TrainConfig, model: Program, model_scope: Scope,
+                    fields: dict[str, TensorType]) -> Objective | None:
+    """The objective of ``cfg``; None when its loss or a metric does not check (diagnosed)."""
+    obj = Program(name="Objective", env=checker.env, span=cfg.data_span)
+    scope = Scope(consts=dict(model_scope.consts), const_spans=dict(model_scope.const_spans))
+    sources: dict[str, str] = {}  # objective input -> "model" (a value it computes) | "input" | "data"
+    for name, value in model_scope.names.items():
+        if isinstance(value, TensorVal):
+            _add_input(obj, scope, name, value.type, value.span)
+            sources[name] = "input" if model.inputs.get(name) == value.ref else "model"
+    for name, t in fields.items():
+        if name not in scope.names:
+            _add_input(obj, scope, name, t, cfg.data_span)
+            sources[name] = "data"
+    before = len(checker.diags)
+    if cfg.loss is not None:
+        _loss(checker, cfg.loss, scope, obj)
+    metrics = [m for i, spec in enumerate(cfg.metrics) if (m := _metric(checker, i, spec.name, spec.expr, scope, obj))]
+    if len(checker.diags) > before:
+        return None
+    _prune_inputs(obj)
+    if cfg.loss is not None and not _differentiable(obj, obj.outputs[LOSS], sources):
+        checker.error("E0501", "the loss does not depend differentiably on a model output", cfg.loss.span,
+                      label="no gradient reaches the model through this expression",
+                      help="train on a loss function of a model output, e.g. cross_entropy(logits, y)")
+        return None
+    _early_stop_direction(cfg, metrics)
+    exposed = {name: model_scope.names[name].ref for name in obj.inputs if sources.get(name) == "model"}  # type: ignore[union-attr]
+    reads_model = any(n.decl is not None and n.decl.reads_model for n in obj.nodes)
+    return Objective(obj, exposed, [n for n in obj.inputs if sources.get(n) == "data"], metrics, reads_model)
+
+
+def _early_stop_direction(cfg: TrainConfig, metrics: list[MetricUse]) -> None:
+    """``early_stop`` without ``mode=`` follows its metric: max for accuracy, min for a loss."""
+    es = cfg.early_stop
+    if es is not None and es.mode is None:
+        watched = next((m for m in metrics if m.name == es.metric), None)
+        es.mode = "max" if watched is not None and watched.higher_is_better else "min"
+
+
+def _add_input(obj: Program, scope: Scope, name: str, t: TensorType, span: Span) -> None:
+    node = obj.add(PNode(obj.unique(name), "input", name, span, types=[t], var=name))
+    obj.inputs[name] = Ref(node.name)
+    scope.names[name] = TensorVal(Ref(node.name), t, span, name)
+
+
+def _loss(checker: Checker, expr: ir.Expr, scope: Scope, obj: Program) -> None:
+    metric = _metric_call_in(expr)
+    if metric is not None:
+        fspan = metric.func_span if metric.func_span.known else metric.span
+        checker.error("E0501", f"`{metric.func}` is a metric, not a loss: it has no gradient to train on", fspan,
+                      help="list it under `metrics = [...]`, and train on a loss such as cross_entropy(logits, y)")
+        return
+    value = checker.tensor_expr(expr, scope, obj, var=LOSS)
+    if isinstance(value, Poison):
+        return
+    if not isinstance(value, TensorVal):
+        checker.error("E0501", "the loss is a constant: it needs at least one loss term", expr.span,
+                      help="e.g. loss = cross_entropy(logits, y)")
+        return
+    t = checker.env.resolve_type(value.type)
+    if t.variadic or t.shape or t.dtype != "float":
+        d = checker.error("E0501", f"the loss must be a float scalar, found {t}", expr.span,
+                          help="reduce it, e.g. mean(...), or use a loss function such as cross_entropy(logits, y)")
+        checker.explain(d, value)
+        return
+    obj.outputs[LOSS] = value.ref
+
+
+def _metric_call_in(expr: ir.Expr) -> ir.Call | None:
+    """A call of a declared metric anywhere in ``expr`` (metrics have no gradient)."""
+    for node in expr.walk():
+        if isinstance(node, ir.Call) and node.func in METRICS:
+            return node
+    return None
+
+
+def _metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope, obj: Program) -> MetricUse | None:
+    decl = lookup_metric(call.func)
+    if decl is None:
+        return _loss_as_metric(checker, index, name, call, scope, obj)
+    fspan = call.func_span if call.func_span.known else call.span
+    if len(call.args) != len(decl.args):
+        checker.error("E0202", f"`{call.func}` takes {len(decl.args)} tensor argument(s), got {len(call.args)}", fspan,
+                      help=f"usage: {decl.signature}")
+        return None
+    inputs: dict[str, TensorVal] = {}
+    spans: dict[str, Span] = {}
+    for arg, e in zip(decl.args, call.args, strict=True):
+        value = checker.tensor_expr(e, scope, obj)
+        if not isinstance(value, TensorVal):
+            checker.not_tensor(value, e)
+            return None
+        inputs[arg.name], spans[arg.name] = value, e.span
+    consts: dict[str, Any] = {}
+    for kw in call.kwargs:
+        if kw.name == "mask":
+            value = checker.tensor_expr(kw.value, scope, obj)
+            if not isinstance(value, TensorVal):
+                checker.not_tensor(value, kw.value)
+                return None
+            inputs["mask"], spans["mask"] = value, kw.value.span
+        elif kw.name in decl.consts:
+            v = _const(checker, kw, scope, call.func, decl)
+            if isinstance(v, Poison):
+                return None
+            consts[kw.name] = v
+        else:
+            checker.error("E0402", f"`{call.func}` has no argument `{kw.name}`", kw.span,
+                          help=did_you_mean(kw.name, [*decl.consts, "mask"]) or f"usage: {decl.signature}")
+            return None
+    if not _metric_shapes(checker, decl, call, inputs, spans):
+        return None
+    outputs = []
+    for arg, value in inputs.items():
+        key = f"metric{index}.{arg}"
+        obj.outputs[key] = value.ref
+        outputs.append(key)
+    return MetricUse(name, decl, outputs, consts, decl.higher_is_better, call.span)
+
+
+def _loss_as_metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope,
+                    obj: Program) -> MetricUse | None:
+    """A registered scalar function (a loss) reported as a metric: its mean over the split."""
+    if checker.registry.get(call.func) is None:
+        fspan = call.func_span if call.func_span.known else call.span
+        checker.error("E0503", f"unknown metric `{call.func}`", fspan,
+                      help=did_you_mean(call.func, [*METRICS, *checker.registry]) or f"metrics: {', '.join(METRICS)}")
+        return None
+    value = checker.tensor_expr(call, scope, obj)
+    if not isinstance(value, TensorVal):
+        return None
+    t = checker.env.resolve_type(value.type)
+    if t.variadic or t.shape:
+        checker.error("E0501", f"a metric must be a scalar or a declared metric; `{call.func}` gives {t}", call.span,
+                      help=f"metrics: {', '.join(METRICS)}, or any loss function")
+        return None
+    key = f"metric{index}"
+    obj.outputs[key] = value.ref
+    return MetricUse(name, None, [key], {}, False, call.span)
+
+
+def _const(checker: Checker, kw: ir.Keyword, scope: Scope, func: str, decl: MetricDecl) -> Any:
+    try:
+        v = eval_const(kw.value, lambda n, s: checker.lookup_const(scope, n, s))
+    except ConstError as e:
+        checker.error(e.code, e.message, e.span, help=e.help)
+        return POISON
+    types = decl.consts[kw.name]
+    if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
+        want = " or ".join(t.__name__ for t in types)
+        checker.error("E0401", f"`{kw.name}` of `{func}` must be {want}", kw.value.span, label=f"found {v!r}")
+        return POISON
+    return v
+
+
+def _metric_shapes(checker: Checker, decl: MetricDecl, call: ir.Call, inputs: dict[str, TensorVal],
+                   spans: dict[str, Span]) -> bool:
+    shape_call = ShapeCall(call.func, {k: v.type for k, v in inputs.items()}, checker.env)
+    try:
+        lead: Any = None
+        for arg in decl.args:
+            bindings = shape_call.match(arg.name, arg.pattern, dtype=arg.dtype)
+            t = shape_call.type(arg.name)
+            this_lead = t.shape[:-1] if arg.pattern.endswith("C") else t.shape
+            if lead is None:
+                lead = this_lead
+            else:
+                _unify_lead(shape_call, arg.name, lead, this_lead, t)
+            del bindings
+        if "mask" in inputs:
+            shape_call.match("mask", "...", dtype="bool")
+            m = shape_call.type("mask")
+            _unify_lead(shape_call, "mask", lead[: len(m.shape)], m.shape, m)
+    except ShapeError as exc:
+        d = checker.error(exc.code, exc.message, spans.get(exc.arg or "", call.span), label=exc.label, help=exc.help)
+        if exc.arg in inputs:
+            checker.explain(d, inputs[exc.arg])
+        return False
+    return True
+
+
+def _unify_lead(call: ShapeCall, name: str, want: Any, got: Any, t: TensorType) -> None:
+    if len(want) != len(got):
+        raise ShapeError(f"shape mismatch in argument `{name}` of `{call.block}`", arg=name,
+                         label=f"expected leading dims [{', '.join(map(str, want))}], found {t}", code="E0303")
+    for a, b in zip(want, got, strict=True):
+        call.unify(a, b, arg=name, what=f"`{name}` must have the rows of the first argument")
+
+
+def _prune_inputs(obj: Program) -> None:
+    """Drop the inputs nothing reads: the objective takes only the values it uses."""
+    used = {r.node for n in obj.nodes for r in [*arg_refs(n.args), *n.kwargs.values()]}
+    used |= {r.node for r in obj.outputs.values()}
+    unused = {name for name, ref in obj.inputs.items() if ref.node not in used}
+    obj.nodes = [n for n in obj.nodes if not (n.kind == "input" and n.op in unused)]
+    for name in unused:
+        del obj.inputs[name]
+
+
+def _differentiable(obj: Program, target: Ref, sources: dict[str, str]) -> bool:
+    """Whether a gradient flows from ``target`` back to a model value."""
+    flows: set[str] = set()
+    for node in obj.nodes:
+        if node.kind == "input":
+            t = node.types[0] if node.types else None
+            if sources.get(node.op) == "model" and t is not None and t.dtype == "float":
+                flows.add(node.name)
+            continue
+        if node.decl is not None and not node.decl.differentiable:
+            continue
+        if node.decl is not None and node.decl.reads_model:
+            flows.add(node.name)
+            continue
+        if any(r.node in flows for r in [*arg_refs(node.args), *node.kwargs.values()]):
+            flows.add(node.name)
+    return target.node in flows

@@ -1,0 +1,78 @@
+"""The static side of ``push_every = n`` (the ProtoPNet push). Pure Python.
+
+The push (:mod:`dsl.training.hooks.push`) moves each prototype onto its nearest
+training embedding of its own class. It needs a PrototypeHead in the model and
+class labels: the target of the loss's first class-label term (else of the
+first ``accuracy`` metric), with that term's ``mask=``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dsl.checking.program import Program
+from dsl.checking.train.config import TrainConfig
+from dsl.language.diagnostics import Diagnostic
+from dsl.language.ir import Call, Name
+
+HEAD_BLOCK = "PrototypeHead"
+#: Loss functions whose second argument is a class label, in order of preference.
+LABEL_TERMS = ("cross_entropy", "nll", "cluster_cost", "separation_cost")
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where the class labels come from: a field (model output or data field) and a row mask."""
+
+    label: str
+    mask: str | None
+    term: str  # the loss or metric term they were taken from, for messages
+
+
+def _label_of(c: Call) -> LabelSource | None:
+    if len(c.args) < 2 or not isinstance(c.args[1], Name):
+        return None
+    mask = c.kwarg("mask")
+    return LabelSource(c.args[1].id, mask.id if isinstance(mask, Name) else None, c.func)
+
+
+def label_source(cfg: TrainConfig) -> LabelSource | None:
+    """The class labels the push uses: the loss's first label term, else the first accuracy metric."""
+    if cfg.loss is not None:
+        for node in cfg.loss.walk():
+            if isinstance(node, Call) and node.func in LABEL_TERMS and (found := _label_of(node)) is not None:
+                return found
+    for m in cfg.metrics:
+        if m.expr.func == "accuracy" and (found := _label_of(m.expr)) is not None:
+            return found
+    return None
+
+
+def uses_block(prog: Program, block: str) -> bool:
+    """Whether the checked program calls ``block``, directly or inside a user block."""
+    for spec in prog.modules.values():
+        if spec.decl is not None and spec.decl.name == block:
+            return True
+        if getattr(spec.value, "name", None) == block:
+            return True
+        if spec.program is not None and uses_block(spec.program, block):
+            return True
+    return False
+
+
+def check_push(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
+    """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
+    if cfg.push_every is None:
+        return []
+    out: list[Diagnostic] = []
+    if not uses_block(prog, HEAD_BLOCK):
+        out.append(Diagnostic(
+            "E0501", "`push_every` pushes the prototypes of a PrototypeHead, and this model has none", cfg.push_span,
+            help="remove `push_every`, or classify with `logits, dist = PrototypeHead(z, classes=...)`",
+        ))
+    if label_source(cfg) is None:
+        out.append(Diagnostic(
+            "E0501", "`push_every` needs class labels, and neither the loss nor an accuracy metric names them",
+            cfg.push_span, help=f"the push takes the target of the first {', '.join(LABEL_TERMS)} term of the loss",
+        ))
+    return out

@@ -1,0 +1,259 @@
+"""A training run from a spec: analyse once, build the model and its step, load the data, train.
+
+:func:`prepare` analyses the spec (resolve and check once, the train section
+included); :func:`train` runs it into a run directory, in one process or as one
+rank of several; :func:`load_trained` rebuilds a run's model for ``dsl eval``
+and ``dsl predict``. The command line (:mod:`dsl.cli.training`) only parses
+arguments and prints.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsl.checking.analysis import Analysis, analyse
+from dsl.checking.train.config import TrainConfig
+from dsl.language.errors import RunError, SpecError
+from dsl.language.ir import Spec
+from dsl.language.shapes import Sym, TensorType
+from dsl.language.source import load
+from dsl.training.rundir import (
+    MODEL_FILE,
+    ResumeError,
+    RunDir,
+    default_dir,
+    spec_hash,
+    spec_text,
+    versions,
+)
+
+
+@dataclass
+class Prepared:
+    """A spec ready to train: its one analysis, the dims it was checked with, and its identity."""
+
+    analysis: Analysis
+    overrides: dict[str, Any]
+    dims: dict[str, int]
+    text: str
+    hash: str
+
+    @property
+    def spec(self) -> Spec:
+        return self.analysis.spec
+
+    @property
+    def cfg(self) -> TrainConfig:
+        assert self.analysis.config is not None
+        return self.analysis.config
+
+
+@dataclass
+class Options:
+    """How to run: where, on what, and how much to show."""
+
+    out: str | None = None
+    resume: bool = False
+    device: str = "cpu"
+    quiet: bool = False
+    guards: bool = True
+    torch_compile: bool = False
+    max_params: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(spec: Spec | str, overrides: dict[str, Any] | None = None, dims: dict[str, int] | None = None,
+            train_overrides: dict[str, Any] | None = None, max_params: int | None = None,
+            fields: dict[str, TensorType] | None = None) -> Prepared:
+    """Load and check the spec, its train section included; SpecError with every problem.
+
+    ``fields``: the data's fields, for a source that declares none before loading (a ``.pt`` file)."""
+    spec = load(spec) if isinstance(spec, str) else spec
+    if spec.train is None:
+        raise RunError(f"{spec.file} has no `train` section")
+    overrides = dict(overrides or {})
+    a = analyse(spec, dims, overrides, max_params, train_overrides, fields)
+    if not a.ok or a.config is None:
+        raise SpecError(a.errors or a.diagnostics)
+    all_dims = {**a.data_dims, **dict(dims or {})}
+    text = spec_text(spec)
+    return Prepared(a, overrides, all_dims, text, spec_hash(text, overrides, all_dims))
+
+
+def with_loaded_fields(p: Prepared, data: Any, dims: dict[str, int] | None = None) -> Prepared:
+    """``p`` checked against the fields of the loaded data, when its source declared none."""
+    if p.analysis.fields is not None:
+        return p
+    example = data.example()
+    fields = {k: TensorType((Sym("B"), *v.shape[1:]) if v.dim() else (), _dtype_name(v)) for k, v in example.items()}
+    return prepare(p.spec, p.overrides, dims, {"epochs": p.cfg.epochs, "seed": p.cfg.seed}, fields=fields)
+
+
+def _dtype_name(t: Any) -> str:
+    if t.is_floating_point():
+        return "float"
+    return {"torch.int64": "long", "torch.int32": "int", "torch.bool": "bool"}.get(str(t.dtype), "long")
+
+
+def latest_run(model_name: str) -> str | None:
+    runs = sorted(glob.glob(os.path.join("runs", f"{model_name}-*")), key=os.path.getmtime)
+    return runs[-1] if runs else None
+
+
+def run_dir(p: Prepared, out: str | None, resume: bool) -> tuple[RunDir, bool]:
+    """The run directory and whether it resumes; RunError when it cannot be used."""
+    name = p.spec.model.name if p.spec.model is not None else "model"
+    if resume:
+        path = out or latest_run(name)
+        if path is None or not RunDir(path).exists():
+            raise RunError(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}")
+        run = RunDir(path)
+        run.probe()
+        run.recover()  # finish or drop a checkpoint write that a kill interrupted
+        meta = run.read_meta()
+        if meta.get("spec_hash") != p.hash:
+            raise ResumeError(
+                f"refusing to resume {path}: the spec hash differs (checkpoint {str(meta.get('spec_hash'))[:12]}, "
+                f"now {p.hash[:12]}); the spec, its --set overrides or --dim sizes changed since that run. "
+                "Start a new run with a different --out"
+            )
+        return run, True
+    path = out or default_dir(name)
+    if RunDir(path).exists():
+        raise RunError(f"{path} already holds a run: pass --resume to continue it, or another --out")
+    RunDir(path).probe()  # an unwritable or full output directory fails here, before any training
+    return RunDir(path), False
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_data(cfg: TrainConfig) -> Any:
+    """The data set; a bad data file is a diagnostic (E0703), not a traceback."""
+    from dsl.data.loaders import load_data as load
+
+    return load(cfg)
+
+
+def _checkpoint_bytes(model: Any) -> int:
+    """Room a checkpoint needs: weights, best weights and optimizer moments (x2 while a commit is pending)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 8 * weights + 2**20
+
+
+def _source_text(cfg: TrainConfig) -> str:
+    assert cfg.source is not None
+    args = cfg.source_params.model_dump(exclude_defaults=True)
+    return f"{cfg.source.name}({', '.join(f'{k}={v!r}' for k, v in args.items() if k != 'base_dir')})"
+
+
+def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1) -> Any:
+    """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`."""
+    import torch
+
+    from dsl.building.model import build_for_training
+    from dsl.training.trainer import Trainer
+
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"--device {opts.device}: no CUDA device is available")
+    run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
+    if world > 1:  # every rank learns rank 0's run directory
+        path = _broadcast_path(run.path if run is not None else "")
+        run = run if rank == 0 else RunDir(path)
+    if opts.device == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = load_data(p.cfg)
+    p = with_loaded_fields(p, data)
+    seed_everything(p.cfg.seed)
+    model, step = build_for_training(p.analysis, guards=opts.guards)
+    if not any(w.requires_grad for w in model.parameters()):
+        raise RunError(f"model `{p.spec.model.name if p.spec.model else '?'}` has no trainable parameters: "
+                       "there is nothing to train")
+    if run is not None and rank == 0:
+        run.check_space(_checkpoint_bytes(model))
+    meta = {
+        "model": p.spec.model.name if p.spec.model else None,
+        "spec_file": os.path.abspath(p.spec.file),
+        "spec_hash": p.hash,
+        "overrides": p.overrides,
+        "dims": p.dims,
+        "seed": p.cfg.seed,
+        "epochs": p.cfg.epochs,
+        "epoch": 0,
+        "data": _source_text(p.cfg),
+        "versions": versions(),
+        "world_size": world,
+        "device": opts.device,
+        "run_dir": run.path if run else "",
+    }
+    device = opts.device if opts.device == "cpu" or world == 1 else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    assert p.analysis.objective is not None
+    trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data, run=run if rank == 0 else None,
+                      meta=meta, device=device, quiet=opts.quiet, rank=rank, world=world,
+                      torch_compile=opts.torch_compile)
+    if resuming:
+        trainer.resume()
+    elif rank == 0 and run is not None:
+        run.start(p.text, meta)
+    trainer.fit()
+    return trainer
+
+
+def init_distributed(rank: int, world: int, device: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
+
+
+def _broadcast_path(path: str) -> str:
+    import torch.distributed as dist
+
+    box = [path]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
+def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[str, Any] | None = None,
+                 dims: dict[str, int] | None = None, max_params: int | None = None) -> tuple[Prepared, Any, Any, RunDir]:
+    """(prepared spec, trained model, its training step, run directory) of a finished run.
+
+    The run's own overrides, dims and seed apply unless given again; the seed fixes
+    the data split, so evaluation sees the same split as training."""
+    import torch
+
+    from dsl.building.model import build_for_training
+
+    run = RunDir(run_path)
+    if not os.path.exists(run.file(MODEL_FILE)):
+        raise RunError(f"{run_path}: no {MODEL_FILE} (not a run directory?)")
+    meta = run.read_meta() if run.exists() else {}
+    if spec is None:
+        spec = meta.get("spec_file")
+        if not isinstance(spec, str):
+            raise RunError(f"{run_path}: meta.json names no spec file; give the spec")
+    p = prepare(spec, {**meta.get("overrides", {}), **dict(overrides or {})},
+                {**meta.get("dims", {}), **dict(dims or {})}, {"seed": meta.get("seed")}, max_params)
+    if p.analysis.fields is None:
+        p = with_loaded_fields(p, load_data(p.cfg), p.dims)
+    torch.manual_seed(p.cfg.seed)
+    model, step = build_for_training(p.analysis)
+    weights, _ = run.load_weights()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise RunError(f"the checkpoint in {run_path} does not fit this spec: {str(exc).splitlines()[0]}") from None
+    return p, model, step, run
