@@ -157,10 +157,12 @@ class NoisyTopKGate(nn.Module):
     def logits(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """(clean, noisy, std): noisy = clean + N(0, 1) * (softplus(x W_noise) + 1e-2) while
         training a noisy gate; otherwise noisy is clean and std is None."""
-        clean = x @ self.w_gate
         if self.w_noise is None or not self.training:
+            clean = x @ self.w_gate
             return clean, clean, None
-        std = nn.functional.softplus(x @ self.w_noise) + NOISE_EPSILON
+        # both projections in one matmul: x [W_g | W_noise]
+        clean, raw_std = (x @ torch.cat([self.w_gate, self.w_noise], dim=1)).split(self.experts, dim=1)
+        std = nn.functional.softplus(raw_std) + NOISE_EPSILON
         if noise is None:
             noise = torch.randn_like(clean)
         return clean, clean + noise * std, std
@@ -224,13 +226,14 @@ def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], ou
     """y[t] = sum over kept assignments (t, e) of w[t, e] * expert_e(x[t]).
 
     x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments []).
-    With ``capacity`` c each expert keeps at most ceil(c*T*k/E) assignments,
-    highest gate weight first (ties: lower token index first); the rest are
-    dropped and contribute zero.
+    The kept assignments are sorted by expert: one gather gives every expert its
+    rows (contiguous slices of one tensor), and one ``index_add`` sums the weighted
+    outputs back into their tokens. With ``capacity`` c each expert keeps at most
+    ceil(c*T*k/E) assignments, highest gate weight first (ties: lower token index
+    first); the rest are dropped and contribute zero.
     """
     tokens, k = idx.shape
     flat_e, flat_w = idx.reshape(-1), w.reshape(-1)
-    flat_t = torch.arange(tokens * k, device=x.device) // k
     if capacity is None:
         order = torch.argsort(flat_e, stable=True)
     else:  # two stable sorts = sort by (expert, -weight): the heaviest come first
@@ -239,16 +242,16 @@ def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], ou
     counts = expert_counts(flat_e, len(experts))
     kept_counts = counts if capacity is None else torch.minimum(counts, _capacity(counts, capacity))
     sizes, kept = _sizes(counts, kept_counts, tokens * k)
+    if capacity is not None:  # keep the first kept[e] of each expert's sorted assignments
+        starts = [sum(sizes[:e]) for e in range(len(sizes))]
+        order = torch.cat([order.narrow(0, start, n) for start, n in zip(starts, kept, strict=True)])
+    tok = torch.div(order, k, rounding_mode="floor")
+    rows = x.index_select(0, tok).split(kept)
     eager = not torch.compiler.is_compiling()
-    y = x.new_zeros(tokens, out)
-    start = 0
-    for e, expert in enumerate(experts):
-        if not eager or kept[e] > 0:  # a branch on a data-dependent size cannot be traced
-            rows = order.narrow(0, start, kept[e])
-            tok = flat_t[rows]
-            ye = expert(x[tok]) * flat_w[rows].unsqueeze(-1)
-            y = y.index_add(0, tok, ye.to(y.dtype))
-        start += sizes[e]
+    # an expert without rows is skipped in eager mode; a branch on a data-dependent size cannot be traced
+    ys = torch.cat([expert(r) for expert, r, n in zip(experts, rows, kept, strict=True) if not eager or n > 0]
+                   or [x.new_zeros(0, out)])
+    y = x.new_zeros(tokens, out).index_add_(0, tok, (ys * flat_w[order].unsqueeze(-1)).to(x.dtype))
     return y, kept_counts.sum()
 
 

@@ -158,18 +158,9 @@ def _short(text: str) -> str:
 
 def _calls(spec_part: Iterable[Any]) -> Iterator[ir.Call]:
     """Every call expression under some IR nodes (to find a user call's arguments)."""
-    stack = list(spec_part)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ir.Call):
-            yield node
-        if isinstance(node, ir.Node):
-            for name in type(node).model_fields:
-                value = getattr(node, name)
-                if isinstance(value, ir.Node):
-                    stack.append(value)
-                elif isinstance(value, tuple):
-                    stack.extend(v for v in value if isinstance(v, ir.Node))
+    for part in spec_part:
+        if isinstance(part, ir.Node):
+            yield from (node for node in part.walk() if isinstance(node, ir.Call))
 
 
 class _Builder:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dsl.language.diagnostics import Span, did_you_mean
-from dsl.language.ir import Assign, Call, Input, ListExpr, Name, Repeat, Str, TrainEntry
+from dsl.language.ir import Assign, BlockDef, Call, Input, ListExpr, Name, Str, TrainEntry
 
 if TYPE_CHECKING:
     from dsl.checking.train.config import Constants
@@ -65,15 +65,14 @@ class Prune:
 # --------------------------------------------------------------------------- spec side (pure)
 
 
-def _assigned(stmts: Any, names: dict[str, list[Span]], inputs: set[str]) -> None:
-    for st in stmts:
-        if isinstance(st, Assign):
-            for target in st.targets:
-                names.setdefault(target.name, []).append(st.span)
-        elif isinstance(st, Repeat):
-            _assigned(st.body, names, inputs)
-        elif isinstance(st, Input):
-            inputs.add(st.name)
+def _assigned(model: BlockDef, names: dict[str, list[Span]], inputs: set[str]) -> None:
+    """Every name the model's body assigns (with the statements' spans), and its inputs."""
+    for node in model.walk():
+        if isinstance(node, Assign):
+            for target in node.targets:
+                names.setdefault(target.name, []).append(node.span)
+        elif isinstance(node, Input):
+            inputs.add(node.name)
 
 
 def resolve_prune(ctx: Constants, e: TrainEntry) -> Prune | None:
@@ -124,7 +123,7 @@ def _layers(ctx: Constants, expr: Any) -> tuple[tuple[str, ...], dict[str, tuple
     assigned: dict[str, list[Span]] = {}
     inputs: set[str] = set()
     if model is not None:
-        _assigned(model.body, assigned, inputs)
+        _assigned(model, assigned, inputs)
     names: list[str] = []
     ok = True
     for item in items:
