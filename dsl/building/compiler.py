@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from dsl.building.guards import GUARD_ATTRIBUTE, Tracer, check_inputs
 from dsl.checking.program import ModuleSpec, PNode, Program, Ref, arg_refs
 from dsl.checking.values import DeclValue, UserBlockValue
 from dsl.language.diagnostics import Diagnostic
@@ -24,7 +25,6 @@ from dsl.language.registry import BlockValue, BuildCall, BuildError
 from dsl.language.shapes import TensorType
 
 BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "@": operator.matmul}
-GUARD_ATTRIBUTE = "dsl_guard"
 
 
 class BuildFailure(DslError):
@@ -94,7 +94,7 @@ def build_program(
     return_dict: bool = False,
     with_aux: bool = False,
     outputs_as_tuple: bool = False,
-    guard: nn.Module | None = None,
+    guard: Any = None,
     expose: dict[str, Ref] | None = None,
 ) -> fx.GraphModule:
     """Compile ``prog``; raise BuildFailure with diagnostics when a size is unknown.
@@ -103,7 +103,7 @@ def build_program(
     ``expose``: values the spec binds but does not output, returned too (the trainer's).
     """
     root = build_modules(prog)
-    graph = fx.Graph()
+    graph = fx.Graph(tracer_cls=Tracer)  # the tracer an unpickled copy is rebuilt with (keeps the guard)
     env: dict[str, Any] = {}  # node name -> fx node (or tuple of output fx nodes)
     placeholders = []
     for node in prog.nodes:
@@ -111,7 +111,7 @@ def build_program(
         if node.kind == "input":
             placeholders.append(env[node.name])
     if guard is not None:
-        root.add_module(GUARD_ATTRIBUTE, guard)
+        setattr(root, GUARD_ATTRIBUTE, guard)
         _insert_guard(graph, placeholders, _float_weight(root))
     outputs = {name: fetch(env, ref) for name, ref in prog.outputs.items()}
     if outputs_as_tuple:
@@ -137,15 +137,15 @@ def build_program(
 
 
 def _insert_guard(graph: fx.Graph, placeholders: list[fx.Node], weight: str | None) -> None:
-    """``check_inputs = self.dsl_guard(self.<weight>, x, ...)`` right after the placeholders.
+    """``check_inputs(self.dsl_guard, self.<weight>, x, ...)`` right after the placeholders.
 
     ``weight``: a floating parameter, whose dtype and device float inputs must share."""
-    anchor = placeholders[-1] if placeholders else None
-    with graph.inserting_after(anchor) if anchor is not None else graph.inserting_before(None):
+    with graph.inserting_after(placeholders[-1]) if placeholders else graph.inserting_before(None):
+        g = graph.get_attr(GUARD_ATTRIBUTE)
+    with graph.inserting_after(g):
         w = graph.get_attr(weight) if weight is not None else None
-    with graph.inserting_after(w) if w is not None else graph.inserting_after(anchor) if anchor is not None \
-            else graph.inserting_before(None):
-        graph.create_node("call_module", GUARD_ATTRIBUTE, (w, *placeholders), name="check_inputs")
+    with graph.inserting_after(w if w is not None else g):
+        graph.create_node("call_function", check_inputs, (g, w, *placeholders), name="check_inputs")
 
 
 def _float_weight(root: nn.Module) -> str | None:

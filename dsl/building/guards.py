@@ -7,14 +7,14 @@ edge index past the last node). Without a guard that surfaces as a matmul or
 scatter error three frames inside torch; with one it is an :class:`InputError`
 naming the input, the dim, and the expected and actual values.
 
-One mechanism: the guard is a submodule, ``dsl_guard``, and the compiler writes
-``check_inputs = self.dsl_guard(<a weight>, x, ...)`` as the first statement of
-the generated ``forward``. It is part of the model like any other block: it
-survives ``copy.deepcopy`` and pickling and needs no hook, and it holds no
-parameters or buffers (the state dict is unchanged). While ``torch.compile``
-or ``torch.export`` trace, it returns at once, so the compiled or exported
-graph holds no guard code (a compiled model is unguarded). ``dsl.compile(...,
-guards=False)`` (``--no-guards``) leaves it out.
+One mechanism: the compiler writes ``check_inputs(self.dsl_guard, <a weight>,
+x, ...)`` as the first statement of the generated ``forward``
+(:func:`check_inputs`); the rules are the model's attribute ``dsl_guard``. The
+guard is part of the model: it survives ``copy.deepcopy`` and pickling (whose
+rebuild traces the code with :class:`Tracer`, which keeps the call) and needs
+no hook. While ``torch.compile`` or ``torch.export`` trace, it returns at once,
+so the compiled or exported graph holds no guard code (a compiled model is
+unguarded). ``dsl.compile(..., guards=False)`` (``--no-guards``) leaves it out.
 
 What is checked:
 
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx
 
 from dsl.checking.program import PNode, Program, Ref
 from dsl.language.errors import InputError
@@ -204,14 +204,12 @@ def _user_rules(prog: Program, node: PNode, input_of: dict[str, str]) -> list[In
 # --------------------------------------------------------------------------- checking
 
 
-class InputGuard(nn.Module):
-    """The checks of one compiled model, as its submodule ``dsl_guard``: ``forward(weight, *inputs)``
-    raises :class:`InputError` unless the inputs fit the spec, and returns None."""
+class InputGuard:
+    """The checks of one compiled model: plain, picklable data and :meth:`check`."""
 
     MAX_SIGNATURES = 64  # bounded: a loop over ragged batches must not grow memory
 
     def __init__(self, inputs: tuple[InputRule, ...], indices: tuple[IndexRule, ...]):
-        super().__init__()
         self.inputs = inputs
         self.indices = indices
         self.names = tuple(r.name for r in inputs)
@@ -227,22 +225,19 @@ class InputGuard(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "passed": {}}  # a cache, not data: a copy starts empty
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{r.name}: {r.declared}" for r in self.inputs)
-
-    def forward(self, weight: Any, *inputs: Any) -> None:
-        """Check ``inputs`` (in the model's ``forward`` order); nothing while compiling,
-        exporting or being traced by fx (a pickled GraphModule is rebuilt by tracing)."""
-        if torch.compiler.is_compiling() or (inputs and isinstance(inputs[0], torch.fx.Proxy)):
-            return
-        self.check(weight, inputs)
+    def __repr__(self) -> str:
+        return f"InputGuard({', '.join(f'{r.name}: {r.declared}' for r in self.inputs)})"
 
     def check(self, weight: Any, inputs: tuple[Any, ...]) -> None:
         """Raise :class:`InputError` unless ``inputs`` (in ``forward``'s order) fit the spec.
 
         ``weight``: a floating parameter of the model (its dtype and device are the
         inputs'), or None for a model without one."""
-        key = _signature(weight, inputs)
+        try:  # what the dtype/rank/dim checks depend on
+            key: Any = (*((weight.dtype, weight.device) if weight is not None else ()),
+                        *[(t.__class__, t.shape, t.dtype, t.device) for t in inputs])
+        except (AttributeError, RuntimeError):  # a non-tensor, or a nested tensor (no sizes)
+            key = None
         known = self.passed.get(key) if key is not None else None
         if known is None:
             bound = self.check_shapes(weight, inputs)
@@ -298,15 +293,29 @@ class InputGuard(nn.Module):
         return tuple(plan.items())
 
 
-def _signature(weight: Any, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """What the dtype/rank/dim checks depend on; None for an input that is not a plain tensor."""
-    sig: list[Any] = [None, None] if weight is None else [weight.dtype, weight.device]
-    try:
-        for t in inputs:
-            sig += (t.__class__, t.shape, t.dtype, t.device)
-    except (AttributeError, RuntimeError):  # RuntimeError: no sizes (a nested tensor)
-        return None
-    return tuple(sig)
+def check_inputs(guard: InputGuard, weight: Any, *inputs: Any) -> None:
+    """The first statement of a guarded model's ``forward``: ``guard.check``, except while
+    ``torch.compile`` or ``torch.export`` trace (the traced graph stays guard-free)."""
+    if not torch.compiler.is_compiling():
+        guard.check(weight, inputs)
+
+
+GUARD_ATTRIBUTE = "dsl_guard"  # the guarded model's attribute that holds its InputGuard
+
+
+class Tracer(fx.Tracer):
+    """fx's tracer with :func:`check_inputs` kept as a call. Unpickling a GraphModule
+    rebuilds it by tracing its code with the tracer its graph names; without this one,
+    the guard would run on the tracer's proxies instead of being recorded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["autowrap_functions"] = (*kwargs.get("autowrap_functions", ()), check_inputs)
+        super().__init__(*args, **kwargs)
+
+    def create_arg(self, a: Any) -> Any:
+        if isinstance(a, InputGuard):  # the model's own guard: read it from the model
+            return self.create_node("get_attr", GUARD_ATTRIBUTE, (), {})
+        return super().create_arg(a)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -419,4 +428,4 @@ def _check_index(rule: IndexRule, given: dict[str, Any], bound: dict[str, int],
                          f"found {found}", input=rule.input, expected=(0, upper), actual=lo if lo < 0 else hi)
 
 
-__all__ = ["InputError", "InputGuard", "index_rules", "input_rules"]
+__all__ = ["InputError", "InputGuard", "Tracer", "check_inputs", "index_rules", "input_rules"]
