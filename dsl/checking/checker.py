@@ -698,8 +698,10 @@ class Checker:
                      params=params, types=out_types, var=var)
         if decl.kind == "block":
             node.module = name
+            tie = getattr(params, "tie", None)
             prog.modules[name] = ModuleSpec("decl", expr.span, decl=decl, params=params,
-                                            in_types={k: v.type for k, v in inputs.items()}, out_types=out_types)
+                                            in_types={k: v.type for k, v in inputs.items()}, out_types=out_types,
+                                            tie=tie.module if isinstance(tie, InstanceRef) else None)
         prog.add(node)
         self.record_aux(decl, params, node, prog)
         return [TensorVal(Ref(name, i), t, expr.span, None) for i, t in enumerate(out_types)]
