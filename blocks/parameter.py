@@ -58,21 +58,14 @@ def infer_parameter(call: ShapeCall, p: ParameterParams) -> list[TensorType]:
 
 
 def build_parameter(call: BuildCall, p: ParameterParams) -> Any:
-    import torch
-    from torch import nn
+    from dsl.blocks.nn.tensors import MADE_BY, learned_tensor
 
-    weight = torch.empty(p.shape)
-    init = {
-        "zeros": lambda: nn.init.zeros_(weight),
-        "ones": lambda: nn.init.ones_(weight),
-        "normal": lambda: nn.init.normal_(weight, p.mean, p.std),
-        "uniform": lambda: nn.init.uniform_(weight, p.low, p.high),
-        "xavier_uniform": lambda: nn.init.xavier_uniform_(weight),
-        "constant": lambda: nn.init.constant_(weight, float(p.value or 0.0)),
-    }
-    with torch.no_grad():
-        init[p.init]()
-    return nn.Parameter(weight)
+    kwargs = {"init": p.init, "mean": p.mean, "std": p.std, "low": p.low, "high": p.high, "value": float(p.value or 0.0)}
+    defaults = {"init": "normal", "mean": 0.0, "std": 1.0, "low": -1.0, "high": 1.0, "value": 0.0}
+    kwargs = {k: v for k, v in kwargs.items() if v != defaults[k]}
+    weight = learned_tensor(list(p.shape), **kwargs)
+    setattr(weight, MADE_BY, (learned_tensor, (list(p.shape),), kwargs))
+    return weight
 
 
 def count_parameter(call: BuildCall, p: ParameterParams) -> int:

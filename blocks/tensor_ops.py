@@ -352,7 +352,8 @@ def infer_reshape(call: ShapeCall, p: ReshapeParams) -> list[TensorType]:
 def _count_error(call: ShapeCall, t: TensorType, p: ReshapeParams, why: str) -> NoReturn:
     raise ShapeError(
         "`reshape` cannot change the number of elements", arg="shape",
-        label=f"`x` is {t}: {why}", help="put -1 in the shape to infer one size", code="E0305",
+        label=f"`x` is {t}: {why}", code="E0305",
+        help="keep the batch dim by name (reshape(x, [B, ...])) or -1, so every batch size fits",
     )
 
 

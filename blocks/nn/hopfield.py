@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import combine_masks
+
 
 def hopfield_energy(state: Tensor, stored: Tensor, beta: float, padding: Tensor | None = None) -> Tensor:
     """The modern Hopfield energy of each state pattern, constants dropped.
@@ -55,8 +57,6 @@ def association_mask(stored_mask: Tensor | None, attn_mask: Tensor | None, causa
                      keys: int, device: torch.device) -> Tensor | None:
     """One mask for the associations, broadcastable to [B, H, L, S]: bool (true = masked)
     unless ``attn_mask`` is float (then additive, -inf where a bool part masks)."""
-    from .attention import combine_masks
-
     mask = combine_masks(attn_mask, causal, queries, keys, device)
     padding = None if stored_mask is None else stored_mask.bool()[:, None, None, :]
     if mask is None:

@@ -41,6 +41,7 @@ from dsl.checking.values import DeclValue, UserBlockValue
 from dsl.language import ir, registry
 from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
 from dsl.language.printer import expr_to_text as ir_text
+from dsl.language.printer import subscript_text
 from dsl.language.registry import Decl, InstanceRef
 from dsl.language.resolve import MAX_REPEAT, Const, ConstError, Resolved, coerce, eval_const
 from dsl.language.shapes import (
@@ -60,6 +61,14 @@ MAX_NODES = 200_000
 MAX_BLOCK_DEPTH = 32
 # Input names reach generated code as forward() parameters: these would break it.
 NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
+
+
+def _pydantic_message(msg: str) -> str:
+    """pydantic's "Value error, a size of 0 ..." as "a size of 0 ...", other messages lower-cased in front."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg[:1].lower() + msg[1:]
 
 
 def _is_block_name(name: str) -> bool:
@@ -457,7 +466,8 @@ class Checker:
         if out is None:
             return POISON
         name = prog.unique(var or "index")
-        prog.add(PNode(name, "index", "getitem", expr.span, args=[base.ref], key=tuple(key), types=[out], var=var))
+        subscript = "[" + ", ".join(subscript_text(item) for item in expr.items) + "]"
+        prog.add(PNode(name, "index", subscript, expr.span, args=[base.ref], key=tuple(key), types=[out], var=var))
         return TensorVal(Ref(name), out, expr.span, None)
 
     def subscript(self, item: Any, scope: Scope) -> Any:
@@ -534,6 +544,14 @@ class Checker:
                 return POISON
             return []
         step = k.step or 1
+        if isinstance(d, int):
+            for bound in (k.start, k.stop):
+                # torch clamps such a bound silently; on a fixed dim it is a mistake (pos[:130] on 128 rows)
+                if isinstance(bound, int) and not -d <= bound <= d:
+                    self.error("E0307", f"slice bound {bound} is out of range for a dim of size {d}", expr.span,
+                               label=f"`{ir_text(expr.value)}` is {t}",
+                               help=f"a bound lies in -{d}..{d}; leave it out to run to the end")
+                    return POISON
         if isinstance(d, int) and all(isinstance(p, int) or p is None for p in (k.start, k.stop)):
             return [len(range(d)[k])]
         start = 0 if k.start is None else (dim_add(d, k.start) if isinstance(k.start, int) and k.start < 0 else k.start)
@@ -674,13 +692,15 @@ class Checker:
         n_out = len(decl.outputs)
         tensor_kws, hyper_kws = self.split_kwargs(expr, decl)
         tensor_args, ok = self.positional_hyper(expr, decl, hyper_kws)
-        params = self.validate_params(decl, hyper_kws, expr, scope, prog) if ok else POISON
         if not tensor_args and not tensor_kws and decl.kind == "block" and decl.inputs:
+            params = self.validate_params(decl, hyper_kws, expr, scope, prog) if ok else POISON
             if isinstance(params, Poison):
                 return [POISON]
             return [BlockValueVal(DeclValue(decl, params), expr.span)]
-        inputs, spans, values, ok = self.bind_inputs(expr, decl, tensor_args, tensor_kws, scope, prog)
-        if not ok or isinstance(params, Poison):
+        # the tensors first: `tie=emb` may name an instance first called in them (`Linear(emb(t), tie=emb)`)
+        inputs, spans, values, inputs_ok = self.bind_inputs(expr, decl, tensor_args, tensor_kws, scope, prog)
+        params = self.validate_params(decl, hyper_kws, expr, scope, prog) if ok else POISON
+        if not inputs_ok or isinstance(params, Poison):
             return [POISON] * n_out
         call = ShapeCall(decl.name, {k: v.type for k, v in inputs.items()}, self.env, describe_params(params))
         try:
@@ -867,7 +887,8 @@ class Checker:
                     continue
                 what = f"invalid value for `{field_name}` of `{decl.name}`" if field_name else f"invalid hyperparameters of `{decl.name}`"
                 self.error("E0401", what, kw.value.span if kw is not None else fspan,
-                           label=f"{e['msg'].lower()}" + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
+                           label=_pydantic_message(e["msg"])
+                           + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
             return POISON
         except Exception as exc:
             self.error("E0401", f"invalid hyperparameters for `{decl.name}`: {exc}", expr.span)

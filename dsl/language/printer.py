@@ -153,14 +153,15 @@ def expr_to_text(e: object) -> str:
     if isinstance(e, ListExpr):
         return "[" + ", ".join(expr_to_text(i) for i in e.items) + "]"
     if isinstance(e, Index):
-        items = ", ".join(_subscript(i) for i in e.items)
+        items = ", ".join(subscript_text(i) for i in e.items)
         return f"{_wrap(e.value, _prec(e.value) < _ATOM_PREC)}[{items}]"
     if isinstance(e, Wildcard | Ellipsis_):
         return dim_to_text(e)
     raise TypeError(f"not an expression: {type(e).__name__}")
 
 
-def _subscript(item: object) -> str:
+def subscript_text(item: object) -> str:
+    """One item of a subscript as written: ``:T``, ``0``, ``...``."""
     if isinstance(item, Slice):
         parts = ["" if p is None else expr_to_text(p) for p in (item.start, item.stop)]
         text = ":".join(parts)

@@ -91,6 +91,10 @@ class BlockValue:
         """Parameters of one built copy, from sizes alone (None: unknown); see dsl.checking.budget."""
         return None
 
+    def aux_outputs(self, inputs: Sequence[TensorType]) -> list[tuple[int, float]]:
+        """The outputs of a built copy that are auxiliary losses, as (output index, weight)."""
+        return []
+
     def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
         """A new module for tensors of ``inputs``' types. Registered blocks and user blocks
         are built by the compiler; a value of another kind (a plugin's) builds itself here."""
