@@ -159,6 +159,16 @@ async def test_a_syntax_error_is_a_diagnostic_too(client: Client, tmp_path: Path
 
 
 @asyncio_test
+async def test_columns_count_utf16_code_units_as_the_protocol_does(client: Client, tmp_path: Path):
+    text = CLASSIFIER.replace("param hidden = 16", 'param label = "\U0001F600\U0001F600"; param hidden = bogus')
+    uri = await open_doc(client, tmp_path / "emoji.dsl", CLASSIFIER)
+    (d, *_) = await change(client, uri, text, 2)
+    assert d.code == "E0201"
+    start = text.splitlines()[0].index("bogus") + 2  # two characters that are two UTF-16 units each
+    assert (d.range.start.line, d.range.start.character, d.range.end.character) == (0, start, start + 5)
+
+
+@asyncio_test
 async def test_files_that_use_the_edited_file_are_checked_again(client: Client, tmp_path: Path):
     lib = "block Proj(width: int) {\n    input x: [..., F]\n    y = Linear(x, out=width)\n    output y\n}\n"
     main = ('use "lib.dsl"\n\nmodel M {\n    input x: [B, 8]\n    y = Proj(x, width=4)\n'
@@ -234,7 +244,7 @@ async def test_completion_of_blocks_hyperparameters_and_names(client: Client, tm
     items = await complete(client, uri, head + "    logits = Lin", 2)
     assert "Linear" in items and "relu" not in items
     assert items["Linear"].detail == "Linear(x, out, bias=true)"
-    items = await complete(client, uri, head + "    logits = Linear(h, ", 3)
+    items = await complete(client, uri, head + "    logits = Linear(x, ", 3)
     assert items["out"].detail == "int required" and items["out"].insert_text == "out="
     assert items["bias"].detail == "bool = true"
     assert {"h", "x"} <= set(items) and items["h"].detail == "tensor [B, 16]"

@@ -81,7 +81,8 @@ def of_decl(decl: registry.Decl) -> Callee:
 
 
 def of_block(bdef: ir.BlockDef) -> Callee:
-    inputs = [i.name for i in bdef.inputs]
+    """A user block (called with its inputs) or the model (whose inputs the caller gives by name)."""
+    inputs = [i.name for i in bdef.inputs] if not bdef.is_model else []
     params = [Param(p.name, p.type or "any", expr_to_text(p.default) if p.default is not None else "required")
               for p in bdef.params]
     ins = ", ".join(_decl_text(i) for i in bdef.inputs)

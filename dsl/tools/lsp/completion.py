@@ -25,6 +25,7 @@ TOP_KEYWORDS = ("param", "use", "block", "model", "train")
 BODY_KEYWORDS = ("input", "output", "repeat")
 PARAM_TYPES = ("int", "float", "bool", "str")
 NAME_VALUE_KEYS = ("loss", "metrics", "early_stop")  # train values over the model's names
+MAX_TEXT = 1_000_000  # characters before the cursor that completion reads (a spec of 5 MB gets none)
 
 _TOKEN = re.compile(
     r"""(?P<comment>\#[^\n]*)
@@ -171,6 +172,8 @@ def _section(ctx: Context, braces: list[Bracket]) -> None:
 
 def complete_text(text: str, index: Index | None) -> list[types.CompletionItem]:
     """What may be typed at the end of ``text``, a ``.dsl`` spec cut at the cursor."""
+    if len(text) > MAX_TEXT:
+        return []
     ctx = context_at(text)
     if ctx.in_literal:
         return []

@@ -38,7 +38,7 @@ class Document:
     version: int | None = None
     analysis: Analysis | None = None  # of the current text; None when it does not parse
     diagnostics: list[Diagnostic] = field(default_factory=list)  # its own analysis's
-    reads: set[str] = field(default_factory=set)  # the files its analysis read through `use`
+    reads: set[str] = field(default_factory=set)  # the files its analysis read (or looked for) through `use`
     graph: dict[str, list[str]] = field(default_factory=dict)  # file -> the files it uses
     checked: bool = False  # whether the current text has been analysed
     _index: Index | None = None
@@ -128,8 +128,10 @@ class Documents:
             return
         analysis = analyse(spec, loader=self.read)
         doc.analysis, doc._good, doc._good_index = analysis, (analysis, doc.lines), None
-        doc.reads, doc.graph = self._reads, self._graph
+        doc.graph = self._graph
         doc.graph[doc.file] = [use_target(doc.file, u.path) for u in spec.uses]
+        # a `use` of a file that does not exist yet counts too: opening it checks this file again
+        doc.reads = self._reads | {t for targets in doc.graph.values() for t in targets}
         doc.diagnostics = [d for d in analysis.diagnostics if not (d.code == _NO_MODEL and spec.model is None)]
 
     def read(self, path: str) -> ir.Spec:

@@ -57,7 +57,8 @@ def _typed(s: Shape) -> str:
 
 def _because(b: Binding, s: Shape, here: str, several: bool) -> str:
     where = _where(b.span, here)
-    text = f"`{b.name}` is {s.text}" + (f" because {s.why}" if s.why else "") + f" ({where})"
+    why = f" because {s.why}" if s.why else " as declared" if b.kind == "input" else ""
+    text = f"`{b.name}` is {s.text}{why} ({where})"
     if several and s.call is not None:
         text = f"called at {_where(s.call, here)}: {text}"
     return text + (f"; {s.sizes}" if s.sizes else "")

@@ -205,7 +205,7 @@ class _Builder:
             self.top.append(self._param(p))
         for name, value in res.params.items():  # imported params: definition jumps to their file
             if value.span.file != self.file and value.span.known:
-                self.top.append(Binding(name, "param", value.span, detail=f"param {name} = {_spell(value.value)}"))
+                self.top.append(Binding(name, "param", value.span, detail=f"param {name} = {spell(value.value)}"))
         for use in spec.uses:
             self.hits.append(Hit(use.span, path=use_target(spec.file, use.path)))
         for b in spec.blocks:
@@ -220,7 +220,7 @@ class _Builder:
 
     def _param(self, p: ir.Param) -> Binding:
         value = self.analysis.resolved.params.get(p.name)
-        detail = f"param {p.name} = " + (_spell(value.value) if value is not None else expr_to_text(p.value))
+        detail = f"param {p.name} = " + (spell(value.value) if value is not None else expr_to_text(p.value))
         b = Binding(p.name, "param", self._name_span(p.span, p.name, "param"), detail=detail)
         self.hits.append(Hit(b.span, binding=b))
         self._expr(p.value, self._in([]))
@@ -239,7 +239,7 @@ class _Builder:
             kind = "model param" if bdef.is_model else "block param"
             detail = f"{p.name}: {p.type or 'any'}" + (f" = {expr_to_text(p.default)}" if p.default else "")
             if p.name in model_args:
-                detail += f"  (value {_spell(model_args[p.name].value)})"
+                detail += f"  (value {spell(model_args[p.name].value)})"
             b = Binding(p.name, kind, self._name_span(p.span, p.name), detail=f"{detail}, a param of `{bdef.name}`")
             scope.append(b)
             self.hits.append(Hit(b.span, binding=b))
@@ -261,10 +261,12 @@ class _Builder:
     def _input(self, stmt: ir.Input, scope: list[Binding]) -> None:
         if stmt.shape is not None:
             self._shape(stmt.shape, scope)
-        types = [(n.types[0], call) for n, call in self.nodes.get(_key(stmt.span), []) if n.kind == "input" and n.types]
+        nodes = [(n.types[0], call) for n, call in self.nodes.get(_key(stmt.span), []) if n.kind == "input" and n.types]
+        # a block's input is what its call passes, and has that value's reason
+        types = [(t if self.in_model else t.with_shape(t.shape, t.why or "the call passes it"), call) for t, call in nodes]
         given = None
         if not types and stmt.shape is not None:  # a block not called with tensors (an MoE expert)
-            given = [Shape(f"{shape_to_text(stmt.shape)} {stmt.dtype or ''}".strip(), why="as declared")]
+            given = [Shape(f"{shape_to_text(stmt.shape)} {stmt.dtype or ''}".strip())]
         b = Binding(stmt.name, "input", self._name_span(stmt.span, stmt.name, "input"),
                     visible=_end(stmt.span), types=types, env=self.env, given=given)
         scope.append(b)
@@ -285,14 +287,15 @@ class _Builder:
             b = Binding(target.name, "tensor", target.span, visible=_end(stmt.span), env=self.env)
             if alias is not None:
                 b.kind, b.detail, b.types, b.given = alias.kind, alias.detail, alias.types, alias.given
-            elif isinstance(value, ir.Call) and not nodes and self._is_block_value(value, scope):
-                b.kind, b.detail = "instance", f"{expr_to_text(value)}: one block, its weights shared by every call"
+            elif isinstance(value, ir.Call) and not nodes and self._is_block_value(value):
+                b.kind = "instance"
+                b.detail = f"{target.name} = {expr_to_text(value)}  # one block: every call shares its weights"
             else:
                 b.types = [(n.types[i], call) for n, call in nodes if i < len(n.types)]
             scope.append(b)
             self.hits.append(Hit(b.span, binding=b))
 
-    def _is_block_value(self, call: ir.Call, scope: list[Binding]) -> bool:
+    def _is_block_value(self, call: ir.Call) -> bool:
         return not call.args and (call.func[:1].isupper() or call.func in self.analysis.resolved.blocks)
 
     def _repeat(self, stmt: ir.Repeat, scope: list[Binding]) -> None:
@@ -367,7 +370,7 @@ class _Builder:
             source = expr_to_text(data.value) if data is not None else "the data"
             shape = shape_of(t, self.env)
             fields[name] = Binding(name, "data field", data.value.span if data is not None else section.span,
-                                   given=[Shape(shape.text, shape.sizes, f"a field of {source}")])
+                                   given=[Shape(shape.text, shape.sizes, f"it is a field of {source}")])
         self.scopes["train"] = [*fields.values(), *final.values()]
 
         def resolve(name: str, point: Point) -> Binding | None:
@@ -376,7 +379,3 @@ class _Builder:
         for entry in section.entries:
             self.hits.append(Hit(entry.key_span if entry.key_span.known else entry.span, train_key=entry.key))
             self._expr(entry.value, resolve)
-
-
-def _spell(value: object) -> str:
-    return spell(value)

@@ -32,7 +32,7 @@ from dsl.tools.formatting import canonical
 from dsl.tools.lsp.completion import complete_text, complete_yaml
 from dsl.tools.lsp.documents import Document, Documents, message_lines
 from dsl.tools.lsp.hover import hover_markdown
-from dsl.tools.lsp.index import Hit
+from dsl.tools.lsp.index import Hit, Index
 from dsl.tools.lsp.positions import name_span, point_of, span_range
 from dsl.tools.lsp.symbols import document_symbols
 
@@ -121,13 +121,14 @@ class DslServer(LanguageServer):
                 self.check_and_publish([doc])
         return doc
 
-    def hit(self, uri: str, position: types.Position) -> tuple[Document, Hit] | None:
-        doc = self.current(uri)
+    def hit(self, params: types.TextDocumentPositionParams) -> tuple[Document, Index, Hit] | None:
+        """What is at the position, in the current text's analysis."""
+        doc = self.current(params.text_document.uri)
         index = doc.index() if doc is not None else None
         if doc is None or index is None:
             return None
-        hit = index.at(point_of(position, self.lines(doc), self.workspace.position_codec))
-        return (doc, hit) if hit is not None else None
+        hit = index.at(point_of(params.position, self.lines(doc), self.workspace.position_codec))
+        return (doc, index, hit) if hit is not None else None
 
 
 def _version() -> str:
@@ -210,11 +211,12 @@ def did_close(ls: DslServer, params: types.DidCloseTextDocumentParams) -> None:
 @server.feature(types.TEXT_DOCUMENT_HOVER)
 @guarded()
 def hover(ls: DslServer, params: types.HoverParams) -> types.Hover | None:
-    found = ls.hit(params.text_document.uri, params.position)
-    if found is None:
-        return None
-    doc, hit = found
-    text = hover_markdown(hit, doc.index())  # type: ignore[arg-type]
+    found = ls.hit(params)
+    return _hover(ls, *found) if found is not None else None
+
+
+def _hover(ls: DslServer, doc: Document, index: Index, hit: Hit) -> types.Hover | None:
+    text = hover_markdown(hit, index)
     if text is None:
         return None
     return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text),
@@ -227,12 +229,11 @@ def completion(ls: DslServer, params: types.CompletionParams) -> types.Completio
     doc = ls.documents.docs.get(params.text_document.uri)
     if doc is None or not doc.is_spec:
         return None
-    source = ls.workspace.get_text_document(doc.uri)
-    line, col = point_of(params.position, ls.lines(doc), ls.workspace.position_codec)
     if doc.format == "yaml":
+        line, col = point_of(params.position, ls.lines(doc), ls.workspace.position_codec)
         items = complete_yaml(doc.lines, line - 1, col - 1, doc.good_index())
     else:
-        offset = source.offset_at_position(params.position)
+        offset = ls.workspace.get_text_document(doc.uri).offset_at_position(params.position)
         items = complete_text(doc.text[:offset], doc.good_index())
     return types.CompletionList(is_incomplete=False, items=items)
 
@@ -240,11 +241,12 @@ def completion(ls: DslServer, params: types.CompletionParams) -> types.Completio
 @server.feature(types.TEXT_DOCUMENT_DEFINITION)
 @guarded()
 def definition(ls: DslServer, params: types.DefinitionParams) -> types.Location | None:
-    found = ls.hit(params.text_document.uri, params.position)
-    if found is None:
-        return None
-    doc, hit = found
-    index = doc.index()
+    found = ls.hit(params)
+    return _definition(ls, *found) if found is not None else None
+
+
+def _definition(ls: DslServer, doc: Document, index: Index, hit: Hit) -> types.Location | None:
+    """A name's binding, a param in its own file, a `use`d file, a user block's name."""
     if hit.binding is not None:
         span = hit.binding.span
         if span.file != doc.file:  # an imported param: its name in its own file
@@ -252,11 +254,8 @@ def definition(ls: DslServer, params: types.DefinitionParams) -> types.Location 
         return ls.location(span)
     if hit.path is not None:
         return types.Location(from_fs_path(hit.path) or hit.path, types.Range(types.Position(0, 0), types.Position(0, 0)))
-    if hit.func is not None and hit.keyword is None and index is not None:
-        block = index.blocks.get(hit.func)
-        if block is not None:
-            return ls.location(block.name_span or block.span)
-    return None
+    block = index.blocks.get(hit.func) if hit.func is not None and hit.keyword is None else None
+    return ls.location(block.name_span or block.span) if block is not None else None
 
 
 @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
