@@ -116,6 +116,9 @@ def _finish(args: argparse.Namespace, trainer: Any) -> None:
 
     console = Console(file=sys.stdout)
     console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best))
+    floor = trainer.data.info.get("entropy_val")
+    if floor is not None:
+        console.print(f"the generated corpus's entropy, the lowest loss possible: {floor:.4f} nats per character (val)")
     if not getattr(args, "quiet", False):
         # Hooks with something to show at the end (expert usage, final sparsity) define summary().
         for hook in trainer.hooks:

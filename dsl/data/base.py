@@ -36,6 +36,9 @@ class Dataset:
     #: field -> (mean, std) that the source standardised the field with (training
     #: split statistics); ``dsl predict`` applies the same scaling to new inputs.
     scaling: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012 - replaced, never mutated
+    #: facts about the data worth keeping with a run (``meta.json``'s ``data_info``), such
+    #: as a generated corpus's entropy per character
+    info: dict[str, object] = {}  # noqa: RUF012 - replaced, never mutated
 
     def batches(self, split: str, epoch: int = 0, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         raise NotImplementedError
@@ -61,12 +64,19 @@ def apply_scaling(tensors: Batch, scaling: dict[str, tuple[torch.Tensor, torch.T
         t = out.get(k)
         if t is None or not t.is_floating_point():
             continue
-        if t.dim() == 0 or t.shape[-1] != mean.shape[-1]:
-            raise ValueError(
-                f"field `{k}` is {list(t.shape)} but the training data standardised {mean.shape[-1]} features"
-            )
+        per_item = list(mean.shape[1:])
+        if t.dim() != mean.dim() or any(m not in (1, n) for m, n in zip(per_item, t.shape[1:], strict=True)):
+            raise ValueError(f"field `{k}` is {list(t.shape)} but the training data standardised "
+                             f"{_statistics_shape(mean)}")
         out[k] = (t - mean) / std
     return out
+
+
+def _statistics_shape(mean: torch.Tensor) -> str:
+    """What statistics of ``mean``'s shape scale: "64 features", or "images [1, _, _]" (per channel)."""
+    if mean.dim() <= 2:
+        return f"{mean.shape[-1]} features"
+    return "images [" + ", ".join("_" if i else str(n) for i, n in enumerate(mean.shape[1:])) + "]"
 
 
 def _rank_indices(order: torch.Tensor, rank: int, world: int, pad: bool) -> torch.Tensor:
