@@ -558,6 +558,8 @@ def test_a_named_instance_may_be_an_op(validator) -> None:
     ('{data: \'"rows.csv"\', optimizer: adamw, schedule: "cosine(t_max=5)", grad_clip: 1}', True),
     ('{epochs: "n_epochs", metrics: ["accuracy(y, y)", "cross_entropy(y, y)"]}', True),
     ('{early_stop: "early_stop(metric=accuracy)", prune: "magnitude(sparsity=0.5, end=4)"}', True),
+    ('{stages: ["warm(epochs=2)", "joint(epochs=3, push_every=1)", "last_layer(epochs=1)"]}', True),
+    ('{stages: ["wram(epochs=2)"]}', False),
     ("{epochs: 2.5}", False),
     ("{epochs: 0}", False),
     ("{seed: -1}", False),

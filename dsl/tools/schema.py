@@ -42,6 +42,7 @@ TRAIN_DOCS = {
     "early_stop": 'stop when a validation metric stops improving: "early_stop(metric=accuracy, patience=10)"',
     "push_every": "ProtoPNet's push: project prototypes onto training patches every n epochs",
     "prune": 'gradual magnitude pruning: "magnitude(sparsity=0.8, end=20)"',
+    "stages": 'ProtoPNet\'s schedule: ["warm(epochs=5)", "joint(epochs=20, push_every=10)", "last_layer(epochs=5)"]',
 }
 INSTANCE = r"^[a-z_][A-Za-z0-9_]*$"  # a named block instance (`enc` after `{id: enc, op: MLP}`)
 
@@ -368,6 +369,7 @@ def _train_values() -> dict[str, dict[str, Any]]:
     from dsl.checking.train.config import OPTIMIZERS, SCHEDULES
     from dsl.checking.train.metrics import METRICS
     from dsl.checking.train.prune import METHODS
+    from dsl.checking.train.stages import STAGES
     from dsl.data import source_names
 
     losses = [n for n, d in registry.load().items() if d.kind == "function" and d.outputs == ("loss",)]
@@ -385,6 +387,7 @@ def _train_values() -> dict[str, dict[str, Any]]:
         "early_stop": _calling(["early_stop"]),
         "push_every": _count(1),
         "prune": _calling(list(METHODS)),
+        "stages": {"type": "array", "items": _calling(list(STAGES))},
     }
 
 

@@ -2,8 +2,8 @@
 
 In a model or block body: the registered blocks and functions, and the user's
 blocks. In the train section, by key: data sources, optimizers, schedules,
-``early_stop``, pruning methods, metrics and loss functions (registered
-functions whose one output is ``loss``).
+``early_stop``, pruning methods, ProtoPNet's stages, metrics and loss functions
+(registered functions whose one output is ``loss``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from dsl.checking.train.config import OPTIMIZERS, SCHEDULES, EarlyStopArgs
 from dsl.checking.train.metrics import METRICS, MetricDecl
 from dsl.checking.train.prune import METHODS, MagnitudeArgs
+from dsl.checking.train.stages import STAGES
 from dsl.data import lookup_source, source_names
 from dsl.language import ir, registry
 from dsl.language.diagnostics import Span
@@ -127,6 +128,7 @@ def train_callees(key: str | None) -> dict[str, Callee]:
         "early_stop": lambda: {"early_stop": Callee("early_stop", "early stopping", params=_params(EarlyStopArgs),
                                                     doc="stop when a metric stops improving")},
         "prune": lambda: _models(PRUNERS, "pruning"),
+        "stages": lambda: _models(STAGES, "ProtoPNet stage"),
         "metrics": lambda: {**{n: of_metric(m) for n, m in METRICS.items()}, **_losses()},
         "loss": lambda: _functions(),
     }
