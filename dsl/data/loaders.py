@@ -292,10 +292,15 @@ def load_episodes(p: Any, seed: int) -> EpisodeDataset:
     s = seed if p.seed is None else p.seed
     x, y = _sklearn_arrays("load_digits")
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    # Standardise with the training classes' statistics only.
+    # Standardise with the training classes' statistics only: per pixel, or per channel for images.
     train_rows = ys < 5
-    mean, std = xs[train_rows].mean(0), xs[train_rows].std(0)
-    xs = (xs - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    if getattr(p, "images", False):
+        xs = xs.reshape(-1, 1, 8, 8)
+        mean, std = xs[train_rows].mean(), xs[train_rows].std()
+        xs = (xs - mean) / std
+    else:
+        mean, std = xs[train_rows].mean(0), xs[train_rows].std(0)
+        xs = (xs - mean) / torch.where(std > 0, std, torch.ones_like(std))
     g = torch.Generator().manual_seed(s)
     pools: dict[str, dict[int, torch.Tensor]] = {"train": {}, "val": {}, "test": {}}
     for c in range(10):

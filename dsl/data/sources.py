@@ -286,14 +286,16 @@ class EpisodeParams(SourceParams):
     queries: int = Field(5, ge=1, description="query examples per class")
     episodes: int = Field(100, gt=0, description="training episodes per epoch")
     eval_episodes: int = Field(100, gt=0, description="validation and test episodes each")
+    images: bool = Field(False, description="digits as 8x8 images [_, 1, 8, 8], standardised per channel")
     seed: int | None = None
 
 
 def _episode_fields(p: EpisodeParams) -> dict[str, TensorType]:
     q, s = p.ways * p.queries, p.ways * p.shots
+    item = (1, 8, 8) if p.images else (64,)
     return {
-        "query": _t(q, 64),
-        "support": _t(s, 64),
+        "query": _t(q, *item),
+        "support": _t(s, *item),
         "support_y": _t(s, dtype="long"),
         "y": _t(q, dtype="long"),
     }
