@@ -155,3 +155,39 @@ def test_a_failed_check_removes_every_file_and_names_the_output(runs, tmp_path: 
     assert "at output `logits`" in str(info.value) and "max abs diff 1" in str(info.value)
     assert not out.exists() and not (tmp_path / "bad.safetensors").exists()
     assert os.listdir(tmp_path) == []
+
+
+MOE_CAPACITY = """
+model M {
+    input x: [B, 16]
+    z, balance = MoE(x, experts=8, k=2, capacity=1.0, expert=MLP(hidden=8, out=16))
+    output z: [B, 16]
+    output balance
+}
+"""
+
+
+def test_moe_pt2_equals_eager_at_every_batch_size(runs) -> None:
+    """The exported MoE (traced once, at one batch size) routes like the eager one at others:
+    trained, untrained (a zero gate: every expert tied, so top-k's tie-breaking decides), and
+    with a capacity that drops assignments. It did not when eager mode picked experts with a
+    top-k of its own (lower index first among ties) and the exported program with torch.topk."""
+    from dsl.exporting.formats import export_program
+    from dsl.training.runs import open_run
+
+    trained = open_run(runs["moe"])
+    untrained = dsl.compile(SPECS / "moe_digits.dsl")
+    capacity = dsl.compile(dsl.loads(MOE_CAPACITY))
+    with torch.no_grad():
+        for p in capacity.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(p.numel()))
+    for model, prog, width in ((trained.model, trained.prepared.analysis.program, 64),
+                               (untrained, dsl.api.analyse(dsl.load(SPECS / "moe_digits.dsl")).program, 64),
+                               (capacity, dsl.api.analyse(dsl.loads(MOE_CAPACITY)).program, 16)):
+        program = export_program(model.eval(), prog).module()
+        for rows in (2, 3, 7, 16, 61, 200):
+            x = torch.randn(rows, width, generator=torch.Generator().manual_seed(rows))
+            with torch.no_grad():
+                eager, exported = model(x=x), program(x=x)
+            for name in eager:
+                assert torch.equal(eager[name], exported[name]), (rows, name)

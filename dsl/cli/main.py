@@ -205,9 +205,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, prog: Any, model: Any) -> int:
-    """``--emit python|pt2|onnx``: write the file, check it against ``model``, report the difference."""
+    """``--emit python|pt2|onnx``: write the file, check it against ``model``, report the difference.
+
+    A file that fails its check is removed. ``--emit python`` without ``-o`` prints the file
+    (checked through a temporary copy), as ``dsl convert`` does."""
     if not args.output:
-        raise UsageError(f"--emit {args.emit} needs -o OUT")
+        if args.emit != "python":
+            raise UsageError(f"--emit {args.emit} needs -o OUT")
+        return _python_to_stdout(args, prog, model)
     from dsl.exporting.formats import ExportError, export_onnx, export_pt2, onnx_missing
 
     try:
@@ -223,15 +228,46 @@ def _export(args: argparse.Namespace, prog: Any, model: Any) -> int:
         else:
             diff = export_pt2(model, prog, args.output)
     except ExportError as e:
+        _remove(args.output)
         emit_diagnostics(e.to_diagnostics(prog.span), args.json)
         return 1
     except OSError as e:
         raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
     check = "no numerical check (pip install onnxruntime)" if diff is None else f"max abs diff {diff:.3g}"
     if diff is not None and not diff <= 1e-4:
-        print(f"dsl compile: error: {args.output} disagrees with the compiled module ({check})", file=sys.stderr)
+        _remove(args.output)
+        print(f"dsl compile: error: {args.output} disagrees with the compiled module ({check}); "
+              "the file was removed", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({check} against the compiled module on random inputs)", file=sys.stderr)
+    return 0
+
+
+def _remove(path: str) -> None:
+    """Drop a written file that failed its check (a regular file only: never /dev/null)."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        os.unlink(path)
+
+
+def _python_to_stdout(args: argparse.Namespace, prog: Any, model: Any) -> int:
+    import tempfile
+
+    from dsl.exporting.formats import ExportError
+    from dsl.exporting.python import write_python
+
+    with tempfile.TemporaryDirectory(prefix="dsl-emit-") as folder:
+        path = os.path.join(folder, f"{prog.name}.py")
+        try:
+            diff = write_python(prog, model, path, source=args.file)
+        except ExportError as e:
+            emit_diagnostics(e.to_diagnostics(prog.span), args.json)
+            return 1
+        if not diff <= 1e-4:
+            print(f"dsl compile: error: the generated file disagrees with the compiled module (max abs diff "
+                  f"{diff:.3g})", file=sys.stderr)
+            return 1
+        with open(path, encoding="utf-8") as fh:
+            sys.stdout.write(fh.read())
     return 0
 
 
