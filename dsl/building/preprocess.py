@@ -45,8 +45,9 @@ class Standardize(nn.Module):
                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", self.field)
         if x.dim() < len(stats) or any(s not in (1, d) for s, d in zip(stats, x.shape[x.dim() - len(stats):],
                                                                        strict=True)):
-            raise InputError(f"input `{self.field}` is {list(x.shape)} but training standardised it with "
-                             f"statistics of shape {list(stats)}", self.field, expected=stats, actual=tuple(x.shape))
+            raise InputError(f"input `{self.field}` is {list(x.shape)} but training standardised {stats[-1]} "
+                             f"features (statistics of shape {list(stats)})", self.field, expected=stats,
+                             actual=tuple(x.shape))
 
 
 def standardizers(prep: Preprocessing, like: torch.Tensor | None = None) -> nn.ModuleDict:

@@ -45,7 +45,7 @@ def locate(path: str | os.PathLike[str], best: bool = False) -> tuple[RunDir, st
         path, name = os.path.dirname(path) or ".", os.path.basename(path)
     run = RunDir(path)
     if not os.path.isdir(path):
-        raise RunError(f"{path}: no such run directory")
+        raise RunError(f"{path}: no such run directory (nothing to load {name} from)")
     if not os.path.isfile(run.file(name)):
         if name == BEST_FILE and os.path.isfile(run.file(MODEL_FILE)):
             raise RunError(f"{path} has no {BEST_FILE}: no epoch of the run was chosen on a validation split")
