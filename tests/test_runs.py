@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import run_cli
+from test_train import SPEC
 
 import dsl
 from dsl.training.rundir import RunDir
 
-IRIS = """
-param hidden = 8
-model C(classes: int = 3) {
-    input x: [B, F]
-    h = relu(Linear(x, out=hidden))
-    logits = Linear(h, out=classes)
-    output logits: [B, classes]
-}
-train {
-    data      = iris(batch=16)
-    loss      = cross_entropy(logits, y)
-    metrics   = [accuracy(logits, y)]
-    optimizer = adam(lr=0.05)
-    epochs    = 3
-    seed      = 0
-}
-"""
+IRIS = SPEC  # iris, hidden=8, accuracy, 4 epochs
 
 MOE = """
 model M(classes: int = 3) {
@@ -104,7 +90,7 @@ def test_dsl_train_writes_the_same_weights_as_dsl_train_bit_for_bit(tmp_path: Pa
 def test_run_holds_its_metrics_best_epoch_and_model(iris_run, capsys) -> None:
     _, path = iris_run
     run = dsl.Run(str(path))
-    assert run.dir == str(path) and len(run.metrics) == 3
+    assert run.dir == str(path) and len(run.metrics) == 4
     assert run.best["metric"] == "accuracy(logits, y)" and run.best["split"] == "val"
     model = run.model()
     assert not model.training
@@ -291,3 +277,35 @@ def test_eval_reads_the_spec_from_the_run_and_reports_every_split(iris_run, caps
     assert code == 0, err
     code, _, err = run_cli("eval", str(spec))
     assert code == 2 and "is a spec" in err
+
+
+# --------------------------------------------------------------------------- preprocess.json
+
+
+def test_preprocessing_is_saved_recomputed_for_older_runs_and_validated(iris_run, iris_rows, tmp_path) -> None:
+    import shutil
+
+    _, run = iris_run
+    saved = json.loads((run / "preprocess.json").read_text())
+    assert list(saved["standardize"]) == ["x"] and saved["standardize"]["x"]["shape"] == [1, 4]
+    code, _, err = run_cli("predict", str(run), "--data", str(iris_rows), "--out", str(tmp_path / "a.npz"))
+    assert code == 0, err
+    older = tmp_path / "older"
+    shutil.copytree(run, older)
+    (older / "preprocess.json").unlink()  # a run from before the file: statistics from the source
+    meta = json.loads((older / "meta.json").read_text())
+    (older / "meta.json").write_text(json.dumps({**meta, "spec_file": str(tmp_path / "moved.dsl")}))  # its spec.dsl
+    code, _, err = run_cli("predict", str(older), "--data", str(iris_rows), "--out", str(tmp_path / "b.npz"))
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "a.npz")["logits"], np.load(tmp_path / "b.npz")["logits"])
+    for bad, why in (({**saved, "standardize": {"x": {**saved["standardize"]["x"], "std": [1, 0, 1, 1]}}}, "std"),
+                     ({**saved, "standardize": {"x": {**saved["standardize"]["x"], "shape": [1, 5]}}}, "needs 5"),
+                     ({**saved, "standardize": {"x y": saved["standardize"]["x"]}}, "identifier"),
+                     ([1, 2], "valid")):
+        (older / "preprocess.json").write_text(json.dumps(bad))
+        code, _, err = run_cli("predict", str(older), "--data", str(iris_rows), "--out", str(tmp_path / "c.npz"))
+        assert code == 1 and "not a valid preprocessing file" in err and why in err and "Traceback" not in err
+    (older / "preprocess.json").unlink()
+    os.mkfifo(older / "preprocess.json")  # never read: it would block
+    code, _, err = run_cli("predict", str(older), "--data", str(iris_rows), "--out", str(tmp_path / "c.npz"))
+    assert code == 1 and "not a regular file" in err

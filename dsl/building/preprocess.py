@@ -6,7 +6,7 @@ takes the model's inputs by name, standardises the fields the run standardised
 module: ``torch.export`` and the ONNX exporter trace it like the model, so the exported
 program takes raw inputs too, and its state dict is the model's (under ``model.``) plus
 the statistics (under ``preprocess.``). Categorical vocabularies map strings to indices
-before any tensor exists, so they stay outside (``Preprocessing.encode``).
+before any tensor exists, so they stay outside (written beside an export).
 """
 
 from __future__ import annotations

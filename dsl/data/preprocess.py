@@ -9,7 +9,8 @@ maps each value to an index) describes the transform here, so that ``dsl predict
   broadcasts against the field (``[1, F]`` for table rows, ``[1, C, 1, 1]`` for a
   per-channel image normalisation);
 * ``vocabularies``: the values of a categorical field, in index order (value ``v`` becomes
-  ``vocabulary.index(v)``).
+  ``vocabulary.index(v)``); strings become indices before any tensor exists, so exports
+  write them beside the artefact for the caller to apply.
 
 It is saved in a run directory as ``preprocess.json`` and read back from there, so
 exporting needs neither the data nor its source. The file is untrusted input: it is read
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -99,29 +99,6 @@ class Preprocessing(_Strict):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=1) + "\n"
-
-    def encode(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """``inputs`` with each categorical field's values replaced by their indices (lists of
-        ints); a value outside the vocabulary is a ValueError naming it."""
-        out = dict(inputs)
-        for name, vocabulary in self.vocabularies.items():
-            values = out.get(name)
-            if values is None or not _is_text_sequence(values):
-                continue  # already indices
-            index = {v: i for i, v in enumerate(vocabulary)}
-            unknown = [v for v in values if v not in index]
-            if unknown:
-                raise ValueError(f"field `{name}` holds {str(unknown[0])!r}, which training never saw "
-                                 f"(known: {', '.join(vocabulary[:8])}{', ...' if len(vocabulary) > 8 else ''})")
-            out[name] = [index[v] for v in values]
-        return out
-
-
-def _is_text_sequence(values: Any) -> bool:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not hasattr(values, "tolist"):
-        return False
-    items = values.tolist() if hasattr(values, "tolist") else list(values)
-    return bool(items) and all(isinstance(v, str) for v in items)
 
 
 def parse(text: str | bytes, where: str) -> Preprocessing:

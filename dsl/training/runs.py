@@ -23,7 +23,7 @@ from dsl.language.errors import RunError, SpecError
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
 from dsl.training.checkpoint import load_into
-from dsl.training.rundir import BEST_FILE, MODEL_FILE, RunDir
+from dsl.training.rundir import BEST_FILE, MODEL_FILE, SPEC_FILE, RunDir
 from dsl.training.session import Options, Prepared, load_data, prepare
 
 TRAIN_KEYS = ("epochs", "seed")  # overrides of dsl.train that set train keys, as --epochs and --seed do
@@ -98,8 +98,10 @@ def _prepare_run(run: RunDir, meta: dict[str, Any], spec: ir.Spec | str | None,
                  max_params: int | None) -> Prepared:
     if spec is None:
         spec = meta.get("spec_file")
-        if not isinstance(spec, str):
-            raise RunError(f"{run.path}: meta.json names no spec file; give the spec (--spec)")
+        if not isinstance(spec, str) or not os.path.isfile(spec):  # moved or deleted: the run's own copy
+            spec = run.file(SPEC_FILE) if os.path.isfile(run.file(SPEC_FILE)) else None
+        if spec is None:
+            raise RunError(f"{run.path}: meta.json names no spec file that exists; give the spec (--spec)")
     spec = load(spec) if isinstance(spec, str) else spec
     if isinstance(meta.get(DATA_EXPR), str):
         spec = with_data(spec, meta[DATA_EXPR])
