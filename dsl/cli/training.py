@@ -152,12 +152,13 @@ def _run_and_spec(args: argparse.Namespace) -> tuple[str, str | None]:
     """(run, spec or None): ``dsl eval RUN [--spec FILE]``, or the older ``dsl eval FILE --ckpt RUN``."""
     ckpt, spec = getattr(args, "ckpt", None), getattr(args, "spec", None)
     target = _spec_file(args) if getattr(args, "file", None) else None
+    command = getattr(args, "command", None) or "eval"
     if ckpt:
         return ckpt, spec or target
     if target is None:
-        raise UsageError(f"give the run directory: dsl {args.command} RUN")
+        raise UsageError(f"give the run directory: dsl {command} RUN")
     if target.endswith((".dsl", ".yaml", ".yml")) and os.path.isfile(target):
-        raise UsageError(f"{target} is a spec: give the run directory (dsl {args.command} RUN --spec {target}) "
+        raise UsageError(f"{target} is a spec: give the run directory (dsl {command} RUN --spec {target}) "
                          "or the run with --ckpt")
     return target, spec
 
