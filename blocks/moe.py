@@ -34,6 +34,11 @@ perfectly uniform routing).
 
 MoE runs ``experts`` independent copies of the ``expert`` block value (default:
 ``MLP(hidden=2*D, out=out or D)``), kept as ``experts.{e}`` in the state dict.
+Any block value is an expert: one with several outputs contributes its first
+(a ``PrototypeHead``'s logits), and the auxiliary losses inside an expert (a
+nested ``MoE``'s balance, those of the MoEs inside a user block) are added to
+this MoE's ``balance`` with their own coefficients, summed over the experts
+that ran.
 Tokens are grouped by expert (a stable sort of the (token, expert)
 assignments), each expert runs once on its own tokens, and each token's
 gate-weighted expert outputs are summed back into its row (``index_add``).
@@ -183,11 +188,12 @@ def _expert_out(call: ShapeCall, p: MoEParams, d: Dim | None) -> tuple[Dim | Non
             help=e.help,
             code=e.code,
         ) from None
-    if not outs or not outs[0].shape:
+    if not outs or len(outs[0].shape) != 2:
         raise ShapeError(
-            f"expert `{p.expert.describe()}` must return one tensor [_, out] per token batch",
+            f"expert `{p.expert.describe()}` must return a tensor [_, out] for a batch of tokens [_, {d}]",
             arg="expert",
             label=f"it returns {', '.join(str(t) for t in outs) or 'nothing'}",
+            help="an expert with several outputs contributes its first, which must be one row per token",
         )
     return call.env.resolve(outs[0].shape[-1]), f"expert `{p.expert.describe()}` maps [_, {d}] to {outs[0]}"
 
@@ -223,11 +229,11 @@ def build_moe(call: BuildCall, p: MoEParams) -> Any:
         raise BuildError(f"`MoE` needs a concrete output size, found {out}", arg="out", help="give `out=`")
     gate = NoisyTopKGate(d, p.experts, p.k, p.noisy, p.balance, p.router)
     token_type = TensorType((None, d))
-    experts = [
-        make_mlp(d, _default_expert(d, out)) if p.expert is None else call.instantiate(p.expert, [token_type])
-        for _ in range(p.experts)
-    ]
-    return MixtureOfExperts(gate, experts, out, p.capacity)
+    if p.expert is None:
+        experts = [make_mlp(d, _default_expert(d, out)) for _ in range(p.experts)]
+        return MixtureOfExperts(gate, experts, out, p.capacity)
+    experts = [call.instantiate(p.expert, [token_type]) for _ in range(p.experts)]
+    return MixtureOfExperts(gate, experts, out, p.capacity, expert_aux=p.expert.aux_outputs([token_type]))
 
 
 def count_moe(call: BuildCall, p: MoEParams) -> int:

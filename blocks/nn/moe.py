@@ -221,11 +221,22 @@ def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], 
     return sizes, kept
 
 
+def expert_output(result: Tensor | tuple[Tensor, ...], aux: Sequence[tuple[int, float]]) -> tuple[Tensor, Tensor | None]:
+    """An expert's token output (its first output) and its weighted auxiliary losses (None: it has none)."""
+    if isinstance(result, Tensor):
+        return result, None
+    losses = [weight * result[i] for i, weight in aux]
+    return result[0], (torch.stack(losses).sum() if losses else None)
+
+
 def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], out: int,
-             capacity: float | None = None) -> tuple[Tensor, Tensor]:
+             capacity: float | None = None, expert_aux: Sequence[tuple[int, float]] = ()) -> tuple[Tensor, Tensor, Tensor]:
     """y[t] = sum over kept assignments (t, e) of w[t, e] * expert_e(x[t]).
 
-    x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments []).
+    x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments [], the
+    experts' own auxiliary losses summed []). An expert returning a tuple
+    contributes its first output; ``expert_aux`` says which of its outputs are
+    auxiliary losses and their weights.
     The kept assignments are sorted by expert: one gather gives every expert its
     rows (contiguous slices of one tensor), and one ``index_add`` sums the weighted
     outputs back into their tokens. With ``capacity`` c each expert keeps at most
@@ -249,10 +260,13 @@ def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], ou
     rows = x.index_select(0, tok).split(kept)
     eager = not torch.compiler.is_compiling()
     # an expert without rows is skipped in eager mode; a branch on a data-dependent size cannot be traced
-    ys = torch.cat([expert(r) for expert, r, n in zip(experts, rows, kept, strict=True) if not eager or n > 0]
-                   or [x.new_zeros(0, out)])
+    results = [expert_output(expert(r), expert_aux)
+               for expert, r, n in zip(experts, rows, kept, strict=True) if not eager or n > 0]
+    ys = torch.cat([y for y, _ in results] or [x.new_zeros(0, out)])
+    losses = [loss for _, loss in results if loss is not None]
+    aux = torch.stack(losses).sum() if losses else x.new_zeros(())
     y = x.new_zeros(tokens, out).index_add_(0, tok, (ys * flat_w[order].unsqueeze(-1)).to(x.dtype))
-    return y, kept_counts.sum()
+    return y, kept_counts.sum(), aux
 
 
 class MixtureOfExperts(nn.Module):
@@ -261,7 +275,8 @@ class MixtureOfExperts(nn.Module):
 
     dropped_fraction: Tensor
 
-    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None):
+    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None,
+                 expert_aux: Sequence[tuple[int, float]] = ()):
         super().__init__()
         if len(experts) != gate.experts:
             raise ValueError(f"gate routes to {gate.experts} experts, got {len(experts)}")
@@ -269,6 +284,7 @@ class MixtureOfExperts(nn.Module):
         self.experts = nn.ModuleList(experts)
         self.out = out
         self.capacity = capacity
+        self.expert_aux = tuple(expert_aux)  # (output index, weight) of each expert's auxiliary losses
         # Fraction of (token, expert) assignments dropped by the capacity limit in the
         # last forward; not persistent, so it stays out of checkpoints.
         self.register_buffer("dropped_fraction", torch.zeros(()), persistent=False)
@@ -279,10 +295,10 @@ class MixtureOfExperts(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         flat = x.reshape(-1, x.shape[-1])
         idx, w, loss = self.gate.route(flat)
-        y, kept = dispatch(flat, idx, w, self.experts, self.out, self.capacity)
+        y, kept, expert_losses = dispatch(flat, idx, w, self.experts, self.out, self.capacity, self.expert_aux)
         if self.capacity is not None:
-            with torch.no_grad():
-                self.dropped_fraction.copy_(1.0 - kept.to(self.dropped_fraction.dtype) / idx.numel())
+            # detached rather than under no_grad: torch.export cannot load a graph that switches grad mode
+            self.dropped_fraction.copy_(1.0 - kept.detach().to(self.dropped_fraction.dtype) / idx.numel())
             if _collecting(self.gate.usage, self):
                 self.gate.usage.add_dropped(idx.numel() - kept)  # type: ignore[union-attr]
-        return y.reshape(*x.shape[:-1], self.out), loss
+        return y.reshape(*x.shape[:-1], self.out), loss + expert_losses

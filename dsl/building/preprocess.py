@@ -45,9 +45,16 @@ class Standardize(nn.Module):
                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", self.field)
         if x.dim() < len(stats) or any(s not in (1, d) for s, d in zip(stats, x.shape[x.dim() - len(stats):],
                                                                        strict=True)):
-            raise InputError(f"input `{self.field}` is {list(x.shape)} but training standardised {stats[-1]} "
-                             f"features (statistics of shape {list(stats)})", self.field, expected=stats,
+            raise InputError(f"input `{self.field}` is {list(x.shape)} but training standardised {_what(stats)} "
+                             f"(statistics of shape {list(stats)})", self.field, expected=stats,
                              actual=tuple(x.shape))
+
+
+def _what(stats: tuple[int, ...]) -> str:
+    """What statistics of this shape scale: "64 features", or "images [1, _, _]" (per channel)."""
+    if len(stats) <= 2:
+        return f"{stats[-1]} features"
+    return "images [" + ", ".join("_" if i else str(n) for i, n in enumerate(stats[1:])) + "]"
 
 
 def standardizers(prep: Preprocessing, like: torch.Tensor | None = None) -> nn.ModuleDict:

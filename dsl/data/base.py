@@ -37,6 +37,9 @@ class Dataset:
     #: split statistics); saved in the run as ``preprocess.json`` (:mod:`dsl.data.preprocess`),
     #: so ``dsl predict`` and ``dsl export`` apply the same scaling to raw inputs.
     scaling: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012 - replaced, never mutated
+    #: facts about the data worth keeping with a run (``meta.json``'s ``data_info``), such
+    #: as a generated corpus's entropy per character
+    info: dict[str, object] = {}  # noqa: RUF012 - replaced, never mutated
 
     def batches(self, split: str, epoch: int = 0, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         raise NotImplementedError

@@ -148,14 +148,20 @@ def split_table(tensors: dict[str, torch.Tensor], p: Any, seed: int) -> TableDat
 
 
 def _standardize(splits: dict[str, dict[str, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Scale float fields in place; return each field's (mean, std)."""
+    """Scale float fields in place; return each field's (mean, std).
+
+    Columns of a table [N, F] are scaled one by one; images [N, C, H, W] one
+    channel at a time (every pixel of a channel shares its statistics, as
+    torchvision's ``Normalize``), so a shifted digit is scaled like the original.
+    """
     # Statistics from the training split only, so val/test stay unseen.
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for k, v in splits["train"].items():
         if not v.is_floating_point():
             continue
-        mean = v.mean(0, keepdim=True)
-        std = v.std(0, keepdim=True).nan_to_num(1.0)
+        dims = (0, 2, 3) if v.dim() == 4 else (0,)
+        mean = v.mean(dims, keepdim=True)
+        std = v.std(dims, keepdim=True).nan_to_num(1.0)
         std = torch.where(std > 0, std, torch.ones_like(std))
         stats[k] = (mean, std)
         for s in splits:
@@ -173,6 +179,8 @@ def _sklearn_arrays(loader: str) -> tuple[np.ndarray, np.ndarray]:
 def load_sklearn(loader: str, p: Any, seed: int) -> TableDataset:
     x, y = _sklearn_arrays(loader)
     tensors = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
+    if getattr(p, "images", False):  # digits' 64 columns are an 8x8 image, one channel
+        tensors["x"] = tensors["x"].reshape(-1, 1, 8, 8)
     return split_table(tensors, p, seed if p.seed is None else p.seed)
 
 

@@ -212,6 +212,9 @@ def show_summary(trainer: Any, console: Any = None, hooks: bool = True) -> None:
 
     console = console or Console(file=sys.stdout)
     console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best))
+    floor = getattr(trainer.data, "info", {}).get("entropy_val")
+    if floor is not None:
+        console.print(f"the generated corpus's entropy, the lowest loss possible: {floor:.4f} nats per character (val)")
     if hooks:
         for hook in trainer.hooks:
             for renderable in hook.summary(trainer):

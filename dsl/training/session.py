@@ -197,6 +197,7 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
         "epochs": p.cfg.epochs,
         "epoch": 0,
         "data": _source_text(p.cfg),
+        **({"data_info": dict(data.info)} if data.info else {}),
         "versions": versions(),
         "world_size": world,
         "device": opts.device,
