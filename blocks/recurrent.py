@@ -13,6 +13,13 @@ Outputs: ``y`` (every step's top-layer state, both directions concatenated),
 ``state`` (each layer and direction's last h) and, for the LSTM, ``cell`` (the last
 c). Binding one name keeps ``y``: ``y = LSTM(x, hidden=64)``.
 
+torch.compile and torch.export (torch 2.13): Dynamo does not trace ``nn.LSTM``
+or ``nn.GRU`` ("Attempted to wrap RNN, GRU, or LSTM"), so ``fullgraph=True``
+fails on a model that has one; ``torch.compile(model)`` (``dsl train
+--compile``) runs the recurrent layer as a graph break and compiles the rest.
+``torch.export`` unrolls the recurrence over time: the batch dim stays dynamic,
+the sequence length is fixed to the example's.
+
 Shapes:
     LSTM: x: [B, T, F] -> y: [B, T, dirs*hidden], state: [layers*dirs, B, hidden], cell: [layers*dirs, B, hidden]
     GRU:  x: [B, T, F] -> y: [B, T, dirs*hidden], state: [layers*dirs, B, hidden]

@@ -8,7 +8,7 @@ and every diagnostic, sorted. Pure Python.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,16 +66,18 @@ def analyse(
     max_params: int | None = None,
     train_overrides: Mapping[str, Any] | None = None,
     fields: Mapping[str, TensorType] | None = None,
+    loader: Callable[[str], ir.Spec] | None = None,
 ) -> Analysis:
     """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
 
     ``dims`` binds symbolic dims; ``overrides`` replaces params; ``max_params``
     bounds the parameter count (default 1e9); ``train_overrides`` replaces train
     keys (``epochs``, ``seed``); ``fields`` gives the data's fields when its source
-    cannot declare them (a ``.pt`` file, read when training starts).
+    cannot declare them (a ``.pt`` file, read when training starts); ``loader`` reads
+    the files the spec ``use``s (default: from disk; an editor passes its unsaved texts).
     """
     with gc_paused():
-        res = resolve(spec, dict(overrides or {}))
+        res = resolve(spec, dict(overrides or {}), loader)
         result = Analysis(spec, res, diagnostics=list(res.diagnostics))
         if spec.train is not None:
             _train_constants(result, dict(train_overrides or {}), fields)
