@@ -220,7 +220,7 @@ def show_summary(trainer: Any, console: Any = None, hooks: bool = True) -> None:
             for renderable in hook.summary(trainer):
                 console.print(renderable)
     if trainer.run is not None:
-        console.print(f"run directory: {trainer.run.path}")
+        console.print(f"run directory: {trainer.run.path}", soft_wrap=True)  # a path to copy: never wrapped
 
 
 def with_data(spec: ir.Spec, text: str) -> ir.Spec:
