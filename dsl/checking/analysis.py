@@ -96,7 +96,7 @@ def analyse(
 def _train_constants(result: Analysis, train_overrides: dict[str, Any],
                      fields: Mapping[str, TensorType] | None) -> None:
     """The train section's config and its data's fields, and the sizes they give the model's dims."""
-    cfg, diags = resolve_config(result.spec, result.constants, train_overrides)
+    cfg, diags = resolve_config(result.spec, result.constants, train_overrides, data_given=fields is not None)
     result.config = cfg
     result.diagnostics.extend(diags)
     result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)

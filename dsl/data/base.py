@@ -34,7 +34,8 @@ class Dataset:
     kind = "table"
     eval_splits: tuple[str, ...] = ("val", "test")
     #: field -> (mean, std) that the source standardised the field with (training
-    #: split statistics); ``dsl predict`` applies the same scaling to new inputs.
+    #: split statistics); saved in the run as ``preprocess.json`` (:mod:`dsl.data.preprocess`),
+    #: so ``dsl predict`` and ``dsl export`` apply the same scaling to raw inputs.
     scaling: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012 - replaced, never mutated
     #: facts about the data worth keeping with a run (``meta.json``'s ``data_info``), such
     #: as a generated corpus's entropy per character
@@ -52,31 +53,6 @@ class Dataset:
     def example(self) -> Batch:
         """One batch, for dims the model needs at build time."""
         return next(iter(self.batches("train")))
-
-
-def apply_scaling(tensors: Batch, scaling: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-    """``(x - mean) / std`` for every float field the source standardised (others unchanged).
-
-    Raises ValueError when a field's feature width differs from the statistics'.
-    """
-    out = dict(tensors)
-    for k, (mean, std) in scaling.items():
-        t = out.get(k)
-        if t is None or not t.is_floating_point():
-            continue
-        per_item = list(mean.shape[1:])
-        if t.dim() != mean.dim() or any(m not in (1, n) for m, n in zip(per_item, t.shape[1:], strict=True)):
-            raise ValueError(f"field `{k}` is {list(t.shape)} but the training data standardised "
-                             f"{_statistics_shape(mean)}")
-        out[k] = (t - mean) / std
-    return out
-
-
-def _statistics_shape(mean: torch.Tensor) -> str:
-    """What statistics of ``mean``'s shape scale: "64 features", or "images [1, _, _]" (per channel)."""
-    if mean.dim() <= 2:
-        return f"{mean.shape[-1]} features"
-    return "images [" + ", ".join("_" if i else str(n) for i, n in enumerate(mean.shape[1:])) + "]"
 
 
 def _rank_indices(order: torch.Tensor, rank: int, world: int, pad: bool) -> torch.Tensor:

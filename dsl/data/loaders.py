@@ -38,7 +38,7 @@ def load_data(cfg: Any) -> Any:
         raise SpecError([Diagnostic(exc.code, exc.message, exc.span or cfg.data_span)]) from None
 
 
-def read_pt(path: str) -> dict[str, torch.Tensor]:
+def read_pt(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """A dict of tensors saved with ``torch.save``; anything needing arbitrary
     unpickling is refused by ``weights_only=True``."""
     import pickle
@@ -67,10 +67,10 @@ def read_pt(path: str) -> dict[str, torch.Tensor]:
             out[k] = torch.as_tensor(v)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise DataError(f"field `{k}` of {path} is not a tensor ({type(v).__name__}: {exc})", path) from None
-    return validate_fields(out, path)
+    return validate_fields(out, path, same_rows)
 
 
-def read_npz(path: str) -> dict[str, torch.Tensor]:
+def read_npz(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """The arrays of an ``.npz`` (no pickled objects), as float/long/bool tensors."""
     out: dict[str, torch.Tensor] = {}
     try:
@@ -87,11 +87,11 @@ def read_npz(path: str) -> dict[str, torch.Tensor]:
     except (ValueError, OSError, EOFError, KeyError) as exc:  # object arrays need pickle: refused
         raise DataError(f"{path} is not a readable .npz of numeric arrays ({type(exc).__name__}: {exc})",
                         path) from None
-    return validate_fields(out, path)
+    return validate_fields(out, path, same_rows)
 
 
-def validate_fields(fields: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
-    """Numeric dtypes, a first axis of rows shared by all fields, finite floats."""
+def validate_fields(fields: dict[str, torch.Tensor], path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
+    """Numeric dtypes, a first axis of rows (shared by all fields unless not ``same_rows``), finite floats."""
     rows: dict[str, int] = {}
     for k, t in fields.items():
         if t.is_complex():
@@ -106,7 +106,7 @@ def validate_fields(fields: dict[str, torch.Tensor], path: str) -> dict[str, tor
                 value = t[index].item()
                 raise DataError(f"field `{k}` of {path} holds {value} at index {list(index)}; "
                                 "data must be finite numbers (no NaN or infinity)", path)
-    if len(set(rows.values())) > 1:
+    if same_rows and len(set(rows.values())) > 1:
         listed = ", ".join(f"`{k}` {v}" for k, v in rows.items())
         raise DataError(f"the fields of {path} have different numbers of rows ({listed}); "
                         "every field needs one entry per row", path)

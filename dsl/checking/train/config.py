@@ -174,9 +174,13 @@ class Constants:
 
 
 def resolve_config(
-    spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None
+    spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None,
+    data_given: bool = False,
 ) -> tuple[TrainConfig, list[Diagnostic]]:
-    """The train section as a config, plus every problem found in its constant parts."""
+    """The train section as a config, plus every problem found in its constant parts.
+
+    ``data_given``: the caller brings the data (``dsl.train(spec, data=dataset)``), so the
+    section may leave out ``data``."""
     ctx = Constants(spec, constants)
     cfg = TrainConfig()
     section = spec.train
@@ -199,7 +203,7 @@ def resolve_config(
         cfg.push_span = key_span(seen["push_every"])
     if "data" in seen:
         _data(ctx, cfg, seen["data"])
-    elif section is not None:
+    elif section is not None and not data_given:
         ctx.err("E0501", "the train section needs `data`", section.span, help="e.g. data = digits(batch=64)")
     if "loss" in seen:
         cfg.loss = seen["loss"].value
