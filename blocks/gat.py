@@ -13,8 +13,11 @@ ranking of neighbours j is the same for every query i (static attention,
 because a and W are applied linearly before the LeakyReLU). GATv2 moves the
 nonlinearity inside, which makes attention dynamic:
 
-    e_ij = aᵀ LeakyReLU(W [h_i ‖ h_j]) = aᵀ LeakyReLU(W_r h_i + W_l h_j)
-    h'_i = Σ_j α_ij W_l h_j                 (share_weights=true: W_l = W_r)
+    e_ij = aᵀ LeakyReLU(W [h_i ‖ h_j]) = aᵀ LeakyReLU((W_r h_i + b_r) + (W_l h_j + b_l))
+    h'_i = Σ_j α_ij (W_l h_j + b_l)         (share_weights=true: W_l = W_r, b_l = b_r)
+
+(PyG's two projections carry biases b_l, b_r when ``bias=true``, on top of the
+output bias.)
 
 Both: with ``heads`` = K independent heads the outputs are concatenated,
 [N, K·out] (``concat=true``), or averaged, [N, out] (``concat=false``, as the
