@@ -21,8 +21,10 @@ The layer follows the reference:
 2. projections Q = ξ W_Q, K = Y W_K to ``heads*head_dim`` and V = Y W_V to
    ``heads*value_dim`` (``head_dim`` defaults to D/heads, ``value_dim`` to ``head_dim``);
    weights start N(0, 0.02²), biases 0, as in the reference;
-3. ``steps`` update iterations per head, Q ← softmax(β Q Kᵀ) K, each head stopping once the
-   largest change of a query's association row (L2, over the batch) is at most ``eps``;
+3. ``steps`` update iterations per head, Q ← softmax(β Q Kᵀ) K, each head stopping once no
+   sample's association matrix changes by more than ``eps`` (its L2 norm over queries and
+   stored patterns, the largest over the batch: the reference's rule; HopfieldLayer's
+   samples are the rows of dim 0 of x);
    ``steps=0`` (the default) is one retrieval step and runs through
    ``torch.nn.functional.scaled_dot_product_attention(scale=β)``;
 4. retrieval Z = dropout(softmax(β Q Kᵀ + M)) V with padded stored patterns masked out
@@ -33,10 +35,9 @@ The layer follows the reference:
 
 β defaults to 1/√head_dim, or 1 with ``project=false``, which removes all four projections
 for pure retrieval in the input space (one head, stored width = state width, output = the
-values' width). Differences from the reference: one scalar β for all heads; the early-stop
-change is measured per query row (so flattening queries into the batch, as HopfieldLayer
-does, does not change when iteration stops); no ``normalize_hopfield_space``, bias/zero
-patterns or association activation. A fully padded bag yields NaN, as in the reference.
+values' width). Differences from the reference: one scalar β for all heads; no
+``normalize_hopfield_space``, bias/zero patterns or association activation. A fully padded
+bag yields NaN, as in the reference.
 
 Inspection (built modules, eager): ``module.associations(...)`` returns the association
 matrix [B, heads, L, S] for given inputs; ``module.last_steps`` is the number of update
