@@ -62,7 +62,16 @@ from typing import Any
 from pydantic import Field
 
 from dsl.blocks.attention import check_masks
-from dsl.language.registry import BuildCall, BuildError, Decl, Params, TensorArg, register
+from dsl.language.registry import (
+    PROTOTYPES,
+    WEIGHTS,
+    BuildCall,
+    BuildError,
+    Decl,
+    Params,
+    TensorArg,
+    register,
+)
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 PAPER = "Ramsauer et al. 2021, Hopfield Networks is All You Need (ml-jku/hopfield-layers)"
@@ -222,6 +231,16 @@ def _count(state: int, stored: int, values: int, p: HopfieldOptions) -> int:
     return n
 
 
+def _projections(p: HopfieldOptions) -> frozenset[str]:
+    """What pruning may mask: the four projections (none with project=false; LayerNorms stay dense)."""
+    return frozenset({WEIGHTS}) if p.project else frozenset()
+
+
+def _projections_and_patterns(p: HopfieldOptions) -> frozenset[str]:
+    """The projections, and the learned memory (HopfieldLayer) or queries (HopfieldPooling) as prototypes."""
+    return _projections(p) | {PROTOTYPES}
+
+
 def count_hopfield(call: BuildCall, p: HopfieldParams) -> int:
     width = call.size("state", -1)
     stored = call.size("stored", -1) if call.has("stored") else width
@@ -255,6 +274,7 @@ register(
         infer=infer_hopfield,
         build=build_hopfield,
         count_params=count_hopfield,
+        prunable=_projections,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, L, D], [B, S, E] -> [B, L, out]",
@@ -274,6 +294,7 @@ register(
         infer=infer_pooling,
         build=build_pooling,
         count_params=count_pooling,
+        prunable=_projections_and_patterns,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, S, D] -> [B, queries*out]",
@@ -290,6 +311,7 @@ register(
         infer=infer_layer,
         build=build_layer,
         count_params=count_layer,
+        prunable=_projections_and_patterns,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[..., D] -> [..., out]",

@@ -22,6 +22,7 @@ also breaks as soon as every head has converged and records how many updates ran
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -261,6 +262,9 @@ class HopfieldPooling(nn.Module):
     marks padding instances of a variable-size bag.
     """
 
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("queries",)
+
     def __init__(self, dim: int, queries: int = 1, trainable: bool = True, **hopfield: object):
         super().__init__()
         self.hopfield = Hopfield(dim, dim, dim, **hopfield)  # type: ignore[arg-type]
@@ -291,6 +295,9 @@ class HopfieldLayer(nn.Module):
     ``separate_values`` the retrieved patterns are a second learned table (lookup targets)
     instead of the memory itself.
     """
+
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("memory", "targets")
 
     def __init__(
         self, dim: int, patterns: int, separate_values: bool = False, trainable: bool = True, **hopfield: object
