@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import EMBEDDINGS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ register(
         infer=infer_embedding,
         build=build_embedding,
         count_params=count_embedding,
+        prunable=frozenset({EMBEDDINGS}),
         doc=__doc__ or "",
         signature="[...] long -> [..., dim]",
     )

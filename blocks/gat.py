@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 GAT_PAPER = "Veličković et al. 2018, Graph Attention Networks"
@@ -199,6 +199,7 @@ register(
         infer=infer_gat,
         build=build_gat,
         count_params=count_gat,
+        prunable=frozenset({WEIGHTS}),  # PyG's Linear projections; attention vectors stay dense
         doc=__doc__ or "",
         paper=GAT_PAPER,
         signature=SIGNATURE,
@@ -215,6 +216,7 @@ register(
         infer=infer_gat,
         build=build_gatv2,
         count_params=count_gatv2,
+        prunable=frozenset({WEIGHTS}),
         doc=__doc__ or "",
         paper=GATV2_PAPER,
         signature=SIGNATURE,
