@@ -14,7 +14,7 @@ import socket
 import sys
 from typing import Any
 
-from dsl.cli.main import UsageError, emit_diagnostics, parse_dims, parse_overrides
+from dsl.cli.main import UsageError, emit_diagnostics, emit_error, parse_dims, parse_overrides
 from dsl.language.errors import DslError, RunError, SpecError
 from dsl.training.rundir import default_dir
 from dsl.training.session import (
@@ -52,7 +52,7 @@ def _report(err: Exception, args: argparse.Namespace) -> int:
         print(f"dsl: error: {err}", file=sys.stderr)
         return 2
     if isinstance(err, DslError):
-        print(f"error: {err}", file=sys.stderr)
+        emit_error("dsl", err, getattr(args, "json", False))
         return 1
     print(f"error: {type(err).__name__}: {err}\n  (run again with --debug for the traceback)", file=sys.stderr)
     return 1
