@@ -290,11 +290,13 @@ class RunDir:
 
     def save_weights(self, state_dict: dict[str, Any], epoch: int, name: str = MODEL_FILE) -> None:
         """Stage weights stamped with ``epoch``; :meth:`write_meta` of that epoch commits them."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         # Clone: safetensors refuses tensors that share storage (tied weights, views).
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-        atomic_write(self._pending(name, epoch), lambda tmp: save_file(tensors, tmp, metadata={"epoch": str(epoch)}))
+        data = save(tensors, metadata={"epoch": str(epoch)})
+        # Written by us, not by save_file (which makes a 0600 file): the mode of the rest of the run.
+        atomic_write(self._pending(name, epoch), lambda tmp: _write_bytes(tmp, data))
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Stage the optimizer/RNG state (``state["epoch"]`` stamps it) until :meth:`write_meta` commits it."""
@@ -494,6 +496,11 @@ def check_state(state: Any, path: str) -> dict[str, Any]:
     if problem is not None:
         raise RunError(f"{path} {problem}: it is not a dsl checkpoint", INVALID, path)
     return state
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
 
 
 def _mb(n: int) -> str:

@@ -20,6 +20,7 @@ from dsl.language.errors import RunError, SpecError
 from dsl.language.ir import Spec
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
+from dsl.training.labels import check_labels
 from dsl.training.rundir import (
     META_FILE,
     MODEL_FILE,
@@ -199,6 +200,7 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_data(p.cfg)
     p = with_loaded_fields(p, data)
+    check_labels(p.analysis, data)
     seed_everything(p.cfg.seed)
     model, step = build_for_training(p.analysis, guards=opts.guards)
     if not any(w.requires_grad for w in model.parameters()):
