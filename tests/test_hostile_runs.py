@@ -176,6 +176,24 @@ def test_inspect_refuses_meta_of_the_wrong_types(run_copy, key: str, value: obje
         assert META_FILE in (shown["file"] if shown else err)
 
 
+@pytest.mark.parametrize("key, value", [("overrides", [1, 2]), ("dims", {"B": "many"}), ("seed", "zero")])
+def test_eval_refuses_meta_settings_of_the_wrong_types(run_copy, key: str, value: object) -> None:
+    spec, run = run_copy
+    meta = json.loads((run / META_FILE).read_text())
+    meta[key] = value
+    (run / META_FILE).write_text(json.dumps(meta))
+    code, _, err = cli("eval", spec, "--ckpt", str(run))
+    assert code == 1 and "error[E0704]" in err and f"`{key}`" in err
+
+
+def test_resume_refuses_tampered_metrics(run_copy) -> None:
+    spec, run = run_copy
+    with open(run / METRICS_FILE, "a", encoding="utf-8") as fh:
+        fh.write('{"epoch": "1", "train": {"loss": "low"}}\n')
+    code, _, err = cli("train", spec, "--out", str(run), "--resume", "--quiet", "--epochs", "3")
+    assert code == 1 and "error[E0704]" in err and METRICS_FILE in err
+
+
 @pytest.mark.parametrize("line", ["[" * 100_000, '{"epoch": 2, "experts": {"moe": "many"}}',
                                   '{"epoch": 2, "val": {"loss": "low"}}', '{"epoch": 2, "pruning": [1]}',
                                   '[1, 2]', '{"epoch": [2]}'])
@@ -210,7 +228,8 @@ def test_a_negative_epoch_in_the_state_is_refused_and_keeps_the_history(run_copy
     assert (run / METRICS_FILE).read_text() == before
 
 
-@pytest.mark.parametrize("state", [{"epoch": 2}, {"epoch": 2, "optimizer": [], "rng": torch.zeros(3)}, [1, 2]])
+@pytest.mark.parametrize("state", [{"epoch": 2}, {"epoch": 2, "optimizer": [], "rng": torch.zeros(3)}, [1, 2],
+                                   {"epoch": 2, "optimizer": {}, "rng": torch.get_rng_state(), "best": {"x": 1}}])
 def test_a_state_of_the_wrong_shape_is_refused(run_copy, state: object) -> None:
     spec, run = run_copy
     torch.save(state, run / STATE_FILE)

@@ -344,8 +344,7 @@ class RunDir:
         path = self.file(METRICS_FILE)
         records = [parse_json(line, path, n) for n, line in enumerate(data.splitlines(), start=1) if line.strip()]
         for n, r in enumerate(records, start=1):
-            if not isinstance(r, dict):
-                raise RunError(f"{path}: record {n} is a JSON {type(r).__name__}, not an object", INVALID, path)
+            check_record(r, n, path)
         return records
 
     def committed_file(self, name: str) -> str:
@@ -480,6 +479,50 @@ def epoch_of(value: Any, path: str) -> int:
     return value
 
 
+SPLITS = ("train", "val", "test", "graph")  # a record's entries of loss and metric values
+
+
+def check_record(r: Any, n: int, path: str) -> None:
+    """One record of metrics.jsonl as the trainer and its hooks write what readers use: an integer
+    epoch, numbers for each split, expert usage and pruning in their shapes; RunError (E0704) if not."""
+    problem = None
+    if not isinstance(r, dict):
+        problem = f"is a JSON {type(r).__name__}, not an object"
+    elif type(r.get("epoch", 0)) is not int:
+        problem = "has no integer `epoch`"
+    elif any(k in r and not (isinstance(r[k], dict) and all(map(_number, r[k].values()))) for k in SPLITS):
+        problem = "has a split holding something other than numbers"
+    elif not isinstance(r.get("experts") or {}, dict) or not all(map(_usage_ok, (r.get("experts") or {}).values())):
+        problem = "has `experts` that are not expert usage"
+    elif r.get("pruning") and not _pruning_ok(r["pruning"]):
+        problem = "has `pruning` that is not a sparsity record"
+    if problem is not None:
+        raise RunError(f"{path}: record {n} {problem}, not what `dsl train` writes", INVALID, path)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numbers(v: Any, n: int) -> bool:
+    return isinstance(v, list) and len(v) >= n and all(map(_number, v[:n]))
+
+
+def _usage_ok(u: Any) -> bool:
+    """One router's entry as :mod:`dsl.training.hooks.expert_usage` writes it."""
+    if not isinstance(u, dict) or type(u.get("experts")) is not int or not 1 <= u["experts"] <= 100_000:
+        return False
+    n = u["experts"]
+    return (_numbers(u.get("load"), n) and _numbers(u.get("importance"), n)
+            and all(_number(u.get(k)) for k in ("entropy", "entropy_max", "unused", "tokens", "k"))
+            and (u.get("dropped") is None or _number(u["dropped"])) and isinstance(u.get("kind"), str))
+
+
+def _pruning_ok(p: Any) -> bool:
+    return (isinstance(p, dict) and isinstance(p.get("layers"), dict) and all(map(_number, p["layers"].values()))
+            and all(_number(p.get(k)) for k in ("sparsity", "weights", "nonzero")))
+
+
 def check_state(state: Any, path: str) -> dict[str, Any]:
     """The state a checkpoint must hold to resume: what :meth:`Trainer.state` writes, typed."""
     import torch
@@ -493,6 +536,11 @@ def check_state(state: Any, path: str) -> dict[str, Any]:
         problem = "has a scheduler or best-epoch entry of the wrong type"
     elif not isinstance(state.get("hooks") or {}, dict):
         problem = "has hook state of the wrong type"
+    elif state.get("best") and not (_number(state["best"].get("value")) and type(state["best"].get("epoch")) is int
+                                    and isinstance(state["best"].get("metric"), str)):
+        problem = "has a best epoch of the wrong shape"
+    elif type(state.get("bad_epochs", 0)) is not int or type(state.get("stopped", False)) is not bool:
+        problem = "has an early-stop count of the wrong type"
     if problem is not None:
         raise RunError(f"{path} {problem}: it is not a dsl checkpoint", INVALID, path)
     return state

@@ -280,5 +280,6 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise RunError(f"the checkpoint in {run_path} does not fit this spec: {str(exc).splitlines()[0]}") from None
+        raise RunError(f"the checkpoint in {run_path} does not fit this spec: {str(exc).splitlines()[0]}",
+                       "E0704", run.file(MODEL_FILE)) from None
     return p, model, step, run

@@ -55,7 +55,7 @@ def read_run(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(meta, epoch records) of a run directory, checked: the directory is untrusted, so a file of the
     wrong shape is a RunError (E0704) naming it. Records past the epoch meta.json commits (a run
     killed between the two writes) are left out, as ``--resume`` drops them."""
-    from dsl.training.rundir import META_FILE, METRICS_FILE, RunDir
+    from dsl.training.rundir import META_FILE, RunDir
 
     run = RunDir(path)
     if not os.path.isdir(path) or not os.path.lexists(run.file(META_FILE)):
@@ -63,10 +63,7 @@ def read_run(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta = run.read_meta()
     check_meta(meta, run.file(META_FILE))
     committed = run.committed_epoch(meta)
-    records = run.read_metrics()
-    for n, r in enumerate(records, start=1):
-        check_record(r, n, run.file(METRICS_FILE))
-    return meta, [r for r in records if r.get("epoch", 0) <= committed]
+    return meta, [r for r in run.read_metrics() if r.get("epoch", 0) <= committed]
 
 
 _META_TYPES: dict[str, tuple[type, ...]] = {
@@ -86,50 +83,10 @@ def check_meta(meta: dict[str, Any], path: str) -> None:
         _invalid(path, "`best.epoch` is not an integer")
 
 
-def check_record(r: dict[str, Any], n: int, path: str) -> None:
-    """One epoch record: an integer epoch, splits of numbers, expert usage and pruning as the hooks
-    write them."""
-    if type(r.get("epoch", 0)) is not int:
-        _invalid(path, f"record {n} has no integer `epoch`")
-    for key, value in r.items():
-        if isinstance(value, dict) and key not in ("experts", "pruning"):
-            if not all(_number(v) for v in value.values()):
-                _invalid(path, f"record {n}: `{key}` holds something other than numbers")
-    experts = r.get("experts") or {}
-    if not isinstance(experts, dict) or not all(_usage_ok(u) for u in experts.values()):
-        _invalid(path, f"record {n}: `experts` is not expert usage")
-    pruning = r.get("pruning")
-    if pruning and not _pruning_ok(pruning):
-        _invalid(path, f"record {n}: `pruning` is not a sparsity record")
-
-
 def _invalid(path: str, what: str) -> None:
     from dsl.language.errors import RunError
 
     raise RunError(f"{path}: {what}, not what `dsl train` writes", "E0704", path)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _numbers(v: Any, n: int) -> bool:
-    return isinstance(v, list) and len(v) >= n and all(_number(x) for x in v[:n])
-
-
-def _usage_ok(u: Any) -> bool:
-    """One router's entry as :mod:`dsl.training.hooks.expert_usage` writes it."""
-    if not isinstance(u, dict) or type(u.get("experts")) is not int or not 1 <= u["experts"] <= 100_000:
-        return False
-    n = u["experts"]
-    return (_numbers(u.get("load"), n) and _numbers(u.get("importance"), n)
-            and all(_number(u.get(k)) for k in ("entropy", "entropy_max", "unused", "tokens", "k"))
-            and (u.get("dropped") is None or _number(u["dropped"])) and isinstance(u.get("kind"), str))
-
-
-def _pruning_ok(p: Any) -> bool:
-    return (isinstance(p, dict) and isinstance(p.get("layers"), dict) and all(_number(v) for v in p["layers"].values())
-            and all(_number(p.get(k)) for k in ("sparsity", "weights", "nonzero")))
 
 
 def pick(records: list[dict[str, Any]], epoch: int | None) -> dict[str, Any] | None:
@@ -160,6 +117,7 @@ def summary(meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, An
         "best": meta.get("best") or {},
         "last": {k: v for k, v in last.items() if isinstance(v, dict) and k not in ("experts", "pruning")},
     }
+
 
 
 # --------------------------------------------------------------------------- showing
