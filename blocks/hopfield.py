@@ -25,8 +25,10 @@ The layer follows the reference:
    largest change of a query's association row (L2, over the batch) is at most ``eps``;
    ``steps=0`` (the default) is one retrieval step and runs through
    ``torch.nn.functional.scaled_dot_product_attention(scale=β)``;
-4. retrieval Z = dropout(softmax(β Q Kᵀ)) V with padded stored patterns masked out
-   (``stored_mask``, True = padding, like ``key_padding_mask``), heads concatenated;
+4. retrieval Z = dropout(softmax(β Q Kᵀ + M)) V with padded stored patterns masked out
+   (``stored_mask``, True = padding, like ``key_padding_mask``), heads concatenated; the
+   association mask M (``attn_mask`` [L, S]: bool, true = masked, or float, added; and
+   ``causal=true``, masking stored patterns after each state pattern) applies at every step;
 5. an output projection to ``out`` (default: the state width D).
 
 β defaults to 1/√head_dim, or 1 with ``project=false``, which removes all four projections
@@ -47,7 +49,7 @@ updated.
 
 Shapes:
     Hopfield:        state [B, L, D], stored [B, S, E] = state, values [B, S, V] = stored,
-                     stored_mask [B, S] bool  -> [B, L, out]        (out = D, or V if project=false)
+                     stored_mask [B, S] bool, attn_mask [L, S]  -> [B, L, out]   (out = D, or V if project=false)
     HopfieldPooling: x [B, S, D], mask [B, S] bool -> [B, queries*out]          (out = D)
     HopfieldLayer:   x [..., D] -> [..., out]     (memory: `patterns` learned [D] patterns)
 """
@@ -58,6 +60,7 @@ from typing import Any
 
 from pydantic import Field
 
+from dsl.blocks.attention import check_masks
 from dsl.language.registry import BuildCall, BuildError, Decl, Params, TensorArg, register
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
@@ -88,7 +91,7 @@ class HopfieldOptions(Params):
 
 
 class HopfieldParams(HopfieldOptions):
-    pass
+    causal: bool = Field(False, description="state pattern i associates only with stored patterns j <= i (L = S)")
 
 
 class HopfieldPoolingParams(HopfieldOptions):
@@ -143,8 +146,7 @@ def infer_hopfield(call: ShapeCall, p: HopfieldParams) -> list[TensorType]:
     values = stored
     if call.has("values"):
         values = call.match("values", "B S V", dtype="float", B=s.B, S=count).V
-    if call.has("stored_mask"):
-        call.match("stored_mask", "B S", dtype="bool", B=s.B, S=count)
+    check_masks(call, s.B, s.L, count, p.causal, padding="stored_mask")
     out = _check_options(call, p, s.D, stored, values)
     return [call.tensor([s.B, s.L, out], why=_why("Hopfield", p, out))]
 
@@ -185,7 +187,7 @@ def build_hopfield(call: BuildCall, p: HopfieldParams) -> Any:
     width = call.size("state", -1)
     stored = call.size("stored", -1) if call.has("stored") else width
     values = call.size("values", -1) if call.has("values") else stored
-    return _guard(lambda: Hopfield(width, stored, values, **_options(p)), "Hopfield")
+    return _guard(lambda: Hopfield(width, stored, values, causal=p.causal, **_options(p)), "Hopfield")
 
 
 def build_pooling(call: BuildCall, p: HopfieldPoolingParams) -> Any:
@@ -246,6 +248,7 @@ register(
             TensorArg("stored", optional=True, default="state", doc="stored (key) patterns [B, S, E]"),
             TensorArg("values", optional=True, doc="patterns to retrieve [B, S, V]; default: stored"),
             TensorArg("stored_mask", optional=True, doc="[B, S] bool, True marks padding stored patterns"),
+            TensorArg("attn_mask", optional=True, doc="[L, S] bool (true = masked) or float (added to the scores)"),
         ),
         outputs=("y",),
         infer=infer_hopfield,

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import combine_masks
+
 
 def hopfield_energy(state: Tensor, stored: Tensor, beta: float, padding: Tensor | None = None) -> Tensor:
     """The modern Hopfield energy of each state pattern, constants dropped.
@@ -43,11 +45,26 @@ def hopfield_energy(state: Tensor, stored: Tensor, beta: float, padding: Tensor 
 
 
 def _associate(q: Tensor, k: Tensor, beta: float, padding: Tensor | None) -> Tensor:
-    """softmax(β q kᵀ) over the stored patterns; padded patterns get exactly zero weight."""
+    """softmax(β q kᵀ + M) over the stored patterns. ``padding`` is a bool mask (true =
+    exactly zero weight) or a float one (added to the scores), broadcast to [B, H, L, S]."""
     scores = beta * (q @ k.transpose(-1, -2))
     if padding is not None:
-        scores = scores.masked_fill(padding, float("-inf"))
+        scores = scores.masked_fill(padding, float("-inf")) if padding.dtype == torch.bool else scores + padding
     return torch.softmax(scores, dim=-1)
+
+
+def association_mask(stored_mask: Tensor | None, attn_mask: Tensor | None, causal: bool, queries: int,
+                     keys: int, device: torch.device) -> Tensor | None:
+    """One mask for the associations, broadcastable to [B, H, L, S]: bool (true = masked)
+    unless ``attn_mask`` is float (then additive, -inf where a bool part masks)."""
+    mask = combine_masks(attn_mask, causal, queries, keys, device)
+    padding = None if stored_mask is None else stored_mask.bool()[:, None, None, :]
+    if mask is None:
+        return padding
+    mask = mask[None, None]
+    if padding is None:
+        return mask
+    return mask | padding if mask.dtype == torch.bool else mask.masked_fill(padding, float("-inf"))
 
 
 def hopfield_retrieve(
@@ -124,8 +141,10 @@ class Hopfield(nn.Module):
         normalize_affine: bool = True,
         project: bool = True,
         bias: bool = True,
+        causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal
         stored_dim = state_dim if stored_dim is None else stored_dim
         values_dim = stored_dim if values_dim is None else values_dim
         self.heads, self.steps, self.eps, self.dropout, self.project = heads, steps, eps, dropout, project
@@ -166,14 +185,15 @@ class Hopfield(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def _prepare(
-        self, state: Tensor, stored: Tensor | None, values: Tensor | None, stored_mask: Tensor | None
+        self, state: Tensor, stored: Tensor | None, values: Tensor | None, stored_mask: Tensor | None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         stored = state if stored is None else stored
         values = stored if values is None else values
         q = self._split(self.q_proj(self.norm_state(state)))
         k = self._split(self.k_proj(self.norm_stored(stored)))
         v = self._split(self.v_proj(self.norm_values(values)))
-        padding = None if stored_mask is None else stored_mask.bool()[:, None, None, :]
+        padding = association_mask(stored_mask, attn_mask, self.causal, q.shape[2], k.shape[2], q.device)
         return q, k, v, padding
 
     def _record(self, ran: int | None) -> None:
@@ -186,12 +206,13 @@ class Hopfield(nn.Module):
         stored: Tensor | None = None,
         values: Tensor | None = None,
         stored_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
-        q, k, v, padding = self._prepare(state, stored, values, stored_mask)
+        q, k, v, padding = self._prepare(state, stored, values, stored_mask, attn_mask)
         p = self.dropout if self.training else 0.0
         if self.steps == 0:
             # One retrieval step is attention: let torch pick the fused kernel.
-            allowed = None if padding is None else ~padding
+            allowed = None if padding is None else (~padding if padding.dtype == torch.bool else padding)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, scale=self.beta)
             self._record(None if torch.compiler.is_compiling() else 0)
         else:
@@ -207,10 +228,11 @@ class Hopfield(nn.Module):
         stored: Tensor | None = None,
         values: Tensor | None = None,
         stored_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
     ) -> Tensor:
         """The association matrix (softmax weights, before dropout) that ``forward`` would use
         on these inputs: [B, heads, L, S]. Also sets ``last_steps``."""
-        q, k, _, padding = self._prepare(state, stored, values, stored_mask)
+        q, k, _, padding = self._prepare(state, stored, values, stored_mask, attn_mask)
         xi, ran = hopfield_retrieve(q, k, self.beta, self.steps, self.eps, padding)
         self._record(ran)
         return xi

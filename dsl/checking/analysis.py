@@ -8,7 +8,7 @@ and every diagnostic, sorted. Pure Python.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.objective import Objective, check_objective
 from dsl.checking.train.push import check_push
 from dsl.checking.train.section import bind_inputs, data_dims, data_fields, fresh_fields
+from dsl.checking.train.stages import check_stages
 from dsl.language import ir
 from dsl.language.diagnostics import Diagnostic, sort_diagnostics
 from dsl.language.registry import plugin_diagnostics
@@ -65,16 +66,18 @@ def analyse(
     max_params: int | None = None,
     train_overrides: Mapping[str, Any] | None = None,
     fields: Mapping[str, TensorType] | None = None,
+    loader: Callable[[str], ir.Spec] | None = None,
 ) -> Analysis:
     """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
 
     ``dims`` binds symbolic dims; ``overrides`` replaces params; ``max_params``
     bounds the parameter count (default 1e9); ``train_overrides`` replaces train
     keys (``epochs``, ``seed``); ``fields`` gives the data's fields when its source
-    cannot declare them (a ``.pt`` file, read when training starts).
+    cannot declare them (a ``.pt`` file, read when training starts); ``loader`` reads
+    the files the spec ``use``s (default: from disk; an editor passes its unsaved texts).
     """
     with gc_paused():
-        res = resolve(spec, dict(overrides or {}))
+        res = resolve(spec, dict(overrides or {}), loader)
         result = Analysis(spec, res, diagnostics=list(res.diagnostics))
         if spec.train is not None:
             _train_constants(result, dict(train_overrides or {}), fields)
@@ -93,7 +96,7 @@ def analyse(
 def _train_constants(result: Analysis, train_overrides: dict[str, Any],
                      fields: Mapping[str, TensorType] | None) -> None:
     """The train section's config and its data's fields, and the sizes they give the model's dims."""
-    cfg, diags = resolve_config(result.spec, result.constants, train_overrides)
+    cfg, diags = resolve_config(result.spec, result.constants, train_overrides, data_given=fields is not None)
     result.config = cfg
     result.diagnostics.extend(diags)
     result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)
@@ -106,6 +109,7 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     assert result.config is not None and result.program is not None
     cfg, prog = result.config, result.program
     checker.diags.extend(check_push(cfg, prog))
+    checker.diags.extend(check_stages(cfg, prog))
     if result.fields is None:
         return  # fields unknown until load time (a .pt file): only the constant parts are checked
     source = f"{cfg.source.name}()" if cfg.source else "the data"

@@ -17,9 +17,11 @@ from typing import Any
 from dsl.checking.analysis import Analysis, analyse
 from dsl.checking.train.config import TrainConfig
 from dsl.language.errors import RunError, SpecError
+from dsl.language.files import atomic_text
 from dsl.language.ir import Spec
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
+from dsl.training.checkpoint import load_into
 from dsl.training.labels import check_labels
 from dsl.training.rundir import (
     META_FILE,
@@ -66,7 +68,7 @@ class Options:
     guards: bool = True
     torch_compile: bool = False
     max_params: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more entries for meta.json
 
 
 def prepare(spec: Spec | str, overrides: dict[str, Any] | None = None, dims: dict[str, int] | None = None,
@@ -167,26 +169,30 @@ def _checkpoint_bytes(model: Any) -> int:
 
 
 def _source_text(cfg: TrainConfig) -> str:
-    assert cfg.source is not None
+    if cfg.source is None:
+        return "a Python Dataset"
     args = cfg.source_params.model_dump(exclude_defaults=True)
     return f"{cfg.source.name}({', '.join(f'{k}={v!r}' for k, v in args.items() if k != 'base_dir')})"
 
 
-def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1) -> Any:
-    """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`."""
+def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any = None) -> Any:
+    """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`.
+
+    ``data``: a loaded dataset to train on instead of the train section's source."""
     import torch
 
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"--device {opts.device}: no CUDA device is available")
     run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
     try:
-        return _train_in(p, opts, run, resuming, rank, world)
+        return _train_in(p, opts, run, resuming, rank, world, data)
     finally:
         if run is not None and rank == 0:
             run.unlock()
 
 
-def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, rank: int, world: int) -> Any:
+def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, rank: int, world: int,
+              data: Any) -> Any:
     """:func:`train` once rank 0 holds the run directory."""
     import torch
 
@@ -198,7 +204,7 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         run = run if rank == 0 else RunDir(path)
     if opts.device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_data(p.cfg)
+    data = load_data(p.cfg) if data is None else data
     p = with_loaded_fields(p, data)
     check_labels(p.analysis, data)
     seed_everything(p.cfg.seed)
@@ -218,10 +224,12 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         "epochs": p.cfg.epochs,
         "epoch": 0,
         "data": _source_text(p.cfg),
+        **({"data_info": dict(data.info)} if data.info else {}),
         "versions": versions(),
         "world_size": world,
         "device": opts.device,
         "run_dir": run.path if run else "",
+        **opts.extra,
     }
     device = opts.device if opts.device == "cpu" or world == 1 else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     assert p.analysis.objective is not None
@@ -232,8 +240,16 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         trainer.resume()
     elif rank == 0 and run is not None:
         run.start(p.text, meta)
+        save_preprocessing(run, data)
     trainer.fit()
     return trainer
+
+
+def save_preprocessing(run: RunDir, data: Any) -> None:
+    """``preprocess.json``: what the source did to raw inputs (``dsl predict`` and ``dsl export`` redo it)."""
+    from dsl.data.preprocess import PREPROCESS_FILE, of_dataset
+
+    atomic_text(run.file(PREPROCESS_FILE), of_dataset(data).to_json())
 
 
 def init_distributed(rank: int, world: int, device: str) -> None:
@@ -254,7 +270,8 @@ def _broadcast_path(path: str) -> str:
 
 
 def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[str, Any] | None = None,
-                 dims: dict[str, int] | None = None, max_params: int | None = None) -> tuple[Prepared, Any, Any, RunDir]:
+                 dims: dict[str, int] | None = None, max_params: int | None = None,
+                 weights_file: str = MODEL_FILE) -> tuple[Prepared, Any, Any, RunDir]:
     """(prepared spec, trained model, its training step, run directory) of a finished run.
 
     The run's own overrides, dims and seed apply unless given again; the seed fixes
@@ -264,8 +281,8 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     from dsl.building.model import build_for_training
 
     run = RunDir(run_path)
-    if not os.path.lexists(run.file(MODEL_FILE)) and not os.path.lexists(run.file(run.committed_file(MODEL_FILE))):
-        raise RunError(f"{run_path}: no {MODEL_FILE} (not a run directory?)")
+    if not os.path.lexists(run.file(weights_file)) and not os.path.lexists(run.file(run.committed_file(weights_file))):
+        raise RunError(f"{run_path}: no {weights_file} (not a run directory?)")
     meta = run.read_meta() if run.exists() else {}
     settings = run_settings(meta, run.file(META_FILE))
     if spec is None:
@@ -276,10 +293,9 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
         p = with_loaded_fields(p, load_data(p.cfg), p.dims)
     torch.manual_seed(p.cfg.seed)
     model, step = build_for_training(p.analysis)
-    weights, _ = run.load_weights()
+    weights, _ = run.load_weights(weights_file)
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise RunError(f"the checkpoint in {run_path} does not fit this spec: {str(exc).splitlines()[0]}",
-                       "E0704", run.file(MODEL_FILE)) from None
+        load_into(model, weights, f"in {run_path}")
+    except RunError as exc:  # a diagnostic naming the file
+        raise RunError(str(exc), "E0704", run.file(weights_file)) from None
     return p, model, step, run

@@ -233,6 +233,8 @@ class Trainer:
         # A model without weights (nearest-centroid) can still be evaluated.
         self.opt: Any = make_optimizer(cfg, trainable) if trainable else None
         self.sched = make_schedule(cfg, self.opt) if self.opt is not None else None
+        # Loss terms a hook adds for a while (the last-layer stage's L1), each a no-argument callable.
+        self.extra_losses: list[Any] = []
         self.inputs = input_names(self.step)
         self.epoch = 0
         self.best: dict[str, Any] = {}
@@ -274,6 +276,8 @@ class Trainer:
             for key, weight in aux:
                 if key in names:
                     total = total + weight * names[key]
+            for term in self.extra_losses:
+                total = total + term()
             log.add(steps, loss, names)  # reads and checks the terms every `sync_every` steps
             self.opt.zero_grad(set_to_none=True)
             total.backward()
@@ -400,20 +404,20 @@ class Trainer:
 
     def load_state(self, st: dict[str, Any], weights: dict[str, Tensor]) -> None:
         self.model.load_state_dict(weights)
+        self.epoch = int(st["epoch"])
+        saved = st.get("hooks") or {}
+        for hook in self.hooks:  # first: a hook may set up the optimizer the saved state belongs to
+            if hook.name in saved:
+                hook.load_state_dict(saved[hook.name])
         self.opt.load_state_dict(st["optimizer"])
         if self.sched is not None and st.get("scheduler"):
             self.sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["rng"])
         if "cuda_rng" in st and self.device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
-        self.epoch = int(st["epoch"])
         self.best = dict(st.get("best") or {})
         self.bad_epochs = int(st.get("bad_epochs", 0))
         self.stopped = bool(st.get("stopped", False))
-        saved = st.get("hooks") or {}
-        for hook in self.hooks:
-            if hook.name in saved:
-                hook.load_state_dict(saved[hook.name])
 
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint (all ranks load it)."""
@@ -478,6 +482,8 @@ class Trainer:
     def _one_epoch(self, report: Reporter, mon: tuple[str, str] | None) -> dict[str, Any]:
         epoch = self.epoch
         t0 = time.perf_counter()
+        for hook in self.hooks:
+            hook.on_epoch_start(self, epoch)
         train = self.train_epoch(epoch, report)
         lr = self.opt.param_groups[0]["lr"]
         if self.sched is not None:

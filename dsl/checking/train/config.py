@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dsl.checking.train.prune import Prune, resolve_prune
+from dsl.checking.train.stages import Parts, Stage, resolve_stages, total_epochs
 from dsl.data import Source, lookup_source, source_names
 from dsl.language.constants import Const, ConstError, eval_const
 from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, did_you_mean
@@ -24,7 +25,7 @@ from dsl.language.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
 from dsl.language.printer import expr_to_text
 
 KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
-        "push_every", "prune")
+        "push_every", "prune", "stages")
 
 
 class _Strict(BaseModel):
@@ -107,6 +108,15 @@ class TrainConfig:
     push_every: int | None = None  # ProtoPNet push every n epochs (dsl/training/hooks/push.py)
     push_span: Span = NO_SPAN
     prune: Prune | None = None  # gradual magnitude pruning (dsl/training/hooks/pruning.py)
+    stages: list[Stage] | None = None  # ProtoPNet's schedule (dsl/checking/train/stages.py)
+    stages_span: Span = NO_SPAN
+    stage_parts: Parts | None = None  # the model's parts the stages train, found by check_stages
+
+    def push_epochs(self) -> list[int] | None:
+        """The epochs after which the prototypes are pushed when a joint stage says so, else None."""
+        if not self.stages:
+            return None
+        return [e for s in self.stages for e in s.push_epochs()] or None
 
 
 class Constants:
@@ -164,9 +174,13 @@ class Constants:
 
 
 def resolve_config(
-    spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None
+    spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None,
+    data_given: bool = False,
 ) -> tuple[TrainConfig, list[Diagnostic]]:
-    """The train section as a config, plus every problem found in its constant parts."""
+    """The train section as a config, plus every problem found in its constant parts.
+
+    ``data_given``: the caller brings the data (``dsl.train(spec, data=dataset)``), so the
+    section may leave out ``data``."""
     ctx = Constants(spec, constants)
     cfg = TrainConfig()
     section = spec.train
@@ -189,7 +203,7 @@ def resolve_config(
         cfg.push_span = key_span(seen["push_every"])
     if "data" in seen:
         _data(ctx, cfg, seen["data"])
-    elif section is not None:
+    elif section is not None and not data_given:
         ctx.err("E0501", "the train section needs `data`", section.span, help="e.g. data = digits(batch=64)")
     if "loss" in seen:
         cfg.loss = seen["loss"].value
@@ -205,7 +219,32 @@ def resolve_config(
         _early_stop(ctx, cfg, seen["early_stop"])
     if "prune" in seen:
         cfg.prune = resolve_prune(ctx, seen["prune"])
+    if "stages" in seen:
+        _stages(ctx, cfg, seen, train_overrides or {})
     return cfg, ctx.diags
+
+
+def _stages(ctx: Constants, cfg: TrainConfig, seen: dict[str, TrainEntry], overrides: dict[str, Any]) -> None:
+    """``stages`` decides the run's length, optimizer and pushes: the keys that would too are refused."""
+    entry = seen["stages"]
+    cfg.stages_span = key_span(entry)
+    for key, why in (("epochs", "the run lasts the sum of the stages' epochs"),
+                     ("optimizer", "each stage has its own optimizer"),
+                     ("schedule", "the joint stage sets its own learning-rate steps"),
+                     ("push_every", "give it to the joint stage: joint(epochs=..., push_every=...)")):
+        if key in seen:
+            ctx.err("E0501", f"`{key}` cannot be combined with `stages`: {why}", key_span(seen[key]),
+                    help=f"remove `{key}`")
+    if overrides.get("epochs") is not None:
+        ctx.err("E0501", "--epochs cannot change a run with `stages`: it lasts the sum of the stages' epochs",
+                cfg.stages_span, help="change the epochs of the stages instead")
+    stages = resolve_stages(ctx, entry.value)
+    if stages is not None:
+        cfg.stages = stages
+        cfg.epochs = total_epochs(stages)
+        pushing = [s for s in stages if s.push_epochs()]
+        if pushing:
+            cfg.push_span = pushing[0].span
 
 
 def key_span(e: TrainEntry) -> Span:
