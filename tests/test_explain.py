@@ -190,15 +190,15 @@ def test_not_a_run_directory(tmp_path) -> None:
 
 
 def test_a_query_equal_to_a_stored_pattern_retrieves_that_pattern(hopfield_run) -> None:
-    spec, run = hopfield_run  # its data file is relative to the spec: the run's copy cannot find it
-    rep = explain_json(run, "--spec", spec, "--hopfield", "--input", "2", "-k", "2")["hopfield"]
+    _, run = hopfield_run
+    rep = explain_json(run, "--hopfield", "--input", "2", "-k", "2")["hopfield"]
     assert rep["row"] == 2 and rep["split"] == "test"
     block = rep["blocks"]["h"]
     assert block["block"] == "Hopfield" and block["queries"] == 6 and block["patterns"] == 6
     assert block["steps"] == 3 and 1 <= block["steps_ran"] <= 3 and block["sample_aligned"]
     for q, top in enumerate(block["retrieval"][0]):  # stored = state: query q is pattern q
         assert top[0]["pattern"] == q and top[0]["weight"] > top[1]["weight"] > 0
-    code, out, err = explain(run, "--spec", spec, "--hopfield", "--input", "2")
+    code, out, err = explain(run, "--hopfield", "--input", "2")
     assert code == 0 and "update steps run" in out and "Hopfield `h`" in out
 
 

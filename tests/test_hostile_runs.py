@@ -96,6 +96,7 @@ def readers(spec: str, run: Path, tmp: Path) -> list[list[str]]:
         ["explain", str(run), "--input", "0"],
         ["inspect", str(run)],
         ["train", spec, "--out", str(run), "--resume", "--quiet"],
+        ["export", str(run), "--to", "python", "-o", str(tmp / "exported.py")],
     ]
 
 
@@ -107,7 +108,7 @@ def test_a_fifo_in_the_run_directory_is_refused_at_once(run_copy, tmp_path: Path
     spec, run = run_copy
     os.unlink(run / name)
     os.mkfifo(run / name)
-    reads = {META_FILE: "eval predict explain inspect train", MODEL_FILE: "eval predict explain train",
+    reads = {META_FILE: "eval predict explain inspect train export", MODEL_FILE: "eval predict explain train export",
              STATE_FILE: "train"}[name]  # inspect reads no weights; only --resume reads the optimizer state
     for argv in readers(spec, run, tmp_path):
         code, out, err = cli(*argv)
@@ -177,13 +178,15 @@ def test_inspect_refuses_meta_of_the_wrong_types(run_copy, key: str, value: obje
 
 
 @pytest.mark.parametrize("key, value", [("overrides", [1, 2]), ("dims", {"B": "many"}), ("seed", "zero")])
-def test_eval_refuses_meta_settings_of_the_wrong_types(run_copy, key: str, value: object) -> None:
+def test_readers_refuse_meta_settings_of_the_wrong_types(run_copy, tmp_path: Path, key: str, value: object) -> None:
     spec, run = run_copy
     meta = json.loads((run / META_FILE).read_text())
     meta[key] = value
     (run / META_FILE).write_text(json.dumps(meta))
-    code, _, err = cli("eval", spec, "--ckpt", str(run))
-    assert code == 1 and "error[E0704]" in err and f"`{key}`" in err
+    for argv in (["eval", spec, "--ckpt", str(run)], ["predict", str(run), "--out", str(tmp_path / "p.npz")],
+                 ["export", str(run), "--to", "python", "-o", str(tmp_path / "e.py")]):
+        code, _, err = cli(*argv)
+        assert code == 1 and "error[E0704]" in err and f"`{key}`" in err, (argv, err)
 
 
 def test_resume_refuses_tampered_metrics(run_copy) -> None:
@@ -247,10 +250,14 @@ def test_weights_of_another_model_are_a_diagnostic(run_copy) -> None:
     assert code == 1 and "error[E0704]" in err and "not a readable safetensors file" in err
 
 
-def test_run_files_are_read_with_bounds() -> None:
-    from dsl.training import rundir
+def test_a_huge_meta_is_refused_without_reading_it(run_copy) -> None:
+    from dsl.training.rundir import MAX_META_BYTES
 
-    assert rundir.MAX_META_BYTES <= 2**20 and rundir.MAX_RECORDS_BYTES <= 2**26
+    _, run = run_copy
+    with open(run / META_FILE, "r+b") as fh:  # a sparse file: a size, no data
+        fh.truncate(MAX_META_BYTES * 1024)
+    code, _, err = cli("inspect", str(run))
+    assert code == 1 and "error[E0704]" in err and "the limit is" in err
 
 
 # --------------------------------------------------------------------------- one writer per directory

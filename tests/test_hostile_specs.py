@@ -168,12 +168,12 @@ def test_what_convert_writes_the_yaml_reader_reads(tmp_path: Path) -> None:
 
 def test_emit_python_of_thousands_of_layers_is_linear(tmp_path: Path) -> None:
     spec = tmp_path / "deep.dsl"
-    spec.write_text("model M {\n    input x: [B, 4]\n    h = x\n    repeat 8000 {\n        h = Linear(h, out=4)\n"
+    spec.write_text("model M {\n    input x: [B, 4]\n    h = x\n    repeat 10000 {\n        h = Linear(h, out=4)\n"
                     "    }\n    output h\n}\n")
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # this process's CPU time: other processes on the machine do not count
     code, _, err = run_cli("compile", str(spec), "--emit", "python", "-o", str(tmp_path / "deep.py"))
     assert code == 0, err
-    assert time.perf_counter() - t0 < 45  # loading weights one child at a time was quadratic: over a minute
+    assert time.process_time() - t0 < 20  # about 8 s; loading weights child by child was quadratic: 31 s
 
 
 PROTONET = """

@@ -377,6 +377,8 @@ class RunDir:
         except Exception as e:  # safetensors raises its own error types, all meaning "not a weights file"
             raise RunError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:200]})",
                            INVALID, path) from None
+        if isinstance(header, dict):  # in the file's order, as safetensors.load_file gives them
+            tensors = dict(sorted(tensors.items(), key=lambda kv: _offset(header, kv[0])))
         stamp = (header.get("__metadata__") or {}).get("epoch") if isinstance(header, dict) else None
         epoch = epoch_of(stamp, path) if stamp is not None else None
         return tensors, epoch
@@ -420,9 +422,11 @@ def run_settings(meta: dict[str, Any], path: str) -> dict[str, Any]:
     return {"overrides": overrides, "dims": dims, "seed": seed}
 
 
-def run_spec(run: RunDir) -> Any:
+def run_spec(run: RunDir, meta: dict[str, Any] | None = None) -> Any:
     """The spec a run was trained from, as the run directory keeps it (``spec.dsl``), read like any
-    of its files: a path that meta.json names is never opened."""
+    of its files: a path that meta.json names is never opened. Its relative data paths resolve
+    against the folder of the spec it was trained from (``meta``'s ``spec_file``), as they did in
+    training; that folder is all meta.json contributes."""
     path = run.file(SPEC_FILE)
     try:
         text = run.read_file(SPEC_FILE, MAX_FILE_BYTES).decode("utf-8")
@@ -439,6 +443,12 @@ def run_spec(run: RunDir) -> Any:
     if spec.uses:  # they would be read from wherever the copy says
         raise RunError(f"{path} uses other files (`use \"{spec.uses[0].path}\"`), which a run directory's "
                        "spec may not name: give the spec it was trained from", INVALID, path)
+    trained_in = (meta or {}).get("spec_file")
+    folder = os.path.dirname(trained_in) if isinstance(trained_in, str) and os.path.isabs(trained_in) else ""
+    if folder and os.path.isdir(folder):
+        # Only the folder: the spec's file name is what relative data paths resolve against; the name
+        # given here names nothing, so no file of that folder is read to show a diagnostic.
+        spec = spec.model_copy(update={"file": os.path.join(folder, f"<the {SPEC_FILE} of a run>")})
     return spec
 
 
@@ -544,6 +554,12 @@ def check_state(state: Any, path: str) -> dict[str, Any]:
     if problem is not None:
         raise RunError(f"{path} {problem}: it is not a dsl checkpoint", INVALID, path)
     return state
+
+
+def _offset(header: dict[str, Any], key: str) -> int:
+    entry = header.get(key)
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    return int(offsets[0]) if isinstance(offsets, list) and offsets and isinstance(offsets[0], int) else 0
 
 
 def _write_bytes(path: str, data: bytes) -> None:

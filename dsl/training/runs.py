@@ -23,7 +23,7 @@ from dsl.language.errors import RunError, SpecError
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
 from dsl.training.checkpoint import load_into
-from dsl.training.rundir import BEST_FILE, MODEL_FILE, RunDir, run_spec
+from dsl.training.rundir import BEST_FILE, META_FILE, MODEL_FILE, RunDir, run_settings, run_spec
 from dsl.training.session import Options, Prepared, load_data, prepare
 
 TRAIN_KEYS = ("epochs", "seed")  # overrides of dsl.train that set train keys, as --epochs and --seed do
@@ -97,13 +97,14 @@ def _prepare_run(run: RunDir, meta: dict[str, Any], spec: ir.Spec | str | None,
                  overrides: Mapping[str, Any] | None, dims: Mapping[str, int] | None,
                  max_params: int | None) -> Prepared:
     if spec is None:
-        spec = run_spec(run)  # the run's own copy: a path meta.json names is never opened (SECURITY.md)
+        spec = run_spec(run, meta)  # the run's own copy: a path meta.json names is never opened (SECURITY.md)
     spec = load(spec) if isinstance(spec, str) else spec
     if isinstance(meta.get(DATA_EXPR), str):
         spec = with_data(spec, meta[DATA_EXPR])
     fields = _read_fields(meta.get(FIELDS), run.path) if FIELDS in meta else None
-    p = prepare(spec, {**_dict(meta.get("overrides")), **dict(overrides or {})},
-                {**_dict(meta.get("dims")), **dict(dims or {})}, {"seed": meta.get("seed")}, max_params, fields)
+    settings = run_settings(meta, run.file(META_FILE))  # type-checked: the directory is untrusted
+    p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
+                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params, fields)
     if p.analysis.fields is None:  # a source that declares its fields only when loaded (.pt)
         from dsl.training.session import with_loaded_fields
 

@@ -286,7 +286,7 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     meta = run.read_meta() if run.exists() else {}
     settings = run_settings(meta, run.file(META_FILE))
     if spec is None:
-        spec = run_spec(run)  # the run's own copy: a path meta.json names is never opened
+        spec = run_spec(run, meta)  # the run's own copy: a path meta.json names is never opened
     p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
                 {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params)
     if p.analysis.fields is None:
