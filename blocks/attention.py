@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ register(
         infer=infer_mha,
         build=build_mha,
         count_params=count_mha,
+        prunable=frozenset({WEIGHTS}),  # in_proj_weight (or q/k/v_proj_weight) and out_proj.weight
         doc=__doc__ or "",
         paper="Vaswani et al., Attention Is All You Need, NeurIPS 2017",
         signature="[B, T, D] -> [B, T, D]",

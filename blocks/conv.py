@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType, dim_add
 
 Pair = int | list[int]
@@ -144,6 +144,7 @@ for _n, _name, _sig in ((1, "Conv1d", "[B, C, L] -> [B, out, L']"), (2, "Conv2d"
             infer=infer_conv(_n),
             build=build_conv(_n),
             count_params=count_conv(_n),
+            prunable=frozenset({WEIGHTS}),
             doc=__doc__ or "",
             paper="LeCun et al., Gradient-based learning applied to document recognition, 1998",
             signature=_sig,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, InstanceRef, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, InstanceRef, Params, TensorArg, register
 from dsl.language.shapes import Dim, DimConflict, ShapeCall, ShapeError, TensorType
 
 
@@ -73,6 +73,7 @@ register(
         infer=infer_linear,
         build=build_linear,
         count_params=count_linear,
+        prunable=lambda p: frozenset() if p.tie is not None else frozenset({WEIGHTS}),  # a shared weight stays dense
         doc=__doc__ or "",
         signature="[..., F] -> [..., out]",
     )

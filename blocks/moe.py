@@ -78,6 +78,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dsl.language.registry import (
+    WEIGHTS,
     AuxLoss,
     BlockValue,
     BuildCall,
@@ -190,6 +191,7 @@ register(
         infer=infer_gate,
         build=build_gate,
         count_params=count_gate,
+        prunable=frozenset(),  # the router's small [D, E] matrices stay dense
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,
@@ -295,6 +297,7 @@ register(
         infer=infer_moe,
         build=build_moe,
         count_params=count_moe,
+        prunable=frozenset({WEIGHTS}),  # its experts'; the router stays dense
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,

@@ -85,6 +85,7 @@ register(
         infer=infer_parameter,
         build=build_parameter,
         count_params=count_parameter,
+        prunable=frozenset(),  # a tensor of the model, not a layer's weight
         positional=("shape",),
         doc=__doc__ or "",
         signature="() -> [shape]",

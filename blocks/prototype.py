@@ -50,7 +50,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import PROTOTYPES, WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 PROTOPNET = "Chen et al. 2019, This Looks Like That: Deep Learning for Interpretable Image Recognition"
@@ -122,6 +122,7 @@ register(
         infer=infer_prototype_head,
         build=build_prototype_head,
         count_params=count_prototype_head,
+        prunable=frozenset({WEIGHTS, PROTOTYPES}),  # the last layer; the prototypes
         doc=__doc__ or "",
         paper=PROTOPNET,
         signature="[B, D] or [B, D, H, W] -> logits [B, classes], distances [B, classes*per_class]",
@@ -142,6 +143,7 @@ register(
         infer=infer_protonet,
         build=build_protonet,
         count_params=lambda call, p: 0,  # no weights: prototypes are the support means
+        prunable=frozenset(),
         doc=__doc__ or "",
         paper=PROTONET,
         signature="[Q, D], [S, D], [S] long -> [Q, ways]",

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 
@@ -91,6 +91,7 @@ for _name, _outputs, _gates, _paper in (
             infer=infer_recurrent(_name == "LSTM"),
             build=build_recurrent(_name),
             count_params=count_recurrent(_gates),
+            prunable=frozenset({WEIGHTS}),  # weight_ih_l*, weight_hh_l*; the biases stay dense
             doc=__doc__ or "",
             paper=_paper,
             signature="[B, T, F] -> y [B, T, dirs*hidden], state [layers*dirs, B, hidden]",

@@ -160,6 +160,8 @@ CASES = [
       "y = amax(x, dim=1) + amin(x, dim=1) + max(x, dim=1) + min(x, dim=1) + logsumexp(x, dim=1) + norm(x, dim=1)",
       lambda w, i: (i["x"].amax(1) + i["x"].amin(1) + i["x"].amax(1) + i["x"].amin(1) + i["x"].logsumexp(1)
                     + i["x"].norm(dim=1))),
+    C("sizes-in-arithmetic", {"x": "[B, 4]"}, "y = x * B + x ** 2 - x // 2.0 + index_select(x, 0, (arange(B) + 1) % B)",
+      lambda w, i: i["x"] * 2 + i["x"] ** 2 - i["x"] // 2.0 + i["x"][(torch.arange(2) + 1) % 2]),
     C("to-dtype", {"x": "[B, 4]"}, 'y = to(x > 0.0, dtype="float") * x', lambda w, i: (i["x"] > 0).float() * i["x"]),
 ]
 
@@ -290,3 +292,14 @@ def test_sizes_are_read_from_the_inputs_in_the_generated_code() -> None:
     model = dsl.compile(dsl.loads(text))
     assert "tokens.size(1)" in model.code
     assert model(tokens=torch.zeros(2, 7, dtype=torch.long)).shape == (2, 7, 4)
+
+
+def test_embedding_std_sets_the_initial_scale() -> None:
+    text = """model M {
+    input t: [B] long
+    y = Embedding(t, num=1000, dim=64, std=0.02)
+    output y
+}
+"""
+    weight = dsl.compile(dsl.loads(text)).state_dict()["y.weight"]
+    assert abs(float(weight.std()) - 0.02) < 0.002

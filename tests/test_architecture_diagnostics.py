@@ -144,6 +144,26 @@ CASES = [
 }
 """ + TRAIN.replace("LOSS", "cross_entropy(logits, y) + cluster_cost(dist * 2.0, y)"), "E0501",
      "cluster_cost(", "cannot tell which prototype belongs to which class"),
+    ("list-is-not-a-tensor", """block L(d: int) {
+    input x: [B, d]
+    y = Linear(x, out=d)
+    output y
+}
+
+model M {
+    input x: [B, 8]
+    h = cat([x, x], dim=1)
+    h = L(h, d=16)
+    output h
+}
+""", "E0206", "cat([x, x]", "cat(a, b, dim=1), not cat([a, b])"),
+    ("operator-on-a-block-value", """model M {
+    input x: [B, 8]
+    m = MLP(hidden=4, out=8)
+    y = x + m
+    output y
+}
+""", "E0206", "x + m", "block value"),
     ("gat-edge-dim-from-an-unbound-size", """model M {
     input x: [N, 8]
     input edge_index: [2, E] long

@@ -14,6 +14,7 @@ The plain functions ``cluster_cost``, ``separation_cost``, ``last_layer_l1`` and
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +61,9 @@ class PrototypeHeadModule(nn.Module):
     (buffer [P] long: prototype j belongs to class j // per_class),
     ``per_class``, ``classes``, ``similarity``.
     """
+
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("prototypes",)
 
     def __init__(self, dim: int, classes: int, per_class: int = 1, similarity: str = "log"):
         super().__init__()

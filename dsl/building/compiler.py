@@ -25,7 +25,7 @@ from dsl.language.registry import BlockValue, BuildCall, BuildError
 from dsl.language.shapes import Sym, TensorType
 
 BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "@": operator.matmul,
-          "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
           "!=": operator.ne}
 
 
@@ -298,7 +298,8 @@ def emit(graph: fx.Graph, node: PNode, env: dict[str, Any], prog: Program, sizes
     elif node.kind == "index":
         n = graph.create_node("call_function", operator.getitem, (args[0], sizes.value(node.key)), name=node.name)
     elif node.kind == "binop":
-        n = graph.create_node("call_function", BINOPS[node.op], args, name=node.name)
+        operands = tuple(sizes.value(a) for a in args)  # `x * B`: a size read from the inputs
+        n = graph.create_node("call_function", BINOPS[node.op], operands, name=node.name)
     elif node.kind == "unary":
         n = graph.create_node("call_function", operator.neg, args, name=node.name)
     else:  # pragma: no cover - the checker creates no other kinds

@@ -17,6 +17,7 @@ from dsl.checking.checker import Checker
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.objective import Objective, check_objective
+from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push
 from dsl.checking.train.section import bind_inputs, data_dims, data_fields, fresh_fields
 from dsl.checking.train.stages import check_stages
@@ -110,6 +111,7 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     cfg, prog = result.config, result.program
     checker.diags.extend(check_push(cfg, prog))
     checker.diags.extend(check_stages(cfg, prog))
+    checker.diags.extend(check_prune(cfg, prog))
     if result.fields is None:
         return  # fields unknown until load time (a .pt file): only the constant parts are checked
     source = f"{cfg.source.name}()" if cfg.source else "the data"

@@ -436,6 +436,9 @@ class Checker:
                 return scope.names[expr.id]
             if expr.id in scope.consts:
                 return ConstVal(scope.consts[expr.id], expr.span)
+            size = self.size_value(expr.id, scope)
+            if size is not None:  # a dim of the inputs used as a value: its size at run time
+                return ConstVal(size, expr.span)
             choices = list(scope.names) + list(scope.consts)
             d = self.error("E0201", f"unknown name `{expr.id}`", expr.span, help=did_you_mean(expr.id, choices))
             self._in_block_note(d, scope)
@@ -460,6 +463,10 @@ class Checker:
                 return v
             node = prog.add(PNode(prog.unique(var or "neg"), "unary", "neg", expr.span, args=[v.ref], types=[v.type], var=var))
             return TensorVal(Ref(node.name), v.type, expr.span, None)
+        if isinstance(expr, ir.ListExpr):
+            self.error("E0206", "a list is not a tensor", expr.span,
+                       help="functions take their tensors as separate arguments: cat(a, b, dim=1), not cat([a, b])")
+            return POISON
         self.error("E0206", "expected a tensor expression", expr.span)
         return POISON
 
@@ -605,12 +612,12 @@ class Checker:
         for v, e in ((a, expr.left), (b, expr.right)):
             if not isinstance(v, (TensorVal, ConstVal)):
                 return self.not_tensor(v, e)
-            if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float))):
+            if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float, Sym)) or isinstance(v.value, bool)):
                 self.error("E0206", f"cannot use {v.value!r} in tensor arithmetic", e.span)
                 return POISON
-        if expr.op not in ("+", "-", "*", "/", "@", *ir.COMPARISONS):
-            self.error("E0206", f"operator `{expr.op}` is not defined on tensors (use + - * / @ or a comparison)",
-                       expr.span)
+        if expr.op not in ("+", "-", "*", "/", "//", "%", "**", "@", *ir.COMPARISONS):
+            self.error("E0206", f"operator `{expr.op}` is not defined on tensors", expr.span,
+                       help="tensors take + - * / // % ** @ and the comparisons")
             return POISON
         if expr.op == "@" and (isinstance(a, ConstVal) or isinstance(b, ConstVal)):
             self.error("E0206", "`@` needs tensors on both sides", expr.span)
@@ -619,8 +626,8 @@ class Checker:
         if t is None:
             return POISON
         args = [a.ref if isinstance(a, TensorVal) else a.value, b.ref if isinstance(b, TensorVal) else b.value]
-        names = {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul", "<": "lt", "<=": "le", ">": "gt",
-                 ">=": "ge", "==": "eq", "!=": "ne"}
+        names = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod", "**": "pow",
+                 "@": "matmul", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
         node = prog.add(PNode(prog.unique(var or names[expr.op]), "binop", expr.op, expr.span, args=args, types=[t],
                               var=var))
         return TensorVal(Ref(node.name), t, expr.span, None)
@@ -1059,7 +1066,8 @@ class Checker:
         self.body(bdef.body, scope, sub, inputs=list(args))
         self.stack.pop()
         if not sub.outputs:
-            if len(self.diags) == before:
+            poisoned = any(isinstance(a, Poison) for a in args)  # already reported where the argument went wrong
+            if len(self.diags) == before and not poisoned:
                 self.error("E0212", f"block `{bdef.name}` has no `output`", bdef.name_span or bdef.span)
             return None
         if any(d.severity == "error" for d in self.diags[before:]):

@@ -39,8 +39,8 @@ UNKNOWN = "?"
 SPLIT_FRACTIONS = {"train": 0.9, "val": 0.05, "test": 0.05}
 
 #: generated lexicon: how many words, how many successors each, their lengths
-WORDS = 400
-SUCCESSORS = 6
+WORDS = 120
+SUCCESSORS = 4
 MIN_LENGTH, MAX_LENGTH = 2, 7
 
 

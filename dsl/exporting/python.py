@@ -51,7 +51,9 @@ from dsl.exporting.formats import ExportError
 
 _RECORD = "_dsl_export_init"  # instance attribute holding a module's constructor (args, kwargs)
 _WIDTH = 96  # line width the generated code aims for
-_INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.matmul: "@"}
+_INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.matmul: "@",
+          operator.floordiv: "//", operator.mod: "%", operator.pow: "**", operator.lt: "<", operator.le: "<=",
+          operator.gt: ">", operator.ge: ">=", operator.eq: "==", operator.ne: "!="}
 
 
 # --------------------------------------------------------------------------- identifiers and text

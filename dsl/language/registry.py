@@ -180,6 +180,13 @@ LowerFn = Callable[[BuildCall, Any], Lowered]
 # builder gets, without torch (dsl.checking.budget refuses too large a model with it).
 CountFn = Callable[[BuildCall, Any], int]
 
+# What gradual pruning (``prune = magnitude(...)``) may mask in a block's module, by kind, so that
+# `dsl check` can tell a layer with nothing to prune: weight matrices (linear maps, conv kernels,
+# recurrent and attention projections), lookup tables, learned prototypes and pattern memories;
+# the last two only when the spec asks (embeddings=true, prototypes=true).
+WEIGHTS, EMBEDDINGS, PROTOTYPES = "weights", "embeddings", "prototypes"
+Prunable = frozenset[str] | Callable[[Any], frozenset[str]]  # a set, or one from the block's params
+
 
 @dataclass(frozen=True)
 class Decl:
@@ -194,6 +201,7 @@ class Decl:
     build: BuildFn | None = None  # blocks: -> nn.Module, forward(*required, **optional)
     lower: LowerFn | None = None  # functions: -> Lowered
     count_params: CountFn | None = None  # blocks: parameter count, pure Python (None: not declared)
+    prunable: Prunable | None = None  # blocks: what pruning may mask (None: not declared, checked at train time)
     aux: tuple[AuxLoss, ...] = ()
     # The order of positional arguments when it differs from the required tensor inputs':
     # tensor input names and hyperparameter names, as torch orders them
@@ -220,6 +228,10 @@ class Decl:
     @property
     def optional_inputs(self) -> list[TensorArg]:
         return [a for a in self.inputs if a.optional]
+
+    def prunable_kinds(self, params: Any) -> frozenset[str] | None:
+        """The kinds of weights pruning may mask in this block built with ``params`` (None: not declared)."""
+        return self.prunable(params) if callable(self.prunable) else self.prunable
 
     def input(self, name: str) -> TensorArg | None:
         for a in self.inputs:
