@@ -141,6 +141,16 @@ def test_a_file_linked_outside_the_run_directory_is_not_read(run_copy, tmp_path:
     assert code == 1 and "error[E0704]" in err and "links outside the run directory" in err
 
 
+def test_preprocessing_linked_outside_the_run_is_not_read(run_copy, tmp_path: Path) -> None:
+    _, run = run_copy
+    outside = tmp_path / "elsewhere.json"
+    shutil.copy(run / "preprocess.json", outside)
+    os.unlink(run / "preprocess.json")
+    os.symlink(outside, run / "preprocess.json")
+    code, _, err = cli("predict", str(run), "--out", str(tmp_path / "p.npz"))
+    assert code == 1 and "error[E0704]" in err and "links outside the run directory" in err
+
+
 def test_explain_never_opens_the_spec_file_meta_names(run_copy, tmp_path: Path) -> None:
     _, run = run_copy
     secret = tmp_path / "secret.dsl"

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsl.data.preprocess import MAX_BYTES as PREPROCESS_MAX_BYTES
 from dsl.data.preprocess import PREPROCESS_FILE, Preprocessing
-from dsl.data.preprocess import read as read_preprocessing
+from dsl.data.preprocess import parse as parse_preprocessing
 from dsl.language import ir
 from dsl.language.errors import RunError, SpecError
 from dsl.language.shapes import Sym, TensorType
@@ -125,8 +126,8 @@ def _hint(meta: dict[str, Any]) -> str:
 
 def _preprocessing(run: RunDir, p: Prepared) -> Preprocessing:
     """As the run saved it; for a run from before ``preprocess.json``, recomputed from its source."""
-    if os.path.lexists(run.file(PREPROCESS_FILE)):
-        return read_preprocessing(run.file(PREPROCESS_FILE))
+    if os.path.lexists(run.file(PREPROCESS_FILE)):  # a regular file inside the run (RunDir.read_file), bounded
+        return parse_preprocessing(run.read_file(PREPROCESS_FILE, PREPROCESS_MAX_BYTES), run.file(PREPROCESS_FILE))
     if p.cfg.source is None:
         return Preprocessing()
     from dsl.data.preprocess import of_dataset
