@@ -63,7 +63,7 @@ def deadline(seconds: int = 20) -> Iterator[None]:
 def cli(*args: str) -> tuple[int, str, str]:
     with deadline():
         code, out, err = run_cli(*args)
-    assert "Traceback" not in err and "internal error" not in err, err
+    assert "Traceback" not in err and "internal error" not in err and "--debug" not in err, err  # no bare exception
     return code, out, err
 
 

@@ -321,7 +321,7 @@ class RunDir:
             raise RunError(f"cannot read {path}: {e.strerror or e}", INVALID, path) from None
 
     def read_json(self, name: str, limit: int) -> Any:
-        """The JSON document ``name`` (any nesting refused past the parser's depth)."""
+        """The JSON document ``name``; RunError (E0704) when it is not JSON or nests past MAX_JSON_DEPTH."""
         return parse_json(self.read_file(name, limit), self.file(name))
 
     def read_meta(self) -> dict[str, Any]:
@@ -379,7 +379,8 @@ class RunDir:
                            INVALID, path) from None
         if isinstance(header, dict):  # in the file's order, as safetensors.load_file gives them
             tensors = dict(sorted(tensors.items(), key=lambda kv: _offset(header, kv[0])))
-        stamp = (header.get("__metadata__") or {}).get("epoch") if isinstance(header, dict) else None
+        metadata = header.get("__metadata__") if isinstance(header, dict) else None
+        stamp = metadata.get("epoch") if isinstance(metadata, dict) else None
         epoch = epoch_of(stamp, path) if stamp is not None else None
         return tensors, epoch
 
