@@ -14,7 +14,13 @@ import socket
 import sys
 from typing import Any
 
-from dsl.cli.main import UsageError, emit_diagnostics, parse_dims, parse_overrides
+from dsl.cli.main import (
+    UsageError,
+    emit_diagnostics,
+    parse_assignments,
+    parse_dims,
+    parse_overrides,
+)
 from dsl.language.errors import DslError, RunError, SpecError
 from dsl.training.rundir import default_dir
 from dsl.training.session import (
@@ -72,7 +78,13 @@ def _guarded(fn: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dsl.training.sweep import is_sweep
+
     nproc = int(getattr(args, "nproc", 1) or 1)
+    if is_sweep(list(parse_assignments(args.set or [], "--set").items())):
+        from dsl.cli.sweep import run_sweep
+
+        return _guarded(run_sweep, args)
     if nproc > 1 and "RANK" not in os.environ:
         return _guarded(_spawn, args)
     return _guarded(_train, args)
@@ -82,7 +94,7 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(out=getattr(args, "out", None), resume=bool(getattr(args, "resume", False)),
                    device=getattr(args, "device", "cpu") or "cpu", quiet=bool(getattr(args, "quiet", False)),
                    guards=not getattr(args, "no_guards", False), torch_compile=bool(getattr(args, "compile", False)),
-                   max_params=getattr(args, "max_params", None))
+                   max_params=getattr(args, "max_params", None), loggers=list(getattr(args, "logger", None) or []))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -110,12 +122,13 @@ def _finish(args: argparse.Namespace, trainer: Any) -> None:
     run = trainer.run
     if getattr(args, "json", False):
         print(json.dumps({"run_dir": run.path if run else None, "last": trainer.history[-1] if trainer.history else None,
-                          "best": trainer.best}, default=str))
+                          "best": trainer.best, "test": trainer.test}, default=str))
         return
     from rich.console import Console
 
     console = Console(file=sys.stdout)
-    console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best))
+    console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best, trainer.test))
+    console.print(selection_note(trainer), highlight=False)
     if not getattr(args, "quiet", False):
         # Hooks with something to show at the end (expert usage, final sparsity) define summary().
         for hook in trainer.hooks:
@@ -123,6 +136,19 @@ def _finish(args: argparse.Namespace, trainer: Any) -> None:
                 console.print(renderable)
     if run is not None:
         console.print(f"run directory: {run.path}")
+
+
+def selection_note(trainer: Any) -> str:
+    """Which weights the test split saw, in one line."""
+    best = trainer.best
+    if best and trainer.test:
+        return (f"test: once, on epoch {best['epoch']}'s weights (best val {best['metric']} "
+                f"{best['value']:.4f})")
+    if trainer.test:
+        return "test: once, on the last epoch's weights (this data has no validation split)"
+    if trainer.val_split is None:
+        return "this data has no validation split and no test split"
+    return f"best val {best['metric']} at epoch {best['epoch']}" if best else ""
 
 
 def _free_port() -> int:

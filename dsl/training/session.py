@@ -63,6 +63,7 @@ class Options:
     torch_compile: bool = False
     max_params: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    loggers: list[str] = field(default_factory=list)  # --logger, added to the train section's loggers
 
 
 def prepare(spec: Spec | str, overrides: dict[str, Any] | None = None, dims: dict[str, int] | None = None,
@@ -158,22 +159,24 @@ def _source_text(cfg: TrainConfig) -> str:
     return f"{cfg.source.name}({', '.join(f'{k}={v!r}' for k, v in args.items() if k != 'base_dir')})"
 
 
-def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1) -> Any:
-    """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`."""
+def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any = None) -> Any:
+    """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`.
+
+    ``data``: the dataset, when the caller brings it (:func:`dsl.data.python.from_torch_dataset`;
+    ``p`` prepared with its fields); otherwise the train section's source is loaded."""
     import torch
 
     from dsl.building.model import build_for_training
     from dsl.training.trainer import Trainer
 
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {opts.device}: no CUDA device is available")
+    check_device(opts.device)
     run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
     if world > 1:  # every rank learns rank 0's run directory
         path = _broadcast_path(run.path if run is not None else "")
         run = run if rank == 0 else RunDir(path)
     if opts.device == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = load_data(p.cfg)
+    data = load_data(p.cfg) if data is None else data
     p = with_loaded_fields(p, data)
     seed_everything(p.cfg.seed)
     model, step = build_for_training(p.analysis, guards=opts.guards)
@@ -191,7 +194,7 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1) -> Any:
         "seed": p.cfg.seed,
         "epochs": p.cfg.epochs,
         "epoch": 0,
-        "data": _source_text(p.cfg),
+        "data": _source_text(p.cfg) if p.cfg.source is not None else type(data).__name__,
         "versions": versions(),
         "world_size": world,
         "device": opts.device,
@@ -201,13 +204,27 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1) -> Any:
     assert p.analysis.objective is not None
     trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data, run=run if rank == 0 else None,
                       meta=meta, device=device, quiet=opts.quiet, rank=rank, world=world,
-                      torch_compile=opts.torch_compile)
+                      torch_compile=opts.torch_compile, loggers=[*p.cfg.loggers, *opts.loggers])
     if resuming:
         trainer.resume()
     elif rank == 0 and run is not None:
         run.start(p.text, meta)
     trainer.fit()
     return trainer
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` naming a device that is there; RunError otherwise."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise RunError(f"--device {device}: no CUDA device is available")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise RunError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                       f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
 
 
 def init_distributed(rank: int, world: int, device: str) -> None:
