@@ -321,3 +321,15 @@ def test_no_document_points_at_the_design_folder() -> None:
     root = Path(__file__).parent.parent
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         assert "../shared" not in path.read_text(), path
+
+
+def test_the_readme_main_job_reaches_097_on_digits_and_shows_it(tmp_path) -> None:
+    root = Path(__file__).parent.parent
+    code, stdout, err = train(str(root / "specs" / "classifier.dsl"), "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    test = json.loads((tmp_path / "run" / "meta.json").read_text())["test"]
+    assert test["accuracy"] >= 0.97, test
+    rows = [line for line in stdout.splitlines() if line.startswith("│ test")]
+    assert rows and f"{test['accuracy']:.4f}" in rows[0]
+    assert all(len(line) <= 80 for line in stdout.splitlines())
+    assert rows[0] in (root / "README.md").read_text()  # the README shows what the job prints
