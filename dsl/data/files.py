@@ -9,10 +9,12 @@ training starts instead (``file_fields`` returns None).
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 from dsl.language.diagnostics import Span
@@ -113,12 +115,7 @@ def scan_csv(path: str, label: str, limit: int | None = None) -> list[str]:
     ``limit`` only that many bytes are scanned (``dsl check`` stays quick)."""
     import math
 
-    try:
-        fh = open(path, "rb")  # decoded line by line, so a bad byte has a line and column
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}", path) from None
-    with fh:
-        lines = _lines(fh, path)
+    with text_lines(path) as lines:
         header_line = next(lines, "")
         header = next(csv.reader([header_line]), [])
         names = [h.strip() for h in header]
@@ -171,6 +168,17 @@ def _row_error(line: str, fields: list[str], names: list[str], li: int, path: st
         if j == li and value != int(value):
             raise DataError(f"label column `{names[li]}` holds {text.strip()}; labels are class "
                             "numbers 0, 1, 2, ...", *where)
+
+
+@contextlib.contextmanager
+def text_lines(path: str) -> Iterator[Iterator[str]]:
+    """The lines of a UTF-8 text file, decoded one by one so that a bad byte has a line and column."""
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}", path) from None
+    with fh:
+        yield _lines(fh, path)
 
 
 def _lines(fh: Any, path: str) -> Any:

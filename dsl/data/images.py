@@ -29,7 +29,8 @@ from typing import Any
 from pydantic import Field
 
 from dsl.data.files import DataError, resolve_path
-from dsl.data.registry import Source, SourceParams, register_source
+from dsl.data.params import SplitParams
+from dsl.data.registry import Source, register_source
 from dsl.language.shapes import Sym, TensorType
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -38,13 +39,8 @@ MAX_HEADER_BYTES = 1 << 20  # a JPEG's frame header sits after its metadata segm
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-class ImagesParams(SourceParams):
+class ImagesParams(SplitParams):
     folder: str = Field(description="a folder with one sub-folder of images per class (or train/val/test of those)")
-    batch: int = Field(64, gt=0, description="images per batch")
-    val: float = Field(0.2, ge=0, lt=1, description="fraction held out for validation (without split folders)")
-    test: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (without split folders)")
-    seed: int | None = Field(None, description="split seed (default: the train section's seed)")
-    base_dir: str = Field("", description="directory relative paths are resolved against (the spec's)")
 
     @property
     def path(self) -> str:

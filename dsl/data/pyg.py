@@ -37,7 +37,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from dsl.data.files import DataError
 from dsl.data.graphfiles import Meta, Plan, _mapping, _pickle_bytes, _StaticUnpickler
-from dsl.data.registry import Source, SourceParams, register_source
+from dsl.data.params import SplitParams
+from dsl.data.registry import Source, register_source
 from dsl.language.diagnostics import did_you_mean
 from dsl.language.shapes import TensorType
 
@@ -46,7 +47,7 @@ MASKS = ("train_mask", "val_mask", "test_mask")
 SPLITS = ("train", "val", "test")
 
 
-class PygParams(SourceParams):
+class PygParams(SplitParams):
     """Arguments of ``pyg(...)``; any other keyword goes to the dataset class (``name="MUTAG"``)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -54,10 +55,6 @@ class PygParams(SourceParams):
     cls: str = Field(description="a dataset class of torch_geometric.datasets, e.g. \"TUDataset\"")
     root: str | None = Field(None, description="the folder holding its raw/ and processed/ files")
     batch: int = Field(32, gt=0, description="graphs per batch (many graphs)")
-    val: float = Field(0.2, ge=0, lt=1, description="fraction held out for validation (without own splits)")
-    test: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (without own splits)")
-    seed: int | None = Field(None, description="split seed (default: the train section's seed)")
-    base_dir: str = Field("", description="directory a relative root is resolved against (the spec's)")
 
     @field_validator("cls")
     @classmethod

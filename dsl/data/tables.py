@@ -33,25 +33,21 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from dsl.data.files import DataError, _field_cols, _lines, _quoted_cols, resolve_path
-from dsl.data.registry import Source, SourceParams, register_source
+from dsl.data.files import DataError, _field_cols, _quoted_cols, resolve_path, text_lines
+from dsl.data.params import SplitParams
+from dsl.data.registry import Source, register_source
 from dsl.language.shapes import Sym, TensorType
 
 SUFFIXES = (".csv", ".parquet", ".pq")
 RESERVED = ("x", "y", "batch")  # field names a categorical column cannot take
 
 
-class TableParams(SourceParams):
+class TableParams(SplitParams):
     path: str = Field(description="a .csv or .parquet file with a header of column names")
     label: str = Field("y", description="the label column (field `y`)")
     categorical: list[str] = Field(default_factory=list, description="columns of categories: [B] long fields")
     classes: int | None = Field(None, ge=2, description="labels must be 0..classes-1 (default: up to the largest)")
-    batch: int = Field(64, gt=0, description="rows per batch")
-    val: float = Field(0.2, ge=0, lt=1, description="fraction held out for validation")
-    test: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing")
     standardize: bool = Field(True, description="scale x with the training split's statistics")
-    seed: int | None = Field(None, description="split seed (default: the train section's seed)")
-    base_dir: str = Field("", description="directory relative paths are resolved against (the spec's)")
 
     @field_validator("path")
     @classmethod
@@ -146,12 +142,7 @@ def label_problem(value: float, label: str, classes: int | None) -> str | None:
 
 def _scan_csv(path: str, label: str, categorical: tuple[str, ...], classes: int | None) -> TableInfo:
     """Read every cell of a CSV once (pure Python): roles, vocabularies, and the first bad cell."""
-    try:
-        fh = open(path, "rb")  # decoded line by line, so a bad byte has a line and column
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}", path) from None
-    with fh:
-        lines = _lines(fh, path)
+    with text_lines(path) as lines:
         header_line = next(lines, "").rstrip("\r\n")
         names = [h.strip() for h in next(csv.reader([header_line]), [])]
         if not names or names == [""]:

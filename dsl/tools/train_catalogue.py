@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from dsl.checking.train.config import OPTIMIZERS, PER_EPOCH_SCHEDULES, SCHEDULES
 from dsl.checking.train.metrics import METRICS
 from dsl.data import lookup_source, source_names
+from dsl.data.params import SplitParams
 from dsl.language import registry
 from dsl.language.files import atomic_text
 from dsl.tools.catalogue import _cell, _type_text, spell
@@ -33,7 +34,9 @@ HIDDEN = ("base_dir",)  # filled in by dsl itself
 
 def _arguments(model: type[BaseModel]) -> list[dict[str, str]]:
     rows = []
-    for name, f in model.model_fields.items():
+    shared = set(SplitParams.model_fields) - set(getattr(model, "__annotations__", {}))
+    fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] in shared)  # batch, val, ... after its own
+    for name, f in fields:
         if name in HIDDEN:
             continue
         default = "required" if f.is_required() else spell(f.default_factory() if f.default_factory else f.default)
@@ -43,7 +46,8 @@ def _arguments(model: type[BaseModel]) -> list[dict[str, str]]:
 
 
 def _signature(name: str, args: list[dict[str, str]], positional: Sequence[str] = ()) -> str:
-    parts = [a["name"] if a["name"] in positional else f"{a['name']}={a['default']}" for a in args]
+    first = [a for a in args if a["name"] in positional or a["default"] == "required"]
+    parts = [a["name"] if a in first else f"{a['name']}={a['default']}" for a in [*first, *(a for a in args if a not in first)]]
     return f"{name}({', '.join(parts)})"
 
 

@@ -291,12 +291,7 @@ class Trainer:
         log = _TermLog(self, epoch, report)
         steps, rows, t0 = 0, 0, time.perf_counter()
         for batch in self.data.batches("train", epoch, self.rank, self.world):
-            names = self._forward(self.fwd, batch)
-            loss = names[LOSS]
-            total = loss
-            for key, weight in aux:
-                if key in names:
-                    total = total + weight * names[key]
+            names, loss, total = self._losses(batch, aux)
             log.add(steps, loss, names)  # reads and checks the terms every `sync_every` steps
             self.opt.zero_grad(set_to_none=True)
             total.backward()
@@ -308,6 +303,16 @@ class Trainer:
             rows += self._rows(batch)
         log.flush()
         return self._epoch_terms(log, steps, rows, t0)
+
+    def _losses(self, batch: dict[str, Tensor], aux: list[tuple[str, float]]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The step's outputs, its loss, and the loss plus the weighted auxiliary losses."""
+        names = self._forward(self.fwd, batch)
+        loss = names[LOSS]
+        total = loss
+        for key, weight in aux:
+            if key in names:
+                total = total + weight * names[key]
+        return names, loss, total
 
     def _after_optimizer_step(self, epoch: int, step: int) -> None:
         self.global_step += 1
@@ -329,12 +334,7 @@ class Trainer:
             last = (batches + 1) % every == 0 or batches + 1 == total_batches
             # Under DDP only the batch before an optimizer step averages the gradients across ranks.
             with self.net.no_sync() if self.world > 1 and not last else nullcontext():
-                names = self._forward(self.fwd, batch)
-                loss = names[LOSS]
-                total = loss
-                for key, weight in aux:
-                    if key in names:
-                        total = total + weight * names[key]
+                names, loss, total = self._losses(batch, aux)
                 log.add(batches, loss, names)
                 share = total / every if every > 1 else total
                 (self.scaler.scale(share) if self.scaler is not None else share).backward()
