@@ -52,6 +52,7 @@ register(
         infer=infer_dropout,
         build=build_dropout,
         count_params=count_dropout,
+        prunable=frozenset(),
         doc=__doc__ or "",
         paper="Srivastava et al., Dropout: A Simple Way to Prevent Neural Networks from Overfitting, JMLR 2014",
         signature="[..., F] -> [..., F]",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import EMBEDDINGS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ class EmbeddingParams(Params):
     num: int = Field(gt=0, description="number of rows: indices run from 0 to num-1")
     dim: int = Field(gt=0, description="size of each embedding vector")
     padding_idx: int | None = Field(None, description="an index whose row stays zero and is not trained")
+    std: float = Field(1.0, gt=0, description="initial rows ~ N(0, std²): torch's default 1; GPT-2 uses 0.02")
 
     @model_validator(mode="after")
     def _padding_in_range(self) -> EmbeddingParams:
@@ -44,7 +45,12 @@ def infer_embedding(call: ShapeCall, p: EmbeddingParams) -> list[TensorType]:
 def build_embedding(call: BuildCall, p: EmbeddingParams) -> nn.Module:
     from torch import nn
 
-    return nn.Embedding(p.num, p.dim, padding_idx=p.padding_idx)
+    m = nn.Embedding(p.num, p.dim, padding_idx=p.padding_idx)
+    if p.std != 1.0:
+        m.weight.data.normal_(0.0, p.std)
+        if p.padding_idx is not None:
+            m.weight.data[p.padding_idx].zero_()
+    return m
 
 
 def count_embedding(call: BuildCall, p: EmbeddingParams) -> int:
@@ -61,6 +67,7 @@ register(
         infer=infer_embedding,
         build=build_embedding,
         count_params=count_embedding,
+        prunable=frozenset({EMBEDDINGS}),
         doc=__doc__ or "",
         signature="[...] long -> [..., dim]",
     )

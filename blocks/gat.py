@@ -13,8 +13,11 @@ ranking of neighbours j is the same for every query i (static attention,
 because a and W are applied linearly before the LeakyReLU). GATv2 moves the
 nonlinearity inside, which makes attention dynamic:
 
-    e_ij = aᵀ LeakyReLU(W [h_i ‖ h_j]) = aᵀ LeakyReLU(W_r h_i + W_l h_j)
-    h'_i = Σ_j α_ij W_l h_j                 (share_weights=true: W_l = W_r)
+    e_ij = aᵀ LeakyReLU(W [h_i ‖ h_j]) = aᵀ LeakyReLU((W_r h_i + b_r) + (W_l h_j + b_l))
+    h'_i = Σ_j α_ij (W_l h_j + b_l)         (share_weights=true: W_l = W_r, b_l = b_r)
+
+(PyG's two projections carry biases b_l, b_r when ``bias=true``, on top of the
+output bias.)
 
 Both: with ``heads`` = K independent heads the outputs are concatenated,
 [N, K·out] (``concat=true``), or averaged, [N, out] (``concat=false``, as the
@@ -44,7 +47,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 GAT_PAPER = "Veličković et al. 2018, Graph Attention Networks"
@@ -196,6 +199,7 @@ register(
         infer=infer_gat,
         build=build_gat,
         count_params=count_gat,
+        prunable=frozenset({WEIGHTS}),  # PyG's Linear projections; attention vectors stay dense
         doc=__doc__ or "",
         paper=GAT_PAPER,
         signature=SIGNATURE,
@@ -212,6 +216,7 @@ register(
         infer=infer_gat,
         build=build_gatv2,
         count_params=count_gatv2,
+        prunable=frozenset({WEIGHTS}),
         doc=__doc__ or "",
         paper=GATV2_PAPER,
         signature=SIGNATURE,

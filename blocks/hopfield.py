@@ -21,20 +21,23 @@ The layer follows the reference:
 2. projections Q = ξ W_Q, K = Y W_K to ``heads*head_dim`` and V = Y W_V to
    ``heads*value_dim`` (``head_dim`` defaults to D/heads, ``value_dim`` to ``head_dim``);
    weights start N(0, 0.02²), biases 0, as in the reference;
-3. ``steps`` update iterations per head, Q ← softmax(β Q Kᵀ) K, each head stopping once the
-   largest change of a query's association row (L2, over the batch) is at most ``eps``;
+3. ``steps`` update iterations per head, Q ← softmax(β Q Kᵀ) K, each head stopping once no
+   sample's association matrix changes by more than ``eps`` (its L2 norm over queries and
+   stored patterns, the largest over the batch: the reference's rule; HopfieldLayer's
+   samples are the rows of dim 0 of x);
    ``steps=0`` (the default) is one retrieval step and runs through
    ``torch.nn.functional.scaled_dot_product_attention(scale=β)``;
-4. retrieval Z = dropout(softmax(β Q Kᵀ)) V with padded stored patterns masked out
-   (``stored_mask``, True = padding, like ``key_padding_mask``), heads concatenated;
+4. retrieval Z = dropout(softmax(β Q Kᵀ + M)) V with padded stored patterns masked out
+   (``stored_mask``, True = padding, like ``key_padding_mask``), heads concatenated; the
+   association mask M (``attn_mask`` [L, S]: bool, true = masked, or float, added; and
+   ``causal=true``, masking stored patterns after each state pattern) applies at every step;
 5. an output projection to ``out`` (default: the state width D).
 
 β defaults to 1/√head_dim, or 1 with ``project=false``, which removes all four projections
 for pure retrieval in the input space (one head, stored width = state width, output = the
-values' width). Differences from the reference: one scalar β for all heads; the early-stop
-change is measured per query row (so flattening queries into the batch, as HopfieldLayer
-does, does not change when iteration stops); no ``normalize_hopfield_space``, bias/zero
-patterns or association activation. A fully padded bag yields NaN, as in the reference.
+values' width). Differences from the reference: one scalar β for all heads; no
+``normalize_hopfield_space``, bias/zero patterns or association activation. A fully padded
+bag yields NaN, as in the reference.
 
 Inspection (built modules, eager): ``module.associations(...)`` returns the association
 matrix [B, heads, L, S] for given inputs; ``module.last_steps`` is the number of update
@@ -47,7 +50,7 @@ updated.
 
 Shapes:
     Hopfield:        state [B, L, D], stored [B, S, E] = state, values [B, S, V] = stored,
-                     stored_mask [B, S] bool  -> [B, L, out]        (out = D, or V if project=false)
+                     stored_mask [B, S] bool, attn_mask [L, S]  -> [B, L, out]   (out = D, or V if project=false)
     HopfieldPooling: x [B, S, D], mask [B, S] bool -> [B, queries*out]          (out = D)
     HopfieldLayer:   x [..., D] -> [..., out]     (memory: `patterns` learned [D] patterns)
 """
@@ -58,7 +61,17 @@ from typing import Any
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, BuildError, Decl, Params, TensorArg, register
+from dsl.blocks.attention import check_masks
+from dsl.language.registry import (
+    PROTOTYPES,
+    WEIGHTS,
+    BuildCall,
+    BuildError,
+    Decl,
+    Params,
+    TensorArg,
+    register,
+)
 from dsl.language.shapes import Dim, ShapeCall, ShapeError, TensorType
 
 PAPER = "Ramsauer et al. 2021, Hopfield Networks is All You Need (ml-jku/hopfield-layers)"
@@ -88,7 +101,7 @@ class HopfieldOptions(Params):
 
 
 class HopfieldParams(HopfieldOptions):
-    pass
+    causal: bool = Field(False, description="state pattern i associates only with stored patterns j <= i (L = S)")
 
 
 class HopfieldPoolingParams(HopfieldOptions):
@@ -143,8 +156,7 @@ def infer_hopfield(call: ShapeCall, p: HopfieldParams) -> list[TensorType]:
     values = stored
     if call.has("values"):
         values = call.match("values", "B S V", dtype="float", B=s.B, S=count).V
-    if call.has("stored_mask"):
-        call.match("stored_mask", "B S", dtype="bool", B=s.B, S=count)
+    check_masks(call, s.B, s.L, count, p.causal, padding="stored_mask")
     out = _check_options(call, p, s.D, stored, values)
     return [call.tensor([s.B, s.L, out], why=_why("Hopfield", p, out))]
 
@@ -185,7 +197,7 @@ def build_hopfield(call: BuildCall, p: HopfieldParams) -> Any:
     width = call.size("state", -1)
     stored = call.size("stored", -1) if call.has("stored") else width
     values = call.size("values", -1) if call.has("values") else stored
-    return _guard(lambda: Hopfield(width, stored, values, **_options(p)), "Hopfield")
+    return _guard(lambda: Hopfield(width, stored, values, causal=p.causal, **_options(p)), "Hopfield")
 
 
 def build_pooling(call: BuildCall, p: HopfieldPoolingParams) -> Any:
@@ -219,6 +231,16 @@ def _count(state: int, stored: int, values: int, p: HopfieldOptions) -> int:
     return n
 
 
+def _projections(p: HopfieldOptions) -> frozenset[str]:
+    """What pruning may mask: the four projections (none with project=false; LayerNorms stay dense)."""
+    return frozenset({WEIGHTS}) if p.project else frozenset()
+
+
+def _projections_and_patterns(p: HopfieldOptions) -> frozenset[str]:
+    """The projections, and the learned memory (HopfieldLayer) or queries (HopfieldPooling) as prototypes."""
+    return _projections(p) | {PROTOTYPES}
+
+
 def count_hopfield(call: BuildCall, p: HopfieldParams) -> int:
     width = call.size("state", -1)
     stored = call.size("stored", -1) if call.has("stored") else width
@@ -246,11 +268,13 @@ register(
             TensorArg("stored", optional=True, default="state", doc="stored (key) patterns [B, S, E]"),
             TensorArg("values", optional=True, doc="patterns to retrieve [B, S, V]; default: stored"),
             TensorArg("stored_mask", optional=True, doc="[B, S] bool, True marks padding stored patterns"),
+            TensorArg("attn_mask", optional=True, doc="[L, S] bool (true = masked) or float (added to the scores)"),
         ),
         outputs=("y",),
         infer=infer_hopfield,
         build=build_hopfield,
         count_params=count_hopfield,
+        prunable=_projections,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, L, D], [B, S, E] -> [B, L, out]",
@@ -270,6 +294,7 @@ register(
         infer=infer_pooling,
         build=build_pooling,
         count_params=count_pooling,
+        prunable=_projections_and_patterns,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[B, S, D] -> [B, queries*out]",
@@ -286,6 +311,7 @@ register(
         infer=infer_layer,
         build=build_layer,
         count_params=count_layer,
+        prunable=_projections_and_patterns,
         doc=__doc__ or "",
         paper=PAPER,
         signature="[..., D] -> [..., out]",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ register(
         infer=infer_mlp,
         build=build_mlp,
         count_params=count_mlp,
+        prunable=frozenset({WEIGHTS}),
         doc=__doc__ or "",
         signature="[..., F] -> [..., out]",
     )

@@ -26,23 +26,38 @@ thresholds from softmaxed values, is not followed). The balance loss is::
 
 with the population variance, and CV² = 0 for a single expert.
 
-Switch router (``router="switch"``, k = 1): p = softmax(x W_g) over all experts
-(with the same logit noise while training when ``noisy``); each token goes to
-argmax p with gate p_argmax; ``balance = w · E · Σ_i f_i P_i`` where f_i is the
-fraction of tokens sent to i and P_i the mean of p_i over tokens (= w under
-perfectly uniform routing).
+Switch router (``router="switch"``, k = 1; Fedus et al., following
+mesh-tensorflow's ``_switch_gating``): p = softmax(x' W_g) over all experts, where
+W_g is drawn from a truncated normal of std sqrt(0.1 / D) and, while training a
+``noisy`` router, x' = x · U(0.99, 1.01) elementwise (multiplicative input
+jitter; x' = x otherwise); each token goes to argmax p with gate p_argmax;
+``balance = w · E · Σ_i f_i P_i`` where f_i is the fraction of tokens sent to i
+(before any is dropped) and P_i the mean of p_i over tokens (= w under perfectly
+uniform routing). ``z_loss=c`` adds c · mean_x logsumexp(x' W_g)² (the router
+z-loss of Zoph et al. 2022) to the ``balance`` output, as mesh-tensorflow adds it
+to its auxiliary loss.
 
 MoE runs ``experts`` independent copies of the ``expert`` block value (default:
 ``MLP(hidden=2*D, out=out or D)``), kept as ``experts.{e}`` in the state dict.
+Any block value is an expert: one with several outputs contributes its first
+(a ``PrototypeHead``'s logits), and the auxiliary losses inside an expert (a
+nested ``MoE``'s balance, those of the MoEs inside a user block) are added to
+this MoE's ``balance`` with their own coefficients, summed over the experts
+that ran.
 Tokens are grouped by expert (a stable sort of the (token, expert)
 assignments), each expert runs once on its own tokens, and each token's
 gate-weighted expert outputs are summed back into its row (``index_add``).
-With ``capacity=c`` each expert takes at most ceil(c · T · k / E) assignments
-(T = number of tokens in the batch); the policy is to keep the assignments with
-the highest gate weight (ties: earlier token first) and drop the rest, which
-then contribute zero (no renormalisation, as in GShard/Switch). The built
-module's buffer ``dropped_fraction`` holds the fraction of assignments dropped
-by the last forward.
+With ``capacity=c`` each expert takes at most max(min_capacity, ceil(c · T · k / E))
+assignments (T = number of tokens in the batch) while training, and the same
+with ``eval_capacity`` while evaluating. The top-k router keeps the assignments
+with the highest gate weight (ties: earlier token first); the switch router
+keeps the first tokens by position, as Switch does. The rest are dropped and
+contribute zero (no renormalisation; the residual around the MoE is the
+spec's). Defaults: ``eval_capacity`` 2.0 and ``min_capacity`` 4 with the switch
+router (mesh-tensorflow's), ``capacity`` and 0 with top-k. The capacity rounds
+up (mesh-tensorflow rounds down). The built module's buffer
+``dropped_fraction`` holds the fraction of assignments dropped by the last
+forward, and the expert-usage statistics count them.
 
 Both blocks declare their ``balance`` output as an auxiliary loss (weight 1:
 the output is already multiplied by ``balance=``), so training adds it.
@@ -63,6 +78,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dsl.language.registry import (
+    WEIGHTS,
     AuxLoss,
     BlockValue,
     BuildCall,
@@ -85,7 +101,8 @@ PAPER = (
 class GateParams(Params):
     experts: int = Field(ge=1, description="number of experts E")
     k: int = Field(2, ge=1, description="experts per token (top k); the switch router uses k=1")
-    noisy: bool = Field(True, description="add learned Gaussian noise to the logits while training")
+    noisy: bool = Field(True, description="router noise while training: learned Gaussian noise on the logits "
+                                          "(topk), multiplicative input jitter (switch)")
     balance: float = Field(0.01, ge=0, description="coefficient of the load-balancing loss")
     router: Literal["topk", "switch"] = Field(
         "topk", description="`topk`: noisy top-k gate (Shazeer 2017); `switch`: top-1 Switch router"
@@ -123,8 +140,25 @@ class MoEParams(GateParams):
     )
     out: int | None = Field(None, gt=0, description="output features; default: the expert's output size")
     capacity: float | None = Field(
-        None, gt=0, description="capacity factor c: each expert takes at most ceil(c*T*k/E) assignments"
+        None, gt=0, description="capacity factor c while training: each expert takes at most ceil(c*T*k/E) "
+                                "assignments"
     )
+    eval_capacity: float | None = Field(
+        None, gt=0, description="capacity factor while evaluating; default 2.0 with router='switch', else capacity"
+    )
+    min_capacity: int | None = Field(
+        None, ge=0, description="the least an expert may take; default 4 with router='switch', else 0"
+    )
+    z_loss: float = Field(0.0, ge=0, description="coefficient of the router z-loss, added to balance")
+
+    def capacities(self) -> tuple[float | None, float | None, int]:
+        """(training factor, evaluation factor, minimum) with the router's defaults filled in."""
+        switch = self.router == "switch"
+        if self.capacity is None and self.eval_capacity is None:
+            return None, None, 0
+        evaluation = self.eval_capacity if self.eval_capacity is not None else (2.0 if switch else self.capacity)
+        minimum = self.min_capacity if self.min_capacity is not None else (4 if switch else 0)
+        return self.capacity, evaluation, minimum
 
 
 # --------------------------------------------------------------------------- Gate
@@ -143,8 +177,8 @@ def build_gate(call: BuildCall, p: GateParams) -> Any:
 
 
 def count_gate(call: BuildCall, p: GateParams) -> int:
-    """w_gate [D, experts], and w_noise of the same shape when noisy."""
-    return call.size("x", -1) * p.experts * (2 if p.noisy else 1)
+    """w_gate [D, experts], and w_noise of the same shape for a noisy top-k gate."""
+    return call.size("x", -1) * p.experts * (2 if p.noisy and p.router == "topk" else 1)
 
 
 register(
@@ -157,6 +191,7 @@ register(
         infer=infer_gate,
         build=build_gate,
         count_params=count_gate,
+        prunable=frozenset(),  # the router's small [D, E] matrices stay dense
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,
@@ -183,11 +218,12 @@ def _expert_out(call: ShapeCall, p: MoEParams, d: Dim | None) -> tuple[Dim | Non
             help=e.help,
             code=e.code,
         ) from None
-    if not outs or not outs[0].shape:
+    if not outs or len(outs[0].shape) != 2:
         raise ShapeError(
-            f"expert `{p.expert.describe()}` must return one tensor [_, out] per token batch",
+            f"expert `{p.expert.describe()}` must return a tensor [_, out] for a batch of tokens [_, {d}]",
             arg="expert",
             label=f"it returns {', '.join(str(t) for t in outs) or 'nothing'}",
+            help="an expert with several outputs contributes its first, which must be one row per token",
         )
     return call.env.resolve(outs[0].shape[-1]), f"expert `{p.expert.describe()}` maps [_, {d}] to {outs[0]}"
 
@@ -221,19 +257,23 @@ def build_moe(call: BuildCall, p: MoEParams) -> Any:
     out = call.outputs[0].shape[-1] if call.outputs else p.out
     if not isinstance(out, int):
         raise BuildError(f"`MoE` needs a concrete output size, found {out}", arg="out", help="give `out=`")
-    gate = NoisyTopKGate(d, p.experts, p.k, p.noisy, p.balance, p.router)
+    gate = NoisyTopKGate(d, p.experts, p.k, p.noisy, p.balance, p.router, p.z_loss)
     token_type = TensorType((None, d))
-    experts = [
-        make_mlp(d, _default_expert(d, out)) if p.expert is None else call.instantiate(p.expert, [token_type])
-        for _ in range(p.experts)
-    ]
-    return MixtureOfExperts(gate, experts, out, p.capacity)
+    train_capacity, eval_capacity, min_capacity = p.capacities()
+    if p.expert is None:
+        experts = [make_mlp(d, _default_expert(d, out)) for _ in range(p.experts)]
+        aux: list[tuple[int, float]] = []
+    else:
+        experts = [call.instantiate(p.expert, [token_type]) for _ in range(p.experts)]
+        aux = p.expert.aux_outputs([token_type])
+    return MixtureOfExperts(gate, experts, out, train_capacity, expert_aux=aux, eval_capacity=eval_capacity,
+                            min_capacity=min_capacity)
 
 
 def count_moe(call: BuildCall, p: MoEParams) -> int:
     """The gate plus `experts` copies of the expert (BuildError when a size is unknown)."""
     d = call.size("x", -1)
-    gate = d * p.experts * (2 if p.noisy else 1)
+    gate = d * p.experts * (2 if p.noisy and p.router == "topk" else 1)
     if p.expert is None:
         out = call.outputs[0].shape[-1] if call.outputs else p.out
         if not isinstance(out, int):
@@ -257,6 +297,7 @@ register(
         infer=infer_moe,
         build=build_moe,
         count_params=count_moe,
+        prunable=frozenset({WEIGHTS}),  # its experts'; the router stays dense
         aux=(AuxLoss(output="balance", weight=1.0),),
         doc=__doc__ or "",
         paper=PAPER,

@@ -4,15 +4,16 @@ LayerNorm normalises each vector over its last dim:
 
     y = (x - E[x]) / sqrt(Var[x] + eps) · γ + β        (γ, β ∈ R^F when affine)
 
-BatchNorm normalises each feature over the batch (and length) dims, as
-``torch.nn.BatchNorm1d``; in training it uses the batch statistics and updates
+BatchNorm normalises each feature (channel: dim 1) over the batch and length or
+spatial dims, as ``torch.nn.BatchNorm1d`` (rank 2 or 3) or ``BatchNorm2d`` (rank 4,
+``[B, C, H, W]``); in training it uses the batch statistics and updates
 running ones with ``momentum``, in eval it uses the running ones:
 
     y[b, f, ...] = (x[b, f, ...] - μ_f) / sqrt(σ²_f + eps) · γ_f + β_f
 
 Shapes:
     LayerNorm: x: [..., F] -> y: [..., F]
-    BatchNorm: x: [B, F] -> y: [B, F],  or  x: [B, F, L] -> y: [B, F, L]
+    BatchNorm: x: [B, F] -> y: [B, F],  x: [B, C, L] -> y: [B, C, L],  x: [B, C, H, W] -> y: [B, C, H, W]
 """
 
 from __future__ import annotations
@@ -48,16 +49,16 @@ def infer_layer_norm(call: ShapeCall, p: LayerNormParams) -> list[TensorType]:
 
 def infer_batch_norm(call: ShapeCall, p: BatchNormParams) -> list[TensorType]:
     t = call.type("x")
-    if t.variadic or len(t.shape) not in (2, 3):
-        # BatchNorm1d's features are dim 1: with unknown leading dims we cannot tell which that is.
+    if t.variadic or len(t.shape) not in (2, 3, 4):
+        # The features (channels) are dim 1: with unknown leading dims we cannot tell which that is.
         raise ShapeError(
             "rank mismatch in argument `x` of `BatchNorm`",
             arg="x",
-            label=f"expected [B, F] or [B, F, L], found {t}",
-            help="BatchNorm normalises dim 1 of a [B, F] or [B, F, L] tensor; reshape or transpose first",
+            label=f"expected [B, F], [B, C, L] or [B, C, H, W], found {t}",
+            help="BatchNorm normalises dim 1 (the features or channels); reshape or transpose first",
             code="E0303",
         )
-    call.match("x", "B F" if len(t.shape) == 2 else "B F L", dtype="float")
+    call.match("x", {2: "B F", 3: "B F L", 4: "B F H W"}[len(t.shape)], dtype="float")
     return [call.keep("x", why="BatchNorm keeps the shape")]
 
 
@@ -70,7 +71,8 @@ def build_layer_norm(call: BuildCall, p: LayerNormParams) -> nn.Module:
 def build_batch_norm(call: BuildCall, p: BatchNormParams) -> nn.Module:
     from torch import nn
 
-    return nn.BatchNorm1d(call.size("x", 1), eps=p.eps, momentum=p.momentum, affine=p.affine)
+    cls = nn.BatchNorm2d if len(call.type("x").shape) == 4 else nn.BatchNorm1d
+    return cls(call.size("x", 1), eps=p.eps, momentum=p.momentum, affine=p.affine)
 
 
 def count_layer_norm(call: BuildCall, p: LayerNormParams) -> int:
@@ -91,6 +93,7 @@ register(
         infer=infer_layer_norm,
         build=build_layer_norm,
         count_params=count_layer_norm,
+        prunable=frozenset(),
         doc=__doc__ or "",
         paper="Ba, Kiros & Hinton, Layer Normalization, 2016",
         signature="[..., F] -> [..., F]",
@@ -107,6 +110,7 @@ register(
         infer=infer_batch_norm,
         build=build_batch_norm,
         count_params=count_batch_norm,
+        prunable=frozenset(),
         doc=__doc__ or "",
         paper="Ioffe & Szegedy, Batch Normalization, ICML 2015",
         signature="[B, F] -> [B, F]  or  [B, F, L] -> [B, F, L]",

@@ -1,12 +1,14 @@
 """Prototype heads: PrototypeHead (ProtoPNet) and ProtoNet (Prototypical Networks).
 
 PrototypeHead — Chen et al. 2019, "This Looks Like That: Deep Learning for
-Interpretable Image Recognition" (reference code cfchen-duke/ProtoPNet), on flat
-embeddings (one row of ``z`` is one embedding; the paper's patch grid, if any,
-is flattened by the caller). With P = classes * per_class learned prototypes
-p_j ∈ R^D, prototype j belonging to class j // per_class:
+Interpretable Image Recognition" (reference code cfchen-duke/ProtoPNet). With
+P = classes * per_class learned prototypes p_j ∈ R^D, prototype j belonging to
+class j // per_class, on embeddings z_b ∈ R^D or on a feature map
+z_b ∈ R^{D×H×W} (the paper's 1×1 patch prototypes: each prototype is compared
+with every position and the closest one counts):
 
-    d_bj   = ||z_b - p_j||²
+    d_bj   = ||z_b - p_j||²                      z: [B, D]
+    d_bj   = min_{h,w} ||z_b[:, h, w] - p_j||²    z: [B, D, H, W]
     s_bj   = log((d_bj + 1) / (d_bj + 1e-4))     similarity="log"   (s(0) = log 1e4)
            = -d_bj                               similarity="linear"
     logits = s Wᵀ,   W ∈ R^{classes×P}, no bias,
@@ -17,7 +19,7 @@ training terms live in ``dsl.blocks.nn.prototype`` and the trainer adds them:
 cluster cost Clst = mean_b min_{class(j)=y_b} d_bj, separation cost
 Sep = mean_b min_{class(j)≠y_b} d_bj (subtracted), the L1 of W at wrong-class
 positions (last-layer stage), and ``push_prototypes``, which replaces every
-prototype by its nearest training embedding of its own class.
+prototype by its nearest training embedding (or patch) of its own class.
 
 ProtoNet — Snell et al. 2017, "Prototypical Networks for Few-shot Learning"
 (reference code jakesnell/prototypical-networks). From an embedded support set
@@ -38,6 +40,7 @@ Both compile with ``torch.compile(fullgraph=True)`` and export with
 
 Shapes:
     PrototypeHead:  z: [B, D] -> logits: [B, classes], distances: [B, classes*per_class]
+    PrototypeHead:  z: [B, D, H, W] -> logits: [B, classes], distances: [B, classes*per_class]
     ProtoNet:       query: [Q, D], support: [S, D], support_y: [S] long -> logits: [Q, ways]
 """
 
@@ -47,7 +50,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dsl.language.registry import BuildCall, Decl, Params, TensorArg, register
+from dsl.language.registry import PROTOTYPES, WEIGHTS, BuildCall, Decl, Params, TensorArg, register
 from dsl.language.shapes import ShapeCall, TensorType
 
 PROTOPNET = "Chen et al. 2019, This Looks Like That: Deep Learning for Interpretable Image Recognition"
@@ -63,7 +66,8 @@ class PrototypeHeadParams(Params):
 
 
 def infer_prototype_head(call: ShapeCall, p: PrototypeHeadParams) -> list[TensorType]:
-    z = call.match("z", "B D", dtype="float")
+    patches = call.type("z").rank == 4
+    z = call.match("z", "B D H W" if patches else "B D", dtype="float")
     count = p.classes * p.per_class
     return [
         call.tensor([z.B, p.classes], why=f"PrototypeHead(classes={p.classes}) gives one logit per class"),
@@ -77,13 +81,18 @@ def infer_prototype_head(call: ShapeCall, p: PrototypeHeadParams) -> list[Tensor
 def build_prototype_head(call: BuildCall, p: PrototypeHeadParams):
     from dsl.blocks.nn.prototype import PrototypeHeadModule
 
-    return PrototypeHeadModule(call.size("z", -1), p.classes, p.per_class, p.similarity)
+    return PrototypeHeadModule(_width(call), p.classes, p.per_class, p.similarity)
 
 
 def count_prototype_head(call: BuildCall, p: PrototypeHeadParams) -> int:
     """P = classes*per_class prototypes of width D, and the P x classes last layer."""
     count = p.classes * p.per_class
-    return count * call.size("z", -1) + count * p.classes
+    return count * _width(call) + count * p.classes
+
+
+def _width(call: BuildCall) -> int:
+    """D: the features of an embedding, or the channels of a feature map."""
+    return call.size("z", 1)
 
 
 class ProtoNetParams(Params):
@@ -108,14 +117,15 @@ register(
         name="PrototypeHead",
         kind="block",
         params=PrototypeHeadParams,
-        inputs=(TensorArg("z", doc="embeddings, one per row"),),
+        inputs=(TensorArg("z", doc="embeddings [B, D], or a feature map [B, D, H, W] (patch prototypes)"),),
         outputs=("logits", "distances"),
         infer=infer_prototype_head,
         build=build_prototype_head,
         count_params=count_prototype_head,
+        prunable=frozenset({WEIGHTS, PROTOTYPES}),  # the last layer; the prototypes
         doc=__doc__ or "",
         paper=PROTOPNET,
-        signature="[B, D] -> logits [B, classes], distances [B, classes*per_class]",
+        signature="[B, D] or [B, D, H, W] -> logits [B, classes], distances [B, classes*per_class]",
     )
 )
 
@@ -133,6 +143,7 @@ register(
         infer=infer_protonet,
         build=build_protonet,
         count_params=lambda call, p: 0,  # no weights: prototypes are the support means
+        prunable=frozenset(),
         doc=__doc__ or "",
         paper=PROTONET,
         signature="[Q, D], [S, D], [S] long -> [Q, ways]",

@@ -2,7 +2,6 @@
 
     cat(a, b, ..., dim=-1)             torch.cat([a, b, ...], dim)     sizes along `dim` add up
     stack(a, b, ..., dim=0)            torch.stack([a, b, ...], dim)   a new axis of size n
-    mean / sum / max(x, dim, keepdim)  torch.mean / torch.sum / torch.amax
     flatten(x, start=0, end=-1)        torch.flatten(x, start_dim, end_dim)
     reshape(x, shape=[...])            torch.reshape(x, shape)         at most one -1
     transpose(x, dim0, dim1)           torch.transpose(x, dim0, dim1)
@@ -15,8 +14,6 @@ non-negative one needs the full rank and is a ShapeError.
 Shapes:
     cat:       [A, F], [A, G] (dim=-1)     -> [A, F + G]
     stack:     [A, F], [A, F] (dim=0)      -> [2, A, F]
-    mean:      [A, B, F] (dim=1)           -> [A, F]           (keepdim: [A, 1, F])
-    sum, max:  [..., F] (dim=null)         -> []
     flatten:   [A, B, F] (start=1)         -> [A, B*F]
     reshape:   [A, 4] (shape=[-1, 2])      -> [2*A, 2]
     transpose: [A, B, F] (dim0=0, dim1=-1) -> [F, B, A]
@@ -25,11 +22,11 @@ Shapes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from pydantic import Field, field_validator
 
-from dsl.language.registry import BuildCall, Decl, Lowered, Params, TensorArg, register
+from dsl.language.registry import BuildCall, Decl, Lowered, Params, Size, TensorArg, register
 from dsl.language.shapes import (
     Dim,
     DimConflict,
@@ -113,6 +110,28 @@ def product(dims: Sequence[Dim | None]) -> Dim | None:
             return None
         out = dim_mul(out, d)
     return out
+
+
+def _div(total: Dim, by: Dim) -> Dim | None:
+    """``total / by`` as a dim when it is one for every size of the symbols, else None."""
+    if isinstance(by, int):
+        return _exact_div(total, by)
+    if isinstance(total, Sym):  # divide monomial by monomial when ``by`` is one term
+        if len(by.terms) != 1:
+            return None
+        ((mono, coeff),) = by.terms.items()
+        out: dict[tuple[str, ...], int] = {}
+        for m, c in total.terms.items():
+            rest = list(m)
+            for s in mono:
+                if s not in rest:
+                    return None
+                rest.remove(s)
+            if c % coeff:
+                return None
+            out[tuple(rest)] = c // coeff
+        return Sym.normalise(out)
+    return None
 
 
 def _exact_div(total: Dim, by: int) -> Dim | None:
@@ -248,86 +267,6 @@ def lower_stack(call: BuildCall, p: StackParams) -> Lowered:
     return Lowered(torch.stack, kwargs={"dim": p.dim}, pack=True)
 
 
-# --------------------------------------------------------------------------- reductions
-
-DimsArg = int | Annotated[list[int], Field(min_length=1)] | None
-
-
-class ReduceParams(Params):
-    dim: DimsArg = Field(None, description="dim or dims to reduce; null reduces every dim")
-    keepdim: bool = Field(False, description="keep reduced dims with size 1")
-
-    @field_validator("dim")
-    @classmethod
-    def _distinct(cls, v: Any) -> Any:
-        if isinstance(v, list) and len(set(v)) != len(v):
-            raise ValueError(f"dims must be distinct, got {v}")
-        return v
-
-
-def _reduce(call: ShapeCall, p: ReduceParams, fn: str, dtype: str) -> TensorType:
-    t = call.type("x")
-    dims = dims_list(p.dim)
-    if dims is None:
-        why = f"{fn}() over every dim" + (" keeping them as 1" if p.keepdim else " gives a scalar")
-        if p.keepdim:
-            return TensorType((1,) * len(t.shape), dtype, t.variadic, why)
-        return TensorType((), dtype, False, why)
-    positions: set[int] = set()
-    for d in dims:
-        pos = axis(call, "x", d)
-        if pos is not None and pos in positions:
-            raise ShapeError(
-                f"`{fn}` reduces the same dim twice", arg="dim",
-                label=f"dims {dims} name one axis twice for `x` {t}", code="E0401",
-            )
-        if pos is not None:
-            positions.add(pos)
-    shape = [1 if i in positions else d for i, d in enumerate(t.shape) if p.keepdim or i not in positions]
-    why = f"{fn}(dim={p.dim}" + (", keepdim=true)" if p.keepdim else ") removes the reduced dims")
-    return TensorType(tuple(shape), dtype, t.variadic, why)
-
-
-def infer_mean(call: ShapeCall, p: ReduceParams) -> list[TensorType]:
-    _need_float(call, "x")
-    return [_reduce(call, p, "mean", "float")]
-
-
-def infer_sum(call: ShapeCall, p: ReduceParams) -> list[TensorType]:
-    dtype = call.type("x").dtype
-    return [_reduce(call, p, "sum", "float" if dtype == "float" else "long")]
-
-
-def infer_max(call: ShapeCall, p: ReduceParams) -> list[TensorType]:
-    return [_reduce(call, p, "max", call.type("x").dtype)]
-
-
-def _reduce_kwargs(p: ReduceParams) -> dict[str, Any]:
-    dim = tuple(p.dim) if isinstance(p.dim, list) else p.dim  # a copy the graph cannot alias
-    if p.keepdim:  # torch wants dim spelled out (None included) next to keepdim
-        return {"dim": dim, "keepdim": True}
-    return {} if dim is None else {"dim": dim}
-
-
-def lower_mean(call: BuildCall, p: ReduceParams) -> Lowered:
-    import torch
-
-    return Lowered(torch.mean, kwargs=_reduce_kwargs(p))
-
-
-def lower_sum(call: BuildCall, p: ReduceParams) -> Lowered:
-    import torch
-
-    return Lowered(torch.sum, kwargs=_reduce_kwargs(p))
-
-
-def lower_max(call: BuildCall, p: ReduceParams) -> Lowered:
-    import torch
-
-    # amax, not max: torch.max(x, dim) returns (values, indices); `max` here means the values.
-    return Lowered(torch.amax, kwargs=_reduce_kwargs(p))
-
-
 # --------------------------------------------------------------------------- flatten
 
 
@@ -373,14 +312,17 @@ def lower_flatten(call: BuildCall, p: FlattenParams) -> Lowered:
 
 
 class ReshapeParams(Params):
-    shape: list[int] = Field(description="the new shape: sizes >= 0, at most one -1 (inferred)")
+    shape: list[Size] = Field(description="the new shape: positive sizes or dims (T), at most one -1 (inferred)")
 
     @field_validator("shape")
     @classmethod
-    def _sizes(cls, v: list[int]) -> list[int]:
-        if any(s < -1 for s in v):
-            raise ValueError(f"sizes must be >= 0 or -1, got {v}")
-        if v.count(-1) > 1:
+    def _sizes(cls, v: list[Any]) -> list[Any]:
+        ints = [s for s in v if isinstance(s, int)]
+        if any(s == 0 for s in ints):
+            raise ValueError(f"a size of 0 makes an empty tensor; to keep a dim write its name (B) or -1, got {v}")
+        if any(s < -1 for s in ints):
+            raise ValueError(f"sizes must be positive or -1, got {v}")
+        if ints.count(-1) > 1:
             raise ValueError(f"at most one size may be -1, got {v}")
         return v
 
@@ -388,15 +330,16 @@ class ReshapeParams(Params):
 def infer_reshape(call: ShapeCall, p: ReshapeParams) -> list[TensorType]:
     t = call.type("x")
     total = None if t.variadic else product(t.shape)
-    known = product([s for s in p.shape if s != -1])
-    assert isinstance(known, int)
-    shape: list[Dim | None] = list(p.shape)
+    sizes = [call.env.resolve(s) for s in p.shape]
+    known = product([s for s in sizes if s != -1])
+    shape: list[Dim | None] = list(sizes)
     why = f"reshape(shape={p.shape})"
-    if -1 in p.shape:
-        fill = _exact_div(total, known) if total is not None and known else None
-        if fill is None and isinstance(total, int):
-            _count_error(call, t, p, f"{total} elements do not split into blocks of {known}")
-        shape[p.shape.index(-1)] = fill if fill is not None else call.fresh("Rest")
+    if -1 in sizes:
+        fill = _div(total, known) if total is not None and known else None
+        if fill is None and total is not None:
+            _count_error(call, t, p, f"{dim_str(total)} elements do not split into blocks of {dim_str(known)}"
+                         + ("" if isinstance(total, int) else " for every size of its dims"))
+        shape[sizes.index(-1)] = fill if fill is not None else call.fresh("Rest")
         why += " infers the -1 from the element count"
     elif total is not None:
         try:
@@ -409,7 +352,8 @@ def infer_reshape(call: ShapeCall, p: ReshapeParams) -> list[TensorType]:
 def _count_error(call: ShapeCall, t: TensorType, p: ReshapeParams, why: str) -> NoReturn:
     raise ShapeError(
         "`reshape` cannot change the number of elements", arg="shape",
-        label=f"`x` is {t}: {why}", help="put -1 in the shape to infer one size", code="E0305",
+        label=f"`x` is {t}: {why}", code="E0305",
+        help="keep the batch dim by name (reshape(x, [B, ...])) or -1, so every batch size fits",
     )
 
 
@@ -417,6 +361,192 @@ def lower_reshape(call: BuildCall, p: ReshapeParams) -> Lowered:
     import torch
 
     return Lowered(torch.reshape, args=(tuple(p.shape),))
+
+
+# --------------------------------------------------------------------------- more shape functions
+
+
+class DimParams(Params):
+    dim: int = Field(description="where (negative counts from the end)")
+
+
+class OptionalDimParams(Params):
+    dim: int | None = Field(None, description="the size-1 dim to drop; null drops every size-1 dim")
+
+
+class PermuteParams(Params):
+    dims: list[int] = Field(description="the new order of the dims")
+
+
+class ExpandParams(Params):
+    shape: list[Size] = Field(description="the new sizes; -1 keeps a dim; new leading dims are added")
+
+
+class ChunkParams(Params):
+    chunks: int = Field(gt=0, description="how many equal pieces")
+    dim: int = Field(-1, description="the dim to cut")
+
+
+class SplitParams(Params):
+    sizes: list[Size] = Field(min_length=1, description="the size of each piece, in order")
+    dim: int = Field(-1, description="the dim to cut")
+
+
+class ToParams(Params):
+    dtype: Literal["float", "long", "int", "bool"] = Field(description="the new dtype")
+
+
+class SelectParams(Params):
+    dim: int = Field(description="the dim the indices pick along")
+
+
+def infer_unsqueeze(call: ShapeCall, p: DimParams) -> list[TensorType]:
+    t = call.type("x")
+    probe = ShapeCall(call.block, {"x": t}, call.env)
+    pos = axis(probe, "x", p.dim, rank=len(t.shape) + 1)
+    shape = list(t.shape)
+    if pos is not None:
+        shape.insert(pos, 1)
+    return [TensorType(tuple(shape), t.dtype, t.variadic, f"unsqueeze(dim={p.dim}) adds a dim of size 1")]
+
+
+def infer_squeeze(call: ShapeCall, p: OptionalDimParams) -> list[TensorType]:
+    t = call.type("x")
+    if p.dim is None:
+        if t.variadic or any(not isinstance(d, int) for d in t.shape):
+            raise ShapeError("`squeeze` without dim= needs every size known", arg="x", label=f"`x` is {t}",
+                             help="give the dim: squeeze(x, dim=1)", code="E0305")
+        return [TensorType(tuple(d for d in t.shape if d != 1), t.dtype, False, "squeeze drops the size-1 dims")]
+    pos = axis(call, "x", p.dim)
+    shape = list(t.shape)
+    if pos is not None:
+        size = call.env.resolve(shape[pos])
+        if isinstance(size, int) and size != 1:  # torch leaves the tensor as it is; a mistake in a spec
+            raise ShapeError(f"`squeeze` drops a dim of size 1, and dim {p.dim} is {size}", arg="dim",
+                             label=f"`x` is {t}", code="E0305")
+        call.unify(size, 1, arg="x", what=f"dim {p.dim} must be 1")
+        del shape[pos]
+    return [TensorType(tuple(shape), t.dtype, t.variadic, f"squeeze(dim={p.dim}) drops a dim of size 1")]
+
+
+def infer_permute(call: ShapeCall, p: PermuteParams) -> list[TensorType]:
+    t = call.type("x")
+    if t.variadic:
+        raise ShapeError("`permute` needs the full shape of `x`", arg="x", label=f"`x` is {t}", code="E0303")
+    n = len(t.shape)
+    positions = [axis(call, "x", d, param="dims") for d in p.dims]
+    if len(p.dims) != n or sorted(positions) != list(range(n)):  # type: ignore[type-var]
+        raise ShapeError(f"`permute` needs each of the {n} dims once", arg="dims",
+                         label=f"dims={p.dims} for `x` {t}", code="E0401")
+    return [TensorType(tuple(t.shape[i] for i in positions), t.dtype, False, f"permute({p.dims})")]  # type: ignore[index]
+
+
+def infer_expand(call: ShapeCall, p: ExpandParams) -> list[TensorType]:
+    t = call.type("x")
+    sizes = [call.env.resolve(s) for s in p.shape]
+    if t.variadic or len(sizes) < len(t.shape):
+        raise ShapeError("`expand` needs at least the rank of `x`", arg="shape", label=f"`x` is {t}", code="E0303")
+    lead = len(sizes) - len(t.shape)
+    out: list[Any] = list(sizes[:lead])
+    for d, s in zip(t.shape, sizes[lead:], strict=True):
+        if s == -1:
+            out.append(d)
+        elif call.env.resolve(d) == 1:
+            out.append(s)
+        else:
+            out.append(call.unify(d, s, arg="x", what="expand keeps a dim that is not 1"))
+    return [TensorType(tuple(out), t.dtype, False, f"expand({p.shape})")]
+
+
+def infer_chunk(call: ShapeCall, p: ChunkParams) -> list[TensorType]:
+    t = call.type("x")
+    pos = axis(call, "x", p.dim)
+    shape = list(t.shape)
+    if pos is not None:
+        piece = _exact_div(call.env.resolve(shape[pos]), p.chunks) if shape[pos] is not None else None
+        if piece is None:
+            raise ShapeError(f"`chunk` cuts dim {p.dim} into {p.chunks} equal pieces, and {shape[pos]} does not split",
+                             arg="chunks", label=f"`x` is {t}", help="use split(x, [sizes], dim=...)", code="E0305")
+        shape[pos] = piece
+    return [TensorType(tuple(shape), t.dtype, t.variadic, f"chunk({p.chunks}) of {t}")] * p.chunks
+
+
+def infer_split(call: ShapeCall, p: SplitParams) -> list[TensorType]:
+    t = call.type("x")
+    pos = axis(call, "x", p.dim)
+    if pos is None:
+        return [t] * len(p.sizes)
+    total: Dim = 0
+    for s in p.sizes:
+        total = dim_add(total, call.env.resolve(s))
+    call.unify(t.shape[pos], total, arg="sizes", what=f"the pieces must add up to dim {p.dim}")
+    outs = []
+    for s in p.sizes:
+        shape = list(t.shape)
+        shape[pos] = call.env.resolve(s)
+        outs.append(TensorType(tuple(shape), t.dtype, t.variadic, f"split({p.sizes}) of {t}"))
+    return outs
+
+
+def infer_to(call: ShapeCall, p: ToParams) -> list[TensorType]:
+    return [call.keep("x", dtype=p.dtype, why=f"to(dtype={p.dtype})")]
+
+
+def infer_index_select(call: ShapeCall, p: SelectParams) -> list[TensorType]:
+    t = call.type("x")
+    k = call.match("index", "K", dtype=("long", "int")).K
+    pos = axis(call, "x", p.dim)
+    shape = list(t.shape)
+    if pos is not None:
+        shape[pos] = k
+    return [TensorType(tuple(shape), t.dtype, t.variadic, f"index_select picks {k} entries along dim {p.dim}")]
+
+
+def infer_gather(call: ShapeCall, p: SelectParams) -> list[TensorType]:
+    t, idx = call.type("x"), call.type("index")
+    if idx.dtype not in ("long", "int"):
+        raise ShapeError("dtype mismatch in argument `index` of `gather`", arg="index",
+                         label=f"expected long, found {idx.dtype}", code="E0302")
+    if not t.variadic and not idx.variadic and len(t.shape) != len(idx.shape):
+        raise ShapeError("`gather` needs `index` of the rank of `x`", arg="index",
+                         label=f"`x` is {t}, `index` is {idx}", code="E0303")
+    axis(call, "x", p.dim)
+    return [idx.with_dtype(t.dtype)]
+
+
+def _lower_torch(name: str, *fields: str, kw: tuple[str, ...] = ()) -> Any:
+    def lower(call: BuildCall, p: Any) -> Lowered:
+        import torch
+
+        args = tuple(tuple(v) if isinstance(v := getattr(p, f), list) else v for f in fields)
+        kwargs = {k: getattr(p, k) for k in kw if getattr(p, k) is not None}
+        return Lowered(getattr(torch, name), args=args, kwargs=kwargs)
+
+    return lower
+
+
+def lower_expand(call: BuildCall, p: ExpandParams) -> Lowered:
+    from dsl.blocks.nn.tensors import expand
+
+    return Lowered(expand, args=(list(p.shape),))
+
+
+def lower_to(call: BuildCall, p: ToParams) -> Lowered:
+    from dsl.blocks.nn.tensors import to
+
+    return Lowered(to, args=(p.dtype,))
+
+
+def lower_index_select(call: BuildCall, p: SelectParams) -> Lowered:
+    import torch
+
+    return Lowered(torch.index_select, kwargs={"dim": p.dim}, keywords=("index",))
+
+
+def lower_gather(call: BuildCall, p: SelectParams) -> Lowered:
+    import torch
+
+    return Lowered(torch.gather, kwargs={"dim": p.dim}, keywords=("index",))
 
 
 # --------------------------------------------------------------------------- transpose
@@ -459,19 +589,38 @@ _TABLE: tuple[tuple[str, type[Params], tuple[TensorArg, ...], Any, Any, str, str
      "Concatenate tensors along `dim` (torch.cat); they agree on every other dim."),
     ("stack", StackParams, _MANY, infer_stack, lower_stack, "[A, F], [A, F] -> [2, A, F] (dim=0)",
      "Stack same-shaped tensors along a new axis at `dim` (torch.stack)."),
-    ("mean", ReduceParams, _X, infer_mean, lower_mean, "[A, F] -> [A] (dim=-1)",
-     "Mean over `dim` (torch.mean); dim=null averages every element. Float input."),
-    ("sum", ReduceParams, _X, infer_sum, lower_sum, "[A, F] -> [A] (dim=-1)",
-     "Sum over `dim` (torch.sum); integer and bool inputs sum to long, as in torch."),
-    ("max", ReduceParams, _X, infer_max, lower_max, "[A, F] -> [A] (dim=-1)",
-     "Largest value over `dim` (torch.amax: the values, not the indices)."),
     ("flatten", FlattenParams, _X, infer_flatten, lower_flatten, "[A, B, F] -> [A*B*F]",
      "Merge dims start..end (inclusive) into one (torch.flatten)."),
     ("reshape", ReshapeParams, _X, infer_reshape, lower_reshape, "[A, 4] -> [2*A, 2] (shape=[-1, 2])",
-     "View the elements in a new shape (torch.reshape); one -1 is inferred."),
+     "View the elements in a new shape (torch.reshape); one -1 is inferred; sizes may be dims (B, T)."),
     ("transpose", TransposeParams, _X, infer_transpose, lower_transpose, "[A, B] -> [B, A]",
      "Swap two dims (torch.transpose)."),
+    ("unsqueeze", DimParams, _X, infer_unsqueeze, _lower_torch("unsqueeze", "dim"), "[A, F] -> [A, 1, F] (dim=1)",
+     "Add a dim of size 1 at `dim` (torch.unsqueeze)."),
+    ("squeeze", OptionalDimParams, _X, infer_squeeze, _lower_torch("squeeze", kw=("dim",)), "[A, 1, F] -> [A, F]",
+     "Drop a dim of size 1 (torch.squeeze)."),
+    ("permute", PermuteParams, _X, infer_permute, _lower_torch("permute", "dims"), "[A, B, C] -> [C, A, B]",
+     "Reorder the dims (torch.permute)."),
+    ("expand", ExpandParams, _X, infer_expand, lower_expand, "[1, F] -> [B, F] (shape=[B, -1])",
+     "Repeat size-1 dims without copying (Tensor.expand); -1 keeps a dim."),
+    ("chunk", ChunkParams, _X, infer_chunk, _lower_torch("chunk", "chunks", kw=("dim",)), "[A, 2F] -> [A, F], [A, F]",
+     "Cut `dim` into `chunks` equal pieces, one output each (torch.chunk)."),
+    ("split", SplitParams, _X, infer_split, _lower_torch("split", "sizes", kw=("dim",)), "[A, F+G] -> [A, F], [A, G]",
+     "Cut `dim` into pieces of the given sizes, one output each (torch.split)."),
+    ("to", ToParams, _X, infer_to, lower_to, "[...] -> [...] dtype",
+     "The same values as another dtype (Tensor.to)."),
+    ("index_select", SelectParams, (TensorArg("x", doc="input tensor"), TensorArg("index", doc="long [K]")),
+     infer_index_select, lower_index_select, "[N, F], [K] long -> [K, F] (dim=0)",
+     "Whole entries of `x` along `dim`, picked by `index` (torch.index_select)."),
+    ("gather", SelectParams, (TensorArg("x", doc="input tensor"), TensorArg("index", doc="long, the rank of x")),
+     infer_gather, lower_gather, "[N, F], [N, K] long -> [N, K] (dim=1)",
+     "One element of `x` per entry of `index`, along `dim` (torch.gather)."),
 )
+
+_POSITIONAL = {"reshape": ("x", "shape"), "transpose": ("x", "dim0", "dim1"), "flatten": ("x", "start", "end"),
+               "unsqueeze": ("x", "dim"), "squeeze": ("x", "dim"), "permute": ("x", "dims"), "expand": ("x", "shape"),
+               "chunk": ("x", "chunks", "dim"), "split": ("x", "sizes", "dim"), "to": ("x", "dtype"),
+               "index_select": ("x", "dim", "index"), "gather": ("x", "dim", "index")}
 
 for _name, _params, _inputs, _infer, _lower, _sig, _doc in _TABLE:
     register(
@@ -483,6 +632,8 @@ for _name, _params, _inputs, _infer, _lower, _sig, _doc in _TABLE:
             outputs=("y",),
             infer=_infer,
             lower=_lower,
+            positional=_POSITIONAL.get(_name),
+            differentiable=_name != "to",
             doc=f"{_doc}\n\nShapes:\n    {_sig}\n",
             signature=_sig,
         )

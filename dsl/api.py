@@ -1,4 +1,4 @@
-"""The Python API: load, check, compile. Importing this module never imports torch."""
+"""The Python API: load, check, compile, train, load_run. Importing this module never imports torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dsl.language.diagnostics import Diagnostic
 from dsl.language.errors import SpecError
 from dsl.language.source import load, loads
 
-__all__ = ["analyse", "check", "compile", "load", "loads"]
+__all__ = ["analyse", "check", "compile", "load", "load_run", "loads", "train"]
 
 
 def _as_spec(spec: ir.Spec | str | os.PathLike[str]) -> ir.Spec:
@@ -62,3 +62,26 @@ def compile(
 
     return build_model(analyse(spec, dims, overrides, max_params), return_dict=return_dict, with_aux=with_aux,
                        guards=guards)
+
+
+def train(spec: ir.Spec | str | os.PathLike[str], data: Any = None, out: str | os.PathLike[str] | None = None,
+          **overrides: Any) -> Any:
+    """Train ``spec`` as ``dsl train`` does (progress lines, checkpoints, run directory) and
+    return its :class:`~dsl.training.runs.Run` (``.dir``, ``.metrics``, ``.best``, ``.model()``).
+
+    ``data``: a source expression such as ``"digits(batch=32)"`` (replacing the train
+    section's), or a ``torch.utils.data.Dataset`` of dicts. ``epochs=`` and ``seed=`` set
+    those train keys; ``dims=``, ``device=``, ``quiet=`` and ``resume=`` are as on the command
+    line; any other keyword overrides a param, as ``--set`` does. The same seed gives the same
+    weights as ``dsl train``, bit for bit."""
+    from dsl.training.runs import train as train_run
+
+    return train_run(spec, data, out, **overrides)
+
+
+def load_run(path: str | os.PathLike[str], best: bool = False) -> Any:
+    """A trained run's model: eval mode, guards on, taking raw inputs as ``dsl predict`` does
+    (the run's standardisation included). ``best=True``: the weights the validation split chose."""
+    from dsl.training.runs import load_run as load_trained_run
+
+    return load_trained_run(path, best)

@@ -16,7 +16,7 @@ model ProtoPushDigits(classes: int = 10) {
 
 train {
     data       = digits(batch=64)
-    loss       = cross_entropy(logits, y) + 0.8 * cluster_cost(dist, y, per_class=per_class) - 0.08 * separation_cost(dist, y, per_class=per_class) + 0.0001 * l1_last_layer()
+    loss       = cross_entropy(logits, y) + 0.8 * cluster_cost(dist, y) - 0.08 * separation_cost(dist, y) + 0.0001 * l1_last_layer()
     metrics    = [accuracy(logits, y)]
     optimizer  = adam(lr=0.003)
     epochs     = 20

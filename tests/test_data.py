@@ -23,6 +23,7 @@ SMALL = {
     "dictionary_lookup": {"k": 4, "graphs": 20, "eval_graphs": 5, "batch": 4},
     "mil_bags": {"bags": 20, "eval_bags": 10, "batch": 4},
     "episodes": {"ways": 3, "shots": 2, "queries": 3, "episodes": 4, "eval_episodes": 2},
+    "chars": {"context": 16, "batch": 4, "chars": 2000},
 }
 
 TORCH_DTYPES = {"float": torch.float32, "long": torch.int64, "bool": torch.bool}

@@ -131,7 +131,10 @@ def test_cli_emit_python_checks_the_file(tmp_path: Path) -> None:
     assert code == 0, err
     assert "max abs diff 0" in err
     assert "class Classifier(nn.Module):" in target.read_text()
-    code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--emit", "python")
+    # without -o the file goes to stdout, as `dsl convert` does; the binary formats still need -o
+    code, out, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--emit", "python")
+    assert code == 0 and out == target.read_text() and err == ""
+    code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--emit", "pt2")
     assert code == 2 and "needs -o OUT" in err
 
 

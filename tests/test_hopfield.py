@@ -200,6 +200,81 @@ def test_updates_stop_early_once_converged() -> None:
     assert 1 <= m.last_steps < 50
 
 
+def hflayers_updates(q: torch.Tensor, k: torch.Tensor, beta: float, steps_max: int, eps: float,
+                     norm_dims: tuple[int, ...] = (2, 3)) -> tuple[torch.Tensor, int]:
+    """The update loop of ml-jku/hopfield-layers, ``hflayers/functional.py``
+    (``hopfield_core_forward``), in plain torch on [B, H, L, d] tensors instead of [B·H, L, d]::
+
+        while update_active_heads.any():
+            ...  # update_step > 0: q = ξ K for the active heads, then softmax(β q Kᵀ)
+            xi = torch.masked_scatter(input=xi, mask=update_active_heads, source=nn.functional.softmax(...))
+            with torch.no_grad():
+                xi_active = xi.view(size=(bsz, num_heads, tgt_len, src_len))
+                update_active_heads = (update_step < update_steps_max) | (update_steps_max < 0)
+                if xi_old is not None:
+                    update_active_heads &= ((xi_old - xi_active).norm(p=2, dim=(2, 3)).max(axis=0)[0]) > update_steps_eps
+                ...
+                xi_old = xi_active
+            update_step += 1
+
+    Returns ξ and the updates after the first retrieval (the loop's ``update_step - 1``).
+    ``norm_dims=(3,)`` measures each query row instead (our rule before it followed hflayers).
+    """
+    heads = q.shape[1]
+    xi = torch.softmax(beta * q @ k.transpose(-1, -2), dim=-1)  # update_step 0
+    active = torch.full((heads,), 0 < steps_max)
+    xi_old, update_step = xi, 1
+    while active.any():
+        new = torch.softmax(beta * (xi @ k) @ k.transpose(-1, -2), dim=-1)
+        xi = torch.where(active.view(1, -1, 1, 1), new, xi)
+        change = (xi_old - xi).norm(p=2, dim=norm_dims).transpose(0, 1).reshape(heads, -1)  # [H, B] ([H, B·L])
+        active = torch.full((heads,), update_step < steps_max) & (change.max(dim=1)[0] > eps)
+        xi_old, update_step = xi, update_step + 1
+    return xi, update_step - 1
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return x.unflatten(-1, (heads, -1)).transpose(-3, -2)
+
+
+@pytest.mark.parametrize(("seed", "beta"), [(59, 1.0), (32, 1.0), (26, 1.0), (21, 4.0)])
+def test_updates_stop_when_hflayers_stops(seed: int, beta: float) -> None:
+    """32 queries: each sample's whole association matrix must settle, not only its worst row."""
+    torch.manual_seed(seed)
+    m = Hopfield(16, heads=2, steps=100, beta=beta).double()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 32, 16, dtype=torch.float64)
+    q, k, v = (_heads(proj(norm(x)), 2) for proj, norm in
+               ((m.q_proj, m.norm_state), (m.k_proj, m.norm_stored), (m.v_proj, m.norm_values)))
+    xi, steps = hflayers_updates(q, k, beta, 100, m.eps)
+    _, per_row = hflayers_updates(q, k, beta, 100, m.eps, norm_dims=(3,))
+    assert per_row < steps < 100  # a case where a per-row test stops early
+    y = m(x)
+    assert m.last_steps == steps
+    torch.testing.assert_close(m.associations(x), xi, atol=1e-12, rtol=0)
+    torch.testing.assert_close(y, m.out_proj((xi @ v).transpose(1, 2).flatten(2)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(("seed", "beta"), [(25, 4.0), (6, 4.0)])
+def test_layer_stops_as_hflayers_on_its_batch(seed: int, beta: float) -> None:
+    """hflayers' HopfieldLayer takes [B, T, D] with B the batch: the stop is per sample of T rows."""
+    torch.manual_seed(seed)
+    m = HopfieldLayer(16, patterns=24, heads=2, steps=100, beta=beta).double()
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(4, 8, 16, dtype=torch.float64)
+    h = m.hopfield
+    q = _heads(h.q_proj(h.norm_state(x)), 2)
+    k = _heads(h.k_proj(h.norm_stored(m.memory)), 2).unsqueeze(0)
+    xi, steps = hflayers_updates(q, k, beta, 100, h.eps)
+    _, per_row = hflayers_updates(q, k, beta, 100, h.eps, norm_dims=(3,))
+    _, one_sample = hflayers_updates(q.transpose(0, 1).flatten(1, 2).unsqueeze(0), k, beta, 100, h.eps)
+    assert per_row < steps < one_sample < 100  # neither a per-row test nor the flattened batch
+    assert m.associations(x).shape == (4, 8, 2, 24) and m.last_steps == steps
+    torch.testing.assert_close(m.associations(x), xi.transpose(1, 2), atol=1e-12, rtol=0)
+
+
 def test_masked_patterns_get_zero_association_and_no_influence() -> None:
     for steps in (0, 2):
         m = Hopfield(8, heads=2, steps=steps, eps=1e-12)

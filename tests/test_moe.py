@@ -235,7 +235,7 @@ def test_sorted_dispatch_matches_naive_loop(capacity: float | None) -> None:
     _randomise_gate(gate)
     x = torch.randn(13, 6)
     idx, w, _ = gate.route(x)
-    y, kept = dispatch(x, idx, w, experts, 3, capacity)
+    y, kept, _ = dispatch(x, idx, w, experts, 3, capacity)
     y_ref, kept_ref = _naive(x, idx, w, experts, 3, capacity)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     assert int(kept) == kept_ref

@@ -41,7 +41,7 @@ def test_dispatch_values_and_gradients_match_the_loop(k: int, upstream: str) -> 
     x = torch.randn(40, 8, requires_grad=True)
     idx = torch.stack([torch.randperm(6)[:k] for _ in range(40)])
     w = torch.rand(40, k, requires_grad=True)
-    y, kept = dispatch(x, idx, w, experts, 8)
+    y, kept, _ = dispatch(x, idx, w, experts, 8)
     y_ref = _loop_dispatch(x, idx, w, ref_experts)
     torch.testing.assert_close(y, y_ref, atol=1e-6, rtol=1e-5)
     assert int(kept) == 40 * k

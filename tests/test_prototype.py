@@ -59,6 +59,48 @@ def test_distances_equal_double_loop() -> None:
     assert (d >= 0).all()
 
 
+def patch_head(channels: int = 4, classes: int = 3, per_class: int = 2) -> PrototypeHeadModule:
+    m = build("PrototypeHead", f"[2, {channels}, 3, 5]", classes=classes, per_class=per_class)
+    assert isinstance(m, PrototypeHeadModule)
+    return m
+
+
+def test_patch_distances_are_the_minimum_over_positions() -> None:
+    """ProtoPNet's model.py: an L2 distance map per prototype, then -max_pool(-map) over H x W."""
+    m = patch_head()
+    z = torch.randn(2, 4, 3, 5)
+    _, d = m(z)
+    maps = ((z[:, None] - m.prototypes[None, :, :, None, None]) ** 2).sum(2)  # [B, P, H, W]
+    expected = -torch.nn.functional.max_pool2d(-maps, kernel_size=(3, 5)).flatten(1)
+    torch.testing.assert_close(d, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_patch_push_selects_the_nearest_own_class_patch() -> None:
+    m = patch_head(channels=3, classes=2, per_class=1)
+    z = torch.randn(5, 3, 3, 5)
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    protos = m.prototypes.detach().clone()
+    sample, position = push_prototypes(m, z, labels)
+    for j in range(2):
+        best = min(
+            ((((z[b, :, h, w] - protos[j]) ** 2).sum().item(), b, h * 5 + w)
+             for b in range(5) if labels[b] == j for h in range(3) for w in range(5)),
+        )
+        assert (sample[j].item(), position[j].item()) == best[1:]
+        b, pos = best[1:]
+        torch.testing.assert_close(m.prototypes[j].detach(), z[b, :, pos // 5, pos % 5])
+
+
+def test_patch_head_shape_rule_and_compile() -> None:
+    logits_t, dist_t = infer("PrototypeHead", "[B, 16, H, W]", classes=4, per_class=2)
+    assert logits_t.shape == (Sym("B"), 4) and dist_t.shape == (Sym("B"), 8)
+    m = patch_head()
+    z = torch.randn(2, 4, 3, 5)
+    torch._dynamo.reset()
+    for got, want in zip(torch.compile(m, fullgraph=True)(z), m(z), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_log_similarity_at_zero_and_monotone() -> None:
     assert log_similarity(torch.tensor(0.0)).item() == pytest.approx(math.log(1e4), rel=1e-6)
     d = torch.tensor([0.0, 0.5, 1.0, 10.0, 1e3])
@@ -155,7 +197,7 @@ def test_push_moves_each_prototype_onto_nearest_own_class_embedding() -> None:
     labels = torch.randint(0, 2, (20,))  # class 2 has no sample
     before = m.prototypes.detach().clone()
     dist_before = ((emb[:, None, :] - before[None]) ** 2).sum(-1)
-    index = push_prototypes(m, emb, labels)
+    index, _position = push_prototypes(m, emb, labels)
     assert index.shape == (6,) and index.dtype == torch.long
     for j in range(6):
         k = j // 2

@@ -132,7 +132,8 @@ def test_schedule_masks_and_final_sparsity(write) -> None:
         original(trainer, record)
         seen.append({k: v.clone() for k, v in hook.masks.items()})
         # while training, every forward uses weight_orig * mask: pruned entries are exactly 0
-        for _, m in hook.targets:
+        for x in hook.targets:
+            m = x.module
             assert prune.is_pruned(m) and torch.all(m.weight[~m.weight_mask.bool()] == 0)
 
     hook.on_epoch_end = spy  # type: ignore[method-assign]
@@ -150,7 +151,7 @@ def test_schedule_masks_and_final_sparsity(write) -> None:
     p = t.cfg.prune
     assert targets == pytest.approx([p.scheduled(e) for e in (1, 2, 3, 4)], abs=1e-6)
     last = hist[-1]["pruning"]
-    assert set(last["layers"]) == set(_layer_modules(t))
+    assert set(last["layers"]) == {f"{path}.weight" for path in _layer_modules(t)}  # named as in the state dict
     assert last["sparsity"] == pytest.approx(0.75, abs=0.01)
     assert last["nonzero"] == last["weights"] - sum(round(0.75 * m.weight.numel()) for m in _layer_modules(t).values())
 
@@ -194,9 +195,9 @@ train {
 def test_moe_experts_are_pruned_layer_by_layer(write) -> None:
     t = trainer_for(write(MOE_SPEC))
     hook = next(h for h in t.hooks if isinstance(h, Pruning))
-    assert [type(m) for _, m in hook.targets] == [nn.Linear] * 8  # four experts, two Linear layers each
+    assert [type(x.module) for x in hook.targets] == [nn.Linear] * 8  # four experts, two Linear layers each
     t.fit()
-    for _, m in hook.targets:
+    for m in (x.module for x in hook.targets):
         assert not prune.is_pruned(m) and int((m.weight == 0).sum()) == round(0.5 * m.weight.numel())
     assert {k for k in t.model.state_dict() if "experts" in k} == {
         f"z.experts.{e}.{i}.{name}" for e in range(4) for i in (0, 2) for name in ("weight", "bias")}
@@ -238,3 +239,232 @@ def test_train_prints_final_sparsity(write, tmp_path, capsys) -> None:
     assert cmd_train(ns(file=spec_path(write), out=str(tmp_path / "r"), quiet=False, epochs=1)) == 0
     out = capsys.readouterr().out
     assert "pruning: sparsity per layer" in out and "logits" in out
+
+
+# --------------------------------------------------------------------------- what is pruned
+
+
+GAT_SPEC = """
+model G(classes: int = 4) {
+    input x: [N, F]
+    input edge_index: [2, E] long
+    h = elu(GAT(x, edge_index, out=8, heads=2))
+    logits = GATv2(h, edge_index, out=classes, concat=false, residual=true)
+    output logits: [N, classes]
+}
+train {
+    data      = karate()
+    loss      = cross_entropy(logits, y, mask=train_mask)
+    optimizer = adam(lr=0.01)
+    prune     = PRUNE
+    epochs    = 1
+    seed      = 0
+}
+"""
+
+
+def _zeros(state: dict[str, torch.Tensor], key: str) -> int:
+    return int((state[key] == 0).sum())
+
+
+@pytest.mark.parametrize("layers", ["", ", layers=[h, logits]"])
+def test_gat_weights_reach_the_target_sparsity(write, layers) -> None:
+    """PyG's own Linear (GAT's projections) is a weight; attention vectors and biases stay dense."""
+    from torch_geometric.nn.dense.linear import Linear as PyGLinear
+
+    t = trainer_for(write(GAT_SPEC.replace("PRUNE", f"magnitude(sparsity=0.6, end=1{layers})")))
+    last = t.fit()[-1]["pruning"]
+    linears = {f"{p}.weight" for p, m in t.model.named_modules() if isinstance(m, PyGLinear)}
+    assert linears == {"gat.conv.lin.weight", "logits.conv.lin_l.weight", "logits.conv.lin_r.weight",
+                       "logits.conv.res.weight"}
+    assert set(last["layers"]) == linears
+    state = t.model.state_dict()
+    for key in linears:
+        assert _zeros(state, key) == round(0.6 * state[key].numel()), key
+    for key in ("gat.conv.att_src", "gat.conv.att_dst", "logits.conv.att", "gat.conv.bias"):
+        assert _zeros(state, key) == 0, key
+
+
+SEQ_SPEC = """
+model S(classes: int = 10) {
+    input x: [B, 1, 8, 8]
+    c = relu(Conv2d(x, out=4, kernel=3, padding=1))
+    s = flatten(transpose(c, 1, 2), start=2)          # [B, 8, 32]: one step per image row
+    r = LSTM(s, hidden=16)
+    g = GRU(r, hidden=8, bidirectional=true)
+    a = MultiheadAttention(g, heads=2)
+    logits = Linear(mean(a, dim=1), out=classes)
+    output logits: [B, classes]
+}
+train {
+    data      = digits(images=true, batch=128)
+    loss      = cross_entropy(logits, y)
+    optimizer = adam(lr=0.01)
+    prune     = PRUNE
+    epochs    = 1
+    seed      = 0
+}
+"""
+SEQ_WEIGHTS = {
+    "c": ["conv2d.weight"],
+    "r": ["r.rnn.weight_ih_l0", "r.rnn.weight_hh_l0"],
+    "g": ["g.rnn.weight_ih_l0", "g.rnn.weight_hh_l0", "g.rnn.weight_ih_l0_reverse", "g.rnn.weight_hh_l0_reverse"],
+    "a": ["a.attn.in_proj_weight", "a.attn.out_proj.weight"],
+    "logits": ["logits.weight"],
+}
+
+
+def test_conv_recurrent_and_attention_weights_are_pruned(write) -> None:
+    t = trainer_for(write(SEQ_SPEC.replace("PRUNE", "magnitude(sparsity=0.5, end=1)")), epochs=2)
+    hook = next(h for h in t.hooks if isinstance(h, Pruning))
+    seen: list[int] = []
+    # nn.MultiheadAttention reads out_proj.weight without calling out_proj: the masked weight
+    # must still be the one each training step uses (and backpropagates through once).
+    t.model.get_submodule("a.attn").register_forward_hook(
+        lambda m, args, out: seen.append(int((m.out_proj.weight == 0).sum())))
+    last = t.fit()[-1]["pruning"]
+    weights = [k for keys in SEQ_WEIGHTS.values() for k in keys]
+    assert list(last["layers"]) == weights  # biases (LSTM's bias_ih_l0, in_proj_bias, ...) stay dense
+    state = t.model.state_dict()
+    for key in weights:
+        assert _zeros(state, key) == round(0.5 * state[key].numel()), key
+    assert seen[-1] == round(0.5 * 16 * 16) and not any(k.endswith(("_orig", "_mask")) for k in state)
+    assert all(not hasattr(x.module, x.name + "_mask") for x in hook.targets)  # made permanent
+
+
+def test_per_layer_sparsity_is_honoured(write) -> None:
+    prune_expr = "magnitude(sparsity=0.5, initial=0.1, end=2, layers=[c(sparsity=0.25), r, logits(sparsity=0.75)])"
+    t = trainer_for(write(SEQ_SPEC.replace("PRUNE", prune_expr)), epochs=2)
+    hist = t.fit()
+    p = t.cfg.prune
+    wanted = {"c": 0.25, "r": 0.5, "logits": 0.75}
+    first = hist[0]["pruning"]["layers"]
+    for name, final in wanted.items():  # the cubic schedule of each layer runs towards its own s_f
+        for key in SEQ_WEIGHTS[name]:
+            n = t.model.state_dict()[key].numel()
+            assert first[key] == pytest.approx(round(p.scheduled(1, final) * n) / n, abs=1e-6), key
+            assert _zeros(t.model.state_dict(), key) == round(final * n), key
+    assert set(hist[-1]["pruning"]["layers"]) == {k for name in wanted for k in SEQ_WEIGHTS[name]}  # g, a: dense
+    assert hist[-1]["pruning"]["target"] == pytest.approx(0.5)  # magnitude's own schedule
+
+
+PARTS_SPEC = """
+model M(vocab: int = 20) {
+    input tokens: [B, T] long
+    emb = Embedding(num=vocab, dim=8)
+    e = emb(tokens)
+    m = HopfieldLayer(e, patterns=5)
+    logits, dist = PrototypeHead(mean(m, dim=1), classes=3)
+    out = Linear(e, out=vocab, tie=emb)
+    output logits: [B, 3]
+    output out: [B, T, vocab]
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "options, extra",
+    [
+        ({}, set()),
+        ({"embeddings": True}, set()),  # the table is tied to `out`: shared weights stay dense
+        ({"prototypes": True}, {"m.memory", "logits.prototypes"}),
+    ],
+)
+def test_embeddings_and_prototypes_only_when_chosen(options, extra) -> None:
+    from dsl.training.hooks.pruning import select
+
+    model = dsl.compile(dsl.loads(PARTS_SPEC))
+    paths = {x.path for x in select(model, Prune(MagnitudeArgs(sparsity=0.5, end=1, **options)))}
+    projections = {f"m.hopfield.{p}_proj.weight" for p in ("q", "k", "v", "out")}
+    assert paths == projections | {"logits.last_layer.weight"} | extra
+    untied = dsl.compile(dsl.loads(PARTS_SPEC.replace(", tie=emb", "")))
+    chosen = {x.path for x in select(untied, Prune(MagnitudeArgs(sparsity=0.5, end=1, **options)))}
+    assert ("emb.weight" in chosen) == bool(options.get("embeddings")) and "out.weight" in chosen
+
+
+# --------------------------------------------------------------------------- `layers` in dsl check
+
+CHECK_SPEC = """
+model C(classes: int = 3) {
+    input x: [B, F]
+    input y: [B] long
+    emb = Embedding(num=classes, dim=8)
+    h = relu(Linear(x, out=8))
+    n = LayerNorm(h + emb(y))
+    z = relu(n)
+    logits = Linear(z, out=8)
+    out = Linear(logits, out=classes, tie=emb)
+    output out: [B, classes]
+}
+train {
+    data      = iris(batch=16)
+    loss      = cross_entropy(out, y)
+    optimizer = adam(lr=0.02)
+    prune     = PRUNE
+    epochs    = 1
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "layers, name, code, text, help",
+    [
+        ("[h, lgits]", "lgits", "E0503", "unknown layer `lgits`", "logits"),
+        ("[h, n]", "n", "E0501", "layer `n` has no weights that `prune` masks", "norms"),
+        ("[z]", "z", "E0501", "layer `z` has no weights", "Linear"),
+        ("[emb]", "emb", "E0501", "layer `emb` has no weights", "shared (tied)"),
+        ("[out]", "out", "E0501", "layer `out` has no weights", "shared (tied)"),
+        ("[h, h(sparsity=0.5)]", "h(", "E0501", "named twice", None),
+        ("[logits(sparsity=1.5)]", "1.5", "E0401", "invalid `sparsity`", None),
+        ("[logits(sparsity=0.4, rate=2)]", "2", "E0402", "has no argument `rate`", "sparsity"),
+        ("[logits(sparsity=0.05)]", "logits", "E0401", "below the initial sparsity", "own sparsity"),
+    ],
+)
+@pytest.mark.parametrize("form", ["dsl", "yaml"])
+def test_layers_are_checked_statically(write, form, layers, name, code, text, help) -> None:
+    text_spec = CHECK_SPEC.replace("PRUNE", f"magnitude(sparsity=0.5, initial=0.1, end=3, layers={layers})")
+    source = text_spec if form == "dsl" else dsl.loads(text_spec).to_yaml()
+    path = write(source, f"spec.{form}")
+    diags = dsl.check(path)
+    assert [d.code for d in diags] == [code], [str(d) for d in diags]
+    (d,) = diags
+    assert text in d.message and (help is None or help in (d.help or ""))
+    line = next(i for i, s in enumerate(source.splitlines(), 1) if "magnitude(" in s)
+    at = source.splitlines()[line - 1].index("layers=") + len("layers=")
+    assert d.span.line == line and d.span.col == source.splitlines()[line - 1].index(name, at) + 1
+
+
+def test_layers_that_hold_weights_check_and_a_named_instance_selects_its_module(write) -> None:
+    text = CHECK_SPEC.replace(", tie=emb", "")
+    assert dsl.check(write(GAT_SPEC.replace("PRUNE", "magnitude(sparsity=0.5, end=1, layers=[h, logits])"))) == []
+    text = text.replace("PRUNE", "magnitude(sparsity=0.5, end=1, embeddings=true, layers=[h, emb])")
+    assert dsl.check(write(text)) == []
+
+
+def test_per_layer_sparsity_needs_per_layer_scope(write) -> None:
+    expr = 'magnitude(sparsity=0.5, end=1, scope="global", layers=[h, logits(sparsity=0.8)])'
+    (d,) = dsl.check(write(GAT_SPEC.replace("PRUNE", expr)))
+    assert d.code == "E0401" and "needs `scope=\"layer\"`" in d.message
+    assert d.span.col == GAT_SPEC.replace("PRUNE", expr).splitlines()[d.span.line - 1].index("logits(") + 1
+
+
+def test_pushed_prototypes_cannot_be_pruned(write) -> None:
+    text = """
+model P(classes: int = 3) {
+    input x: [B, F]
+    logits, dist = PrototypeHead(Linear(x, out=4), classes=classes)
+    output logits: [B, classes]
+}
+train {
+    data       = iris(batch=16)
+    loss       = cross_entropy(logits, y)
+    optimizer  = adam(lr=0.02)
+    push_every = 2
+    prune      = magnitude(sparsity=0.5, end=1, prototypes=true)
+    epochs     = 2
+}
+"""
+    (d,) = dsl.check(write(text))
+    assert d.code == "E0501" and "cannot also be pruned" in d.message
+    line = text.splitlines()[d.span.line - 1]
+    assert "prune" in line and d.span.col == line.index("true") + 1

@@ -84,7 +84,8 @@ def test_a_table_with_a_string_column_trains(tables, data, tmp_path) -> None:
     assert code == 0, err
     meta = json.loads((out / "meta.json").read_text())
     assert meta["test"]["accuracy"] >= 0.85, meta["test"]
-    assert json.loads((out / "vocab.json").read_text()) == {"color": ["blue", "green", "red"]}
+    preprocess = json.loads((out / "preprocess.json").read_text())
+    assert preprocess["vocabularies"] == {"color": ["blue", "green", "red"]}
 
 
 def _diagnostics(spec: str) -> list[dict]:
@@ -366,23 +367,14 @@ train {
 """
 
 
-def test_a_python_dataset_of_dicts_trains(tmp_path) -> None:
-    from dsl.data.python import from_torch_dataset
-    from dsl.training.session import Options, prepare, train
+def test_a_python_dataset_of_dicts_trains_through_a_dataloader(tmp_path) -> None:
+    from dsl.data.loading import LoaderDataset
+    from dsl.training.pydata import adapt, fields_of
 
-    data, fields = from_torch_dataset(Rows(), batch=16)
-    assert {k: (str(t.shape), t.dtype) for k, t in fields.items()} == {"x": ("(B, 5)", "float"),
-                                                                        "y": ("(B,)", "long")}
+    assert {k: (str(t.shape), t.dtype) for k, t in fields_of(Rows()).items()} == {"x": ("(B, 5)", "float"),
+                                                                                  "y": ("(B,)", "long")}
+    assert isinstance(adapt(Rows(), 16, 0), LoaderDataset)
     spec = dsl.loads(NO_DATA_SPEC, file=str(tmp_path / "blobs.dsl"))
-    trainer = train(prepare(spec, fields=fields), Options(out=str(tmp_path / "run"), quiet=True), data=data)
-    assert trainer.test["accuracy"] >= 0.9
+    run = dsl.train(spec, data=Rows(), out=str(tmp_path / "run"), quiet=True)
+    assert run.meta["test"]["accuracy"] >= 0.9
     assert dsl.check(spec)[0].code == "E0501"  # without the dataset the section still needs `data`
-
-
-def test_a_python_dataset_of_the_wrong_kind_is_a_clear_error() -> None:
-    from dsl.data.python import DatasetError, from_torch_dataset
-
-    with pytest.raises(DatasetError, match="dict of tensors"):
-        from_torch_dataset([(torch.zeros(3), 1)] * 10)
-    with pytest.raises(dsl.DslError):
-        from_torch_dataset(object())

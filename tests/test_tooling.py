@@ -22,6 +22,7 @@ from dsl.language.printer import to_text
 from dsl.language.text import parse_text
 from dsl.language.yaml_reader import extract_comments, parse_yaml, plain_scalar
 from dsl.language.yaml_writer import to_yaml
+from dsl.tools.schema import spec_schema
 
 TEXT_SPECS = sorted(SPECS.glob("*.dsl"))
 YAML_SPECS = sorted(SPECS.glob("*.yaml"))
@@ -521,6 +522,95 @@ def test_schema_rejects_wrong_specs(text, where, validator):
 
 def test_schema_rejects_the_broken_yaml_spec(validator):
     assert not validator.is_valid(_load_yaml_12((SPECS / "broken" / "bad.yaml").read_text()))
+
+
+def _errors(validator, text: str) -> list[list]:
+    return [list(e.absolute_path) for e in validator.iter_errors(_load_yaml_12(text))]
+
+
+def test_an_unknown_op_fails_when_the_spec_defines_no_blocks(validator) -> None:
+    assert _errors(validator, BASE) == []
+    assert ["model", "nodes", 0, "op"] in _errors(validator, BASE.replace("op: Linear", "op: Linaer"))
+    in_repeat = BASE.replace("- {id: y, op: Linear, in: [x], with: {out: 4}}",
+                             "- {repeat: 2, nodes: [{id: y, op: Linaer, in: [x], with: {out: 4}}]}")
+    assert _errors(validator, in_repeat)
+    expert = BASE.replace("op: Linear, in: [x], with: {out: 4}",
+                          "op: MoE, in: [x], with: {experts: 2, expert: {op: MLPP, with: {hidden: 4}}}")
+    assert _errors(validator, expert)
+
+
+def test_a_spec_with_blocks_or_uses_may_call_its_own(validator) -> None:
+    own = BASE.replace("op: Linear, in: [x], with: {out: 4}", "op: Proj, in: [x]")
+    blocks = "blocks:\n  Proj:\n    inputs: {x: {shape: [..., F]}}\n    nodes: [{id: y, op: Linear, in: [x], with: {out: 4}}]\n    outputs: {y: null}\n"
+    assert _errors(validator, own)
+    assert _errors(validator, blocks + own) == []
+    assert _errors(validator, 'use: ["lib.yaml"]\n' + own) == []
+
+
+def test_a_named_instance_may_be_an_op(validator) -> None:
+    text = BASE.replace("- {id: y, op: Linear, in: [x], with: {out: 4}}",
+                        "- {id: enc, op: MLP, with: {hidden: 8, out: 4}}\n    - {id: y, op: enc, in: [x]}")
+    assert _errors(validator, text) == []
+
+
+@pytest.mark.parametrize("train, ok", [
+    ('{data: "digits(batch=64)", loss: "cross_entropy(y, y)", epochs: 10, seed: 0}', True),
+    ('{data: \'"rows.csv"\', optimizer: adamw, schedule: "cosine(t_max=5)", grad_clip: 1}', True),
+    ('{epochs: "n_epochs", metrics: ["accuracy(y, y)", "cross_entropy(y, y)"]}', True),
+    ('{early_stop: "early_stop(metric=accuracy)", prune: "magnitude(sparsity=0.5, end=4)"}', True),
+    ('{stages: ["warm(epochs=2)", "joint(epochs=3, push_every=1)", "last_layer(epochs=1)"]}', True),
+    ('{stages: ["wram(epochs=2)"]}', False),
+    ("{epochs: 2.5}", False),
+    ("{epochs: 0}", False),
+    ("{seed: -1}", False),
+    ("{grad_clip: 0}", False),
+    ('{data: "digts()"}', False),
+    ("{optimizer: adamx}", False),
+    ('{metrics: ["accurcy(y, y)"]}', False),
+    ("{batch: true}", False),
+])
+def test_train_values_are_typed(validator, train: str, ok: bool) -> None:
+    errors = _errors(validator, BASE + f"train: {train}\n")
+    assert (errors == []) is ok, errors
+    assert all(path[:1] == ["train"] for path in errors)
+
+
+def _yaml_language_server() -> str | None:
+    """yaml-language-server (npm) when installed: $DSL_YAML_LANGUAGE_SERVER or on PATH."""
+    found = os.environ.get("DSL_YAML_LANGUAGE_SERVER") or shutil.which("yaml-language-server")
+    return found if found and os.path.exists(found) else None
+
+
+@pytest.mark.skipif(_yaml_language_server() is None,
+                    reason="yaml-language-server is not installed (npm install yaml-language-server)")
+def test_yaml_language_server_reports_an_unknown_op(tmp_path: Path) -> None:
+    import asyncio
+
+    from lsprotocol import types
+    from pytest_lsp import client_capabilities, make_test_lsp_client
+
+    schema = tmp_path / "spec.schema.json"
+    schema.write_text(json.dumps(spec_schema()))
+    head = f"# yaml-language-server: $schema={schema}\n"
+
+    async def diagnostics(text: str) -> list:
+        client = make_test_lsp_client()
+        client.set_configuration({"validate": True, "schemaStore": {"enable": False}}, section="yaml")
+        await client.start_io(str(_yaml_language_server()), "--stdio")
+        await client.initialize_session(types.InitializeParams(capabilities=client_capabilities("visual-studio-code")))
+        uri = (tmp_path / "spec.yaml").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(types.TextDocumentItem(uri, "yaml", 1, text)))
+        await asyncio.wait_for(client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS), 30)
+        found = list(client.diagnostics.get(uri, []))
+        await client.shutdown_session()
+        await client.stop()
+        return found
+
+    bad = head + BASE.replace("op: Linear", "op: Linaer")
+    (d,) = asyncio.run(diagnostics(bad))
+    assert "Linear" in d.message and d.range.start.line == bad.splitlines().index(
+        next(line for line in bad.splitlines() if "Linaer" in line))
+    assert asyncio.run(diagnostics(head + (SPECS / "classifier.yaml").read_text())) == []
 
 
 def test_schema_completes_hyperparameters(tmp_path):

@@ -7,8 +7,9 @@ Update rule (in the association space of each head, ξ a state pattern, K the st
 
     ξ_new = Kᵀ softmax(β K ξ)
 
-The forward pass runs ``steps`` such updates (early-stopping per head when the associations
-change by at most ``eps``), then one final retrieval ``softmax(β K ξ)ᵀ V``. With ``steps=0``
+The forward pass runs ``steps`` such updates (early-stopping per head once no sample's association
+matrix changes by more than ``eps``, as the reference does), then one final retrieval
+``softmax(β K ξ)ᵀ V``. With ``steps=0``
 this is exactly scaled dot-product attention with ``scale=β``, and it runs through
 :func:`torch.nn.functional.scaled_dot_product_attention`.
 
@@ -21,10 +22,13 @@ also breaks as soon as every head has converged and records how many updates ran
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .attention import combine_masks
 
 
 def hopfield_energy(state: Tensor, stored: Tensor, beta: float, padding: Tensor | None = None) -> Tensor:
@@ -43,23 +47,42 @@ def hopfield_energy(state: Tensor, stored: Tensor, beta: float, padding: Tensor 
 
 
 def _associate(q: Tensor, k: Tensor, beta: float, padding: Tensor | None) -> Tensor:
-    """softmax(β q kᵀ) over the stored patterns; padded patterns get exactly zero weight."""
+    """softmax(β q kᵀ + M) over the stored patterns. ``padding`` is a bool mask (true =
+    exactly zero weight) or a float one (added to the scores), broadcast to [B, H, L, S]."""
     scores = beta * (q @ k.transpose(-1, -2))
     if padding is not None:
-        scores = scores.masked_fill(padding, float("-inf"))
+        scores = scores.masked_fill(padding, float("-inf")) if padding.dtype == torch.bool else scores + padding
     return torch.softmax(scores, dim=-1)
 
 
+def association_mask(stored_mask: Tensor | None, attn_mask: Tensor | None, causal: bool, queries: int,
+                     keys: int, device: torch.device) -> Tensor | None:
+    """One mask for the associations, broadcastable to [B, H, L, S]: bool (true = masked)
+    unless ``attn_mask`` is float (then additive, -inf where a bool part masks)."""
+    mask = combine_masks(attn_mask, causal, queries, keys, device)
+    padding = None if stored_mask is None else stored_mask.bool()[:, None, None, :]
+    if mask is None:
+        return padding
+    mask = mask[None, None]
+    if padding is None:
+        return mask
+    return mask | padding if mask.dtype == torch.bool else mask.masked_fill(padding, float("-inf"))
+
+
 def hopfield_retrieve(
-    q: Tensor, k: Tensor, beta: float, steps: int, eps: float, padding: Tensor | None = None
+    q: Tensor, k: Tensor, beta: float, steps: int, eps: float, padding: Tensor | None = None,
+    samples: int = 1,
 ) -> tuple[Tensor, int | None]:
     """Association matrix after ``steps`` update iterations: [B, H, L, S].
 
     ``q`` [B, H, L, d] and ``k`` [B, H, S, d] live in the association space; ``padding`` is
     [B, 1, 1, S] bool (True = padding). Step t computes ξ ← softmax(β ξ Kᵀ) K and the new
     associations; a head stops (keeps its associations) once the largest change of one
-    query's association row, over the batch, is at most ``eps``. Returns the associations and
-    the number of update iterations that ran (None when traced: all ``steps`` are unrolled).
+    sample's association matrix (its L2 norm over queries and stored patterns, the largest
+    over the batch) is at most ``eps``: hflayers' rule (``hflayers/functional.py``). ``samples``
+    splits the L queries into that many samples of L/samples each (HopfieldLayer puts its whole
+    batch in one row of queries). Returns the associations and the number of update iterations
+    that ran (None when traced: all ``steps`` are unrolled).
     """
     xi = _associate(q, k, beta, padding)
     tracing = torch.compiler.is_compiling()
@@ -71,7 +94,7 @@ def hopfield_retrieve(
         if not tracing and not bool(active.any()):
             break
         new = _associate(xi @ k, k, beta, padding)
-        change = (new - xi).norm(dim=-1).amax(dim=(0, 2))  # per head: worst query row
+        change = torch.linalg.vector_norm((new - xi).unflatten(2, (samples, -1)), dim=(-2, -1)).amax(dim=(0, 2))
         xi = torch.where(active.view(1, -1, 1, 1), new, xi)
         active = active & (change > eps)
         ran += 1
@@ -97,7 +120,9 @@ class Hopfield(nn.Module):
     """Modern Hopfield association of state patterns with stored patterns.
 
     ``forward(state [B, L, D], stored [B, S, D'] = state, values [B, S, D''] = stored,
-    stored_mask [B, S] bool = None) -> [B, L, out]``.
+    stored_mask [B, S] bool = None, attn_mask [L, S] = None, samples=1) -> [B, L, out]``;
+    ``samples`` > 1 says that each item's L state patterns are that many samples (the early
+    stop then measures each sample's associations, see :func:`hopfield_retrieve`).
 
     Pipeline: LayerNorm on state, stored and values (each optional, reference defaults on);
     projections to ``heads*head_dim`` (query, key) and ``heads*value_dim`` (value); ``steps``
@@ -124,8 +149,10 @@ class Hopfield(nn.Module):
         normalize_affine: bool = True,
         project: bool = True,
         bias: bool = True,
+        causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal
         stored_dim = state_dim if stored_dim is None else stored_dim
         values_dim = stored_dim if values_dim is None else values_dim
         self.heads, self.steps, self.eps, self.dropout, self.project = heads, steps, eps, dropout, project
@@ -166,14 +193,15 @@ class Hopfield(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def _prepare(
-        self, state: Tensor, stored: Tensor | None, values: Tensor | None, stored_mask: Tensor | None
+        self, state: Tensor, stored: Tensor | None, values: Tensor | None, stored_mask: Tensor | None,
+        attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         stored = state if stored is None else stored
         values = stored if values is None else values
         q = self._split(self.q_proj(self.norm_state(state)))
         k = self._split(self.k_proj(self.norm_stored(stored)))
         v = self._split(self.v_proj(self.norm_values(values)))
-        padding = None if stored_mask is None else stored_mask.bool()[:, None, None, :]
+        padding = association_mask(stored_mask, attn_mask, self.causal, q.shape[2], k.shape[2], q.device)
         return q, k, v, padding
 
     def _record(self, ran: int | None) -> None:
@@ -186,16 +214,18 @@ class Hopfield(nn.Module):
         stored: Tensor | None = None,
         values: Tensor | None = None,
         stored_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        samples: int = 1,
     ) -> Tensor:
-        q, k, v, padding = self._prepare(state, stored, values, stored_mask)
+        q, k, v, padding = self._prepare(state, stored, values, stored_mask, attn_mask)
         p = self.dropout if self.training else 0.0
         if self.steps == 0:
             # One retrieval step is attention: let torch pick the fused kernel.
-            allowed = None if padding is None else ~padding
+            allowed = None if padding is None else (~padding if padding.dtype == torch.bool else padding)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p, scale=self.beta)
             self._record(None if torch.compiler.is_compiling() else 0)
         else:
-            xi, ran = hopfield_retrieve(q, k, self.beta, self.steps, self.eps, padding)
+            xi, ran = hopfield_retrieve(q, k, self.beta, self.steps, self.eps, padding, samples)
             o = F.dropout(xi, p=p, training=self.training) @ v
             self._record(ran)
         return self.out_proj(o.transpose(1, 2).flatten(2))
@@ -207,11 +237,13 @@ class Hopfield(nn.Module):
         stored: Tensor | None = None,
         values: Tensor | None = None,
         stored_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        samples: int = 1,
     ) -> Tensor:
         """The association matrix (softmax weights, before dropout) that ``forward`` would use
         on these inputs: [B, heads, L, S]. Also sets ``last_steps``."""
-        q, k, _, padding = self._prepare(state, stored, values, stored_mask)
-        xi, ran = hopfield_retrieve(q, k, self.beta, self.steps, self.eps, padding)
+        q, k, _, padding = self._prepare(state, stored, values, stored_mask, attn_mask)
+        xi, ran = hopfield_retrieve(q, k, self.beta, self.steps, self.eps, padding, samples)
         self._record(ran)
         return xi
 
@@ -229,6 +261,9 @@ class HopfieldPooling(nn.Module):
     ``forward(x [B, S, D], mask [B, S] bool = None) -> [B, queries*out]``; ``mask`` True
     marks padding instances of a variable-size bag.
     """
+
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("queries",)
 
     def __init__(self, dim: int, queries: int = 1, trainable: bool = True, **hopfield: object):
         super().__init__()
@@ -253,11 +288,16 @@ class HopfieldPooling(nn.Module):
 class HopfieldLayer(nn.Module):
     """State patterns ``x`` query a learned memory of ``patterns`` stored patterns.
 
-    ``forward(x [..., D]) -> [..., out]``. Leading dims are flattened into one batch of
-    queries, so every row of ``x`` looks up the same memory independently. With
+    ``forward(x [..., D]) -> [..., out]``. Every row of ``x`` looks up the same memory
+    independently; the leading dims are flattened into one row of queries (one fused attention
+    call however large the batch), while the early stop of ``steps`` sees dim 0 as the batch, as
+    the reference's HopfieldLayer does on [B, T, D] (of [N, D], each row is a sample). With
     ``separate_values`` the retrieved patterns are a second learned table (lookup targets)
     instead of the memory itself.
     """
+
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("memory", "targets")
 
     def __init__(
         self, dim: int, patterns: int, separate_values: bool = False, trainable: bool = True, **hopfield: object
@@ -273,14 +313,19 @@ class HopfieldLayer(nn.Module):
         return state, self.memory.unsqueeze(0), values
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.hopfield(*self._inputs(x))
+        y = self.hopfield(*self._inputs(x), samples=_samples(x))
         return y.reshape(x.shape[:-1] + (y.shape[-1],))
 
     def associations(self, x: Tensor) -> Tensor:
         """[..., heads, patterns]: each query row's weights over the memory."""
-        xi = self.hopfield.associations(*self._inputs(x))  # [1, H, M, P]
+        xi = self.hopfield.associations(*self._inputs(x), samples=_samples(x))  # [1, H, M, P]
         return xi[0].transpose(0, 1).reshape(x.shape[:-1] + (xi.shape[1], xi.shape[3]))
 
     @property
     def last_steps(self) -> int:
         return self.hopfield.last_steps
+
+
+def _samples(x: Tensor) -> int:
+    """The samples of HopfieldLayer's input for the early stop: dim 0 (one row per sample of [N, D])."""
+    return x.shape[0] if x.dim() > 1 else 1

@@ -64,6 +64,36 @@ def bce_with_logits(logits: Tensor, target: Tensor, mask: Tensor | None = None,
     return F.binary_cross_entropy_with_logits(logits.float(), target.float(), pos_weight=pw)
 
 
+def smooth_l1(input: Tensor, target: Tensor, mask: Tensor | None = None, beta: float = 1.0) -> Tensor:
+    input, target = _select(mask, input, target)
+    return F.smooth_l1_loss(input.float(), target.float(), beta=beta) if input.numel() else _empty(input)
+
+
+def kl_div(input: Tensor, target: Tensor, mask: Tensor | None = None, log_target: bool = False) -> Tensor:
+    """KL(target ‖ exp(input)) per row, averaged over the rows (torch's ``batchmean``: the true KL)."""
+    input, target = _select(mask, input, target)
+    if input.numel() == 0:
+        return _empty(input)
+    rows = input.reshape(-1, input.shape[-1]).float()
+    return F.kl_div(rows, target.reshape(rows.shape).float(), reduction="batchmean", log_target=log_target)
+
+
+def triplet_margin(anchor: Tensor, positive: Tensor, negative: Tensor, mask: Tensor | None = None,
+                   margin: float = 1.0, p: float = 2.0) -> Tensor:
+    anchor, positive, negative = _select(mask, anchor, positive, negative)
+    if anchor.numel() == 0:
+        return _empty(anchor)
+    return F.triplet_margin_loss(anchor.float(), positive.float(), negative.float(), margin=margin, p=p)
+
+
+def cosine_embedding(input1: Tensor, input2: Tensor, target: Tensor, mask: Tensor | None = None,
+                     margin: float = 0.0) -> Tensor:
+    input1, input2, target = _select(mask, input1, input2, target)
+    if input1.numel() == 0:
+        return _empty(input1)
+    return F.cosine_embedding_loss(input1.float(), input2.float(), target.float(), margin=margin)
+
+
 def cluster_cost(distances: Tensor, target: Tensor, mask: Tensor | None = None, per_class: int = 1) -> Tensor:
     from .prototype import cluster_cost as clst
 

@@ -34,6 +34,7 @@ module, so it never changes an output and never enters a graph.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -43,6 +44,11 @@ from torch import Tensor, nn
 NOISE_EPSILON = 1e-2
 # cv_squared's epsilon in tensor2tensor.
 CV_EPSILON = 1e-10
+# Switch routing (Fedus et al. 2021; mesh-tensorflow's defaults): the router's weights are drawn
+# from a truncated normal of std sqrt(SWITCH_INIT_SCALE / D); while training its inputs are
+# multiplied by U(1 - SWITCH_JITTER, 1 + SWITCH_JITTER).
+SWITCH_INIT_SCALE = 0.1
+SWITCH_JITTER = 1e-2
 
 
 def cv_squared(v: Tensor) -> Tensor:
@@ -128,7 +134,8 @@ class NoisyTopKGate(nn.Module):
     """
 
     def __init__(
-        self, dim: int, experts: int, k: int = 2, noisy: bool = True, balance: float = 0.01, router: str = "topk"
+        self, dim: int, experts: int, k: int = 2, noisy: bool = True, balance: float = 0.01, router: str = "topk",
+        z_loss: float = 0.0,
     ):
         super().__init__()
         if not 1 <= k <= experts:
@@ -138,10 +145,17 @@ class NoisyTopKGate(nn.Module):
         if router == "switch" and k != 1:
             raise ValueError("the switch router sends each token to one expert (k=1)")
         self.dim, self.experts, self.k = dim, experts, k
-        self.noisy, self.balance, self.router = noisy, balance, router
-        # Zero init, as in the paper: every expert starts equally likely.
-        self.w_gate = nn.Parameter(torch.zeros(dim, experts))
-        self.w_noise = nn.Parameter(torch.zeros(dim, experts)) if noisy else None
+        self.noisy, self.balance, self.router, self.z_loss = noisy, balance, router, z_loss
+        if router == "switch":
+            # Random, as Switch initialises it: with zero weights every token ties and goes to expert 0.
+            self.w_gate = nn.Parameter(torch.empty(dim, experts))
+            std = math.sqrt(SWITCH_INIT_SCALE / dim)
+            nn.init.trunc_normal_(self.w_gate, std=std, a=-2 * std, b=2 * std)
+            self.w_noise = None  # Switch's noise is the input jitter, not learned
+        else:
+            # Zero init, as in Shazeer et al.: every expert starts equally likely.
+            self.w_gate = nn.Parameter(torch.zeros(dim, experts))
+            self.w_noise = nn.Parameter(torch.zeros(dim, experts)) if noisy else None
         # Routing statistics, off (None) unless a training hook sets a RoutingStats.
         self.usage: RoutingStats | None = None
 
@@ -157,6 +171,10 @@ class NoisyTopKGate(nn.Module):
     def logits(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """(clean, noisy, std): noisy = clean + N(0, 1) * (softplus(x W_noise) + 1e-2) while
         training a noisy gate; otherwise noisy is clean and std is None."""
+        if self.router == "switch" and self.noisy and self.training:
+            jitter = torch.empty_like(x).uniform_(1.0 - SWITCH_JITTER, 1.0 + SWITCH_JITTER)
+            logits = (x * jitter) @ self.w_gate
+            return logits, logits, None
         if self.w_noise is None or not self.training:
             clean = x @ self.w_gate
             return clean, clean, None
@@ -168,7 +186,8 @@ class NoisyTopKGate(nn.Module):
         return clean, clean + noise * std, std
 
     def route(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """x [T, D] -> (indices [T, k] long, weights [T, k], weighted balance loss [])."""
+        """x [T, D] -> (indices [T, k] long, weights [T, k], weighted auxiliary loss []): the balance
+        loss, plus ``z_loss`` times the router z-loss mean(logsumexp(logits)²) when asked for."""
         clean, noisy, std = self.logits(x, noise)
         if self.router == "switch":
             routed = self._route_switch(noisy)
@@ -176,6 +195,9 @@ class NoisyTopKGate(nn.Module):
             routed = self._route_topk(clean, noisy, std)
         if _collecting(self.usage, self):
             self.usage.add_routing(clean, routed[0], routed[1])  # type: ignore[union-attr]
+        if self.z_loss:  # Zoph et al. 2022 (ST-MoE); mesh-tensorflow adds it to the same loss
+            idx, w, loss = routed
+            return idx, w, loss + self.z_loss * torch.logsumexp(noisy.float(), dim=-1).square().mean()
         return routed
 
     def _route_topk(self, clean: Tensor, noisy: Tensor, std: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -202,12 +224,12 @@ class NoisyTopKGate(nn.Module):
         return idx, w, self.balance * self.experts * (f * p).sum()
 
 
-def _capacity(counts: Tensor, capacity: float) -> Tensor:
-    """ceil(c * T * k / E), the most assignments one expert takes, from T*k = counts.sum().
+def _capacity(counts: Tensor, capacity: float, minimum: int = 0) -> Tensor:
+    """max(minimum, ceil(c * T * k / E)), the most assignments one expert takes, from T*k = counts.sum().
 
     A tensor, not a Python int: an int from the (symbolic) token count would pin T
     under torch.export. float64 so that it rounds like Python's math.ceil."""
-    return (counts.sum().double() * capacity / counts.numel()).ceil().long()
+    return (counts.sum().double() * capacity / counts.numel()).ceil().long().clamp_min(minimum)
 
 
 def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], list[int]]:
@@ -221,11 +243,23 @@ def _sizes(counts: Tensor, kept_counts: Tensor, total: int) -> tuple[list[int], 
     return sizes, kept
 
 
+def expert_output(result: Tensor | tuple[Tensor, ...], aux: Sequence[tuple[int, float]]) -> tuple[Tensor, Tensor | None]:
+    """An expert's token output (its first output) and its weighted auxiliary losses (None: it has none)."""
+    if isinstance(result, Tensor):
+        return result, None
+    losses = [weight * result[i] for i, weight in aux]
+    return result[0], (torch.stack(losses).sum() if losses else None)
+
+
 def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], out: int,
-             capacity: float | None = None) -> tuple[Tensor, Tensor]:
+             capacity: float | None = None, expert_aux: Sequence[tuple[int, float]] = (), min_capacity: int = 0,
+             by_position: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """y[t] = sum over kept assignments (t, e) of w[t, e] * expert_e(x[t]).
 
-    x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments []).
+    x [T, D], idx/w [T, k] -> (y [T, out], number of kept assignments [], the
+    experts' own auxiliary losses summed []). An expert returning a tuple
+    contributes its first output; ``expert_aux`` says which of its outputs are
+    auxiliary losses and their weights.
     The kept assignments are sorted by expert: one gather gives every expert its
     rows (contiguous slices of one tensor), and one ``index_add`` sums the weighted
     outputs back into their tokens. With ``capacity`` c each expert keeps at most
@@ -234,13 +268,14 @@ def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], ou
     """
     tokens, k = idx.shape
     flat_e, flat_w = idx.reshape(-1), w.reshape(-1)
-    if capacity is None:
-        order = torch.argsort(flat_e, stable=True)
+    if capacity is None or by_position:
+        order = torch.argsort(flat_e, stable=True)  # by expert, then by token
     else:  # two stable sorts = sort by (expert, -weight): the heaviest come first
         by_w = torch.argsort(flat_w.detach(), descending=True, stable=True)
         order = by_w[torch.argsort(flat_e[by_w], stable=True)]
     counts = expert_counts(flat_e, len(experts))
-    kept_counts = counts if capacity is None else torch.minimum(counts, _capacity(counts, capacity))
+    kept_counts = (counts if capacity is None
+                   else torch.minimum(counts, _capacity(counts, capacity, min_capacity)))
     sizes, kept = _sizes(counts, kept_counts, tokens * k)
     if capacity is not None:  # keep the first kept[e] of each expert's sorted assignments
         starts = [sum(sizes[:e]) for e in range(len(sizes))]
@@ -249,10 +284,13 @@ def dispatch(x: Tensor, idx: Tensor, w: Tensor, experts: Sequence[nn.Module], ou
     rows = x.index_select(0, tok).split(kept)
     eager = not torch.compiler.is_compiling()
     # an expert without rows is skipped in eager mode; a branch on a data-dependent size cannot be traced
-    ys = torch.cat([expert(r) for expert, r, n in zip(experts, rows, kept, strict=True) if not eager or n > 0]
-                   or [x.new_zeros(0, out)])
+    results = [expert_output(expert(r), expert_aux)
+               for expert, r, n in zip(experts, rows, kept, strict=True) if not eager or n > 0]
+    ys = torch.cat([y for y, _ in results] or [x.new_zeros(0, out)])
+    losses = [loss for _, loss in results if loss is not None]
+    aux = torch.stack(losses).sum() if losses else x.new_zeros(())
     y = x.new_zeros(tokens, out).index_add_(0, tok, (ys * flat_w[order].unsqueeze(-1)).to(x.dtype))
-    return y, kept_counts.sum()
+    return y, kept_counts.sum(), aux
 
 
 class MixtureOfExperts(nn.Module):
@@ -261,28 +299,36 @@ class MixtureOfExperts(nn.Module):
 
     dropped_fraction: Tensor
 
-    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None):
+    def __init__(self, gate: NoisyTopKGate, experts: Sequence[nn.Module], out: int, capacity: float | None = None,
+                 expert_aux: Sequence[tuple[int, float]] = (), eval_capacity: float | None = None,
+                 min_capacity: int = 0):
         super().__init__()
         if len(experts) != gate.experts:
             raise ValueError(f"gate routes to {gate.experts} experts, got {len(experts)}")
         self.gate = gate
         self.experts = nn.ModuleList(experts)
         self.out = out
-        self.capacity = capacity
+        self.capacity = capacity  # while training
+        self.eval_capacity = eval_capacity  # while evaluating
+        self.min_capacity = min_capacity
+        self.expert_aux = tuple(expert_aux)  # (output index, weight) of each expert's auxiliary losses
         # Fraction of (token, expert) assignments dropped by the capacity limit in the
         # last forward; not persistent, so it stays out of checkpoints.
         self.register_buffer("dropped_fraction", torch.zeros(()), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"out={self.out}, capacity={self.capacity}"
+        return (f"out={self.out}, capacity={self.capacity}, eval_capacity={self.eval_capacity}, "
+                f"min_capacity={self.min_capacity}")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         flat = x.reshape(-1, x.shape[-1])
         idx, w, loss = self.gate.route(flat)
-        y, kept = dispatch(flat, idx, w, self.experts, self.out, self.capacity)
-        if self.capacity is not None:
-            with torch.no_grad():
-                self.dropped_fraction.copy_(1.0 - kept.to(self.dropped_fraction.dtype) / idx.numel())
+        capacity = self.capacity if self.training else self.eval_capacity
+        y, kept, expert_losses = dispatch(flat, idx, w, self.experts, self.out, capacity, self.expert_aux,
+                                          self.min_capacity, by_position=self.gate.router == "switch")
+        if capacity is not None:
+            # detached rather than under no_grad: torch.export cannot load a graph that switches grad mode
+            self.dropped_fraction.copy_(1.0 - kept.detach().to(self.dropped_fraction.dtype) / idx.numel())
             if _collecting(self.gate.usage, self):
                 self.gate.usage.add_dropped(idx.numel() - kept)  # type: ignore[union-attr]
-        return y.reshape(*x.shape[:-1], self.out), loss
+        return y.reshape(*x.shape[:-1], self.out), loss + expert_losses

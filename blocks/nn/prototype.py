@@ -1,8 +1,8 @@
 """torch modules and training helpers for the prototype blocks.
 
 ``PrototypeHeadModule`` follows ProtoPNet (Chen et al. 2019, "This Looks Like
-That", reference code cfchen-duke/ProtoPNet) on flat embeddings: the paper's
-patch grid is the caller's business, a row of ``z`` is one embedding.
+That", reference code cfchen-duke/ProtoPNet) on embeddings [B, D] or feature
+maps [B, D, H, W] (1x1 patch prototypes, min distance over positions).
 ``ProtoNetModule`` follows Prototypical Networks (Snell et al. 2017, reference
 code jakesnell/prototypical-networks). The equations are in
 :mod:`dsl.blocks.prototype`.
@@ -14,6 +14,7 @@ The plain functions ``cluster_cost``, ``separation_cost``, ``last_layer_l1`` and
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,13 @@ def squared_distances(x: Tensor, prototypes: Tensor) -> Tensor:
     return (x2 - 2.0 * (x @ prototypes.t()) + p2).clamp_min(0.0)
 
 
+def patches(z: Tensor) -> Tensor:
+    """The vectors a prototype is compared with: [B, D] -> [B, 1, D], [B, D, H, W] -> [B, H*W, D]."""
+    if z.dim() == 2:
+        return z.unsqueeze(1)
+    return z.flatten(2).transpose(1, 2)
+
+
 def log_similarity(d: Tensor, eps: float = LOG_SIM_EPS) -> Tensor:
     """ProtoPNet's activation log((d + 1) / (d + eps)): large near 0, → 0 far away."""
     return torch.log((d + 1.0) / (d + eps))
@@ -44,13 +52,18 @@ def log_similarity(d: Tensor, eps: float = LOG_SIM_EPS) -> Tensor:
 class PrototypeHeadModule(nn.Module):
     """ProtoPNet head: distances to learned prototypes -> similarities -> class logits.
 
-    forward(z [B, D]) -> (logits [B, classes], distances [B, classes*per_class]).
+    forward(z [B, D] or [B, D, H, W]) -> (logits [B, classes], distances [B, classes*per_class]);
+    on a feature map a distance is the smallest over the positions (ProtoPNet's
+    min-pooling of its distance map).
 
     Attributes the training helpers rely on: ``prototypes`` (Parameter [P, D]),
     ``last_layer`` (Linear P -> classes, no bias), ``prototype_class``
     (buffer [P] long: prototype j belongs to class j // per_class),
     ``per_class``, ``classes``, ``similarity``.
     """
+
+    #: Parameters gradual pruning counts as prototypes (masked only with prototypes=true).
+    prototype_parameters: ClassVar[tuple[str, ...]] = ("prototypes",)
 
     def __init__(self, dim: int, classes: int, per_class: int = 1, similarity: str = "log"):
         super().__init__()
@@ -82,7 +95,10 @@ class PrototypeHeadModule(nn.Module):
         self.last_layer.weight.copy_(torch.where(own, 1.0, incorrect_strength))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        distances = squared_distances(z, self.prototypes)
+        if z.dim() == 2:
+            distances = squared_distances(z, self.prototypes)
+        else:
+            distances = squared_distances(patches(z), self.prototypes).amin(1)
         sim = log_similarity(distances) if self.similarity == "log" else -distances
         return self.last_layer(sim), distances
 
@@ -176,22 +192,27 @@ def last_layer_l1(head: nn.Module) -> Tensor:
 
 
 @torch.no_grad()
-def push_prototypes(head: nn.Module, embeddings: Tensor, labels: Tensor) -> Tensor:
-    """ProtoPNet's push: move each prototype onto its nearest own-class embedding.
+def push_prototypes(head: nn.Module, embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """ProtoPNet's push: move each prototype onto its nearest own-class embedding or patch.
 
-    embeddings [N, D], labels [N]. Updates ``head.prototypes`` in place and
-    returns, per prototype, the index into ``embeddings`` of the sample chosen,
-    or -1 (prototype left unchanged) when its class has no sample.
+    embeddings [N, D] or feature maps [N, D, H, W], labels [N]. Updates
+    ``head.prototypes`` in place and returns, per prototype, the index into
+    ``embeddings`` of the sample chosen and the position (h*W + w; 0 for flat
+    embeddings) of the patch, or -1 for both (prototype left unchanged) when
+    its class has no sample. Ties go to the first sample, then the first
+    position, as the reference's argmin over its distance maps.
     """
     protos: Tensor = head.prototypes  # type: ignore[assignment]
     owner: Tensor = head.prototype_class  # type: ignore[assignment]
-    emb = embeddings.detach().to(device=protos.device, dtype=protos.dtype)
-    distances = squared_distances(emb, protos)  # [N, P]
-    own = labels.reshape(-1, 1).to(owner.device) == owner.unsqueeze(0)
-    index = torch.where(own, distances, math.inf).argmin(0)  # [P]
+    cand = patches(embeddings.detach().to(device=protos.device, dtype=protos.dtype))  # [N, L, D]
+    positions = cand.shape[1]
+    distances = squared_distances(cand, protos).flatten(0, 1)  # [N*L, P]
+    own = labels.reshape(-1, 1).to(owner.device).repeat_interleave(positions, 0) == owner.unsqueeze(0)
+    flat = torch.where(own, distances, math.inf).argmin(0)  # [P]
     found = own.any(0)
-    protos.copy_(torch.where(found.unsqueeze(1), emb[index], protos))
-    return torch.where(found, index, torch.full_like(index, -1))
+    protos.copy_(torch.where(found.unsqueeze(1), cand.flatten(0, 1)[flat], protos))
+    missing = torch.full_like(flat, -1)
+    return torch.where(found, flat // positions, missing), torch.where(found, flat % positions, missing)
 
 
 def prototype_heads(model: nn.Module) -> list[PrototypeHeadModule]:

@@ -22,9 +22,11 @@ from dsl.checking.values import DeclValue, UserBlockValue
 from dsl.language.diagnostics import Diagnostic
 from dsl.language.errors import DslError, SpecError
 from dsl.language.registry import BlockValue, BuildCall, BuildError
-from dsl.language.shapes import TensorType
+from dsl.language.shapes import Sym, TensorType
 
-BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "@": operator.matmul}
+BINOPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "@": operator.matmul,
+          "//": operator.floordiv, "%": operator.mod, "**": operator.pow, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
+          "!=": operator.ne}
 
 
 class BuildFailure(DslError):
@@ -43,7 +45,7 @@ def instantiate(value: BlockValue, inputs: Sequence[TensorType]) -> nn.Module:
     return value.build(inputs)  # a value of another kind (a plugin's) builds itself
 
 
-def build_module(prog: Program, key: str, spec: ModuleSpec, diags: list[Diagnostic]) -> nn.Module | None:
+def build_module(prog: Program, key: str, spec: ModuleSpec, diags: list[Diagnostic]) -> nn.Module | nn.Parameter | None:
     """The torch module of one submodule of ``prog``; a diagnostic (and None) when it cannot be built."""
     try:
         if spec.kind == "decl":
@@ -70,22 +72,31 @@ def build_module(prog: Program, key: str, spec: ModuleSpec, diags: list[Diagnost
         name = spec.decl.name if spec.decl is not None else key
         diags.append(Diagnostic("E0602", f"building `{name}` failed: {type(e).__name__}: {e}", spec.span))
         return None
-    if not isinstance(module, nn.Module):
-        diags.append(Diagnostic("E0602", f"builder of `{key}` returned {type(module).__name__}, not a torch module", spec.span))
+    if not isinstance(module, nn.Module | nn.Parameter):
+        diags.append(Diagnostic("E0602", f"builder of `{key}` returned {type(module).__name__}, not a torch module",
+                                spec.span))
         return None
     return module
 
 
 def build_modules(prog: Program) -> nn.Module:
-    """A module holding every submodule of ``prog`` under its name; BuildFailure if any cannot be built."""
+    """A module holding every submodule of ``prog`` under its name; BuildFailure if any cannot be built.
+
+    A block whose builder gives an ``nn.Parameter`` (``Parameter([T, D])``) is a learned tensor:
+    it becomes a parameter of the model itself, named after its statement."""
     diags: list[Diagnostic] = []
     root = nn.Module()
     for key, spec in prog.modules.items():
         m = build_module(prog, key, spec, diags)
-        if m is not None:
+        if isinstance(m, nn.Parameter):
+            root.register_parameter(key, m)
+        elif m is not None:
             root.add_module(key, m)
     if diags:
         raise BuildFailure(diags)
+    for key, spec in prog.modules.items():  # shared weights: Linear(h, out=V, tie=emb)
+        if spec.tie is not None:
+            root.get_submodule(key).weight = root.get_submodule(spec.tie).weight
     return root
 
 
@@ -106,8 +117,9 @@ def build_program(
     graph = fx.Graph(tracer_cls=Tracer)  # the tracer an unpickled copy is rebuilt with (keeps the guard)
     env: dict[str, Any] = {}  # node name -> fx node (or tuple of output fx nodes)
     placeholders = []
+    sizes = Sizes(graph, prog, env)
     for node in prog.nodes:
-        env[node.name] = emit(graph, node, env, prog)
+        env[node.name] = emit(graph, node, env, prog, sizes)
         if node.kind == "input":
             placeholders.append(env[node.name])
     if guard is not None:
@@ -185,26 +197,109 @@ def _meta(fx_node: fx.Node, node: PNode, prog: Program, index: int = 0) -> None:
         fx_node.meta["dsl_type"] = str(prog.env.resolve_type(node.types[min(index, len(node.types) - 1)]))
 
 
-def emit(graph: fx.Graph, node: PNode, env: dict[str, Any], prog: Program) -> Any:
+class Sizes:
+    """Sizes as values in the generated code: a symbolic dim reads its input's size at run
+    time (``tokens.size(1)``), so torch.compile and torch.export keep it dynamic; a size
+    no input carries is its known number, and unknown otherwise (E0601)."""
+
+    def __init__(self, graph: fx.Graph, prog: Program, env: dict[str, Any]):
+        self.graph, self.prog, self.env = graph, prog, env
+        self.read: dict[str, fx.Node] = {}  # symbol root -> its size node
+
+    def device(self) -> Any:
+        """The device of the program's first input (where tensors made inside the model go), or None."""
+        if "device" not in self.read:
+            first = next(iter(self.prog.inputs.values()), None)
+            self.read["device"] = (self.graph.call_function(getattr, (self.env[first.node], "device"))
+                                   if first is not None else None)
+        return self.read["device"]
+
+    def value(self, v: Any) -> Any:
+        """``v`` with every size in it (in lists, tuples and slices too) made a graph value."""
+        if isinstance(v, Sym):
+            return self.dim(v)
+        if isinstance(v, list):
+            return [self.value(x) for x in v]
+        if isinstance(v, tuple):
+            return tuple(self.value(x) for x in v)
+        if isinstance(v, dict):
+            return {k: self.value(x) for k, x in v.items()}
+        if isinstance(v, slice):
+            return slice(self.value(v.start), self.value(v.stop), self.value(v.step))
+        return v
+
+    def dim(self, d: Sym) -> Any:
+        total: Any = 0
+        for mono, coeff in d.terms.items():
+            term: Any = coeff
+            for symbol in mono:
+                term = self._mul(term, self.symbol(symbol))
+            total = self._add(total, term)
+        return total
+
+    def symbol(self, name: str) -> Any:
+        env = self.prog.env
+        root = env.find(name)
+        if root in self.read:
+            return self.read[root]
+        source = next((s for s in self.prog.sizes if env.find(s.symbol) == root), None)
+        if source is None:
+            known = env.resolve(Sym(name))
+            if isinstance(known, int):
+                return known
+            raise BuildError(f"the size {name} is unknown when building: no input carries it", help=f"give --dim {name}=...")
+        node = self.graph.call_method("size", (self.env[source.node], source.axis))
+        self.read[root] = node
+        return node
+
+    def _mul(self, a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int):
+            return a * b
+        if isinstance(a, int) and a == 1:
+            return b
+        return self.graph.call_function(operator.mul, (a, b))
+
+    def _add(self, a: Any, b: Any) -> Any:
+        if isinstance(a, int) and isinstance(b, int):
+            return a + b
+        if isinstance(a, int) and a == 0:
+            return b
+        return self.graph.call_function(operator.add, (a, b))
+
+
+def emit(graph: fx.Graph, node: PNode, env: dict[str, Any], prog: Program, sizes: Sizes | None = None) -> Any:
     """The fx node(s) of one program node; a tuple of getitem nodes for several outputs."""
     if node.kind == "input":
         n = graph.create_node("placeholder", node.op, name=node.name)
         _meta(n, node, prog)
         return n
+    sizes = sizes or Sizes(graph, prog, env)
     args = tuple(_arg(env, a) for a in node.args)
     kwargs = {k: _arg(env, v) for k, v in node.kwargs.items()}
-    if node.kind in ("block", "user"):
+    if node.kind == "block" and not args and not kwargs and node.decl is not None and not node.decl.inputs:
+        n = graph.create_node("get_attr", node.module, name=node.name)  # a learned tensor (Parameter)
+    elif node.kind in ("block", "user"):
         n = graph.create_node("call_module", node.module, args, kwargs, name=node.name)
     elif node.kind == "function":
         lowered = lower(node, prog)
         targs = args
+        if lowered.keywords:
+            names = [a.name for a in node.decl.inputs if not a.optional]  # type: ignore[union-attr]
+            kwargs = {**kwargs, **{n: a for n, a in zip(names, args, strict=False) if n in lowered.keywords}}
+            targs = tuple(a for n, a in zip(names, args, strict=False) if n not in lowered.keywords)
         if lowered.pack:
             flat = [x for a in args for x in (a if isinstance(a, list) else [a])]
             targs = (flat,)
-        n = graph.create_node("call_function", lowered.target, targs + tuple(lowered.args),
-                              {**kwargs, **lowered.kwargs}, name=node.name)
+        extra = sizes.value(dict(lowered.kwargs))
+        if lowered.device:
+            extra["device"] = sizes.device()
+        n = graph.create_node("call_function", lowered.target, targs + tuple(sizes.value(list(lowered.args))),
+                              {**kwargs, **extra}, name=node.name)
+    elif node.kind == "index":
+        n = graph.create_node("call_function", operator.getitem, (args[0], sizes.value(node.key)), name=node.name)
     elif node.kind == "binop":
-        n = graph.create_node("call_function", BINOPS[node.op], args, name=node.name)
+        operands = tuple(sizes.value(a) for a in args)  # `x * B`: a size read from the inputs
+        n = graph.create_node("call_function", BINOPS[node.op], operands, name=node.name)
     elif node.kind == "unary":
         n = graph.create_node("call_function", operator.neg, args, name=node.name)
     else:  # pragma: no cover - the checker creates no other kinds

@@ -209,9 +209,11 @@ class InputGuard:
 
     MAX_SIGNATURES = 64  # bounded: a loop over ragged batches must not grow memory
 
-    def __init__(self, inputs: tuple[InputRule, ...], indices: tuple[IndexRule, ...]):
+    def __init__(self, inputs: tuple[InputRule, ...], indices: tuple[IndexRule, ...],
+                 bounds: tuple[tuple[Dim, int, str], ...] = ()):
         self.inputs = inputs
         self.indices = indices
+        self.bounds = bounds  # (size, upper, what): sizes a slice relies on (pos[:T] on 128 rows)
         self.names = tuple(r.name for r in inputs)
         # Inputs with dims like T*D, checked after every plain symbol is bound (usually none).
         self.compound = tuple(r for r in inputs if any(isinstance(d.want, Sym) and d.want.name is None
@@ -220,7 +222,8 @@ class InputGuard:
 
     @classmethod
     def of(cls, prog: Program) -> InputGuard:
-        return cls(input_rules(prog), index_rules(prog))
+        bounds = tuple((prog.env.resolve(b.size), b.upper, b.what) for b in prog.bounds)
+        return cls(input_rules(prog), index_rules(prog), bounds)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "passed": {}}  # a cache, not data: a copy starts empty
@@ -268,6 +271,10 @@ class InputGuard:
             _check_shape(rule, value, bound, seen)
         for rule in self.compound:
             _check_compound(rule, inputs[self.names.index(rule.name)], bound)
+        for size, upper, what in self.bounds:
+            value = size.substitute(bound) if isinstance(size, Sym) else size  # type: ignore[arg-type]
+            if isinstance(value, int) and value > upper:
+                raise InputError(f"{what}, but the inputs give {size} = {value}", expected=upper, actual=value)
         return bound
 
     def check_indices(self, inputs: tuple[Any, ...], bound: dict[str, int]) -> None:

@@ -7,11 +7,22 @@ from typing import Any
 from dsl.checking.program import Program, describe_params
 
 
-def summary_rows(prog: Program, model: Any) -> dict[str, Any]:
-    from dsl.building.compiler import count_parameters
+def _new_weights(owner: Any, seen: set[int]) -> int:
+    """Elements of the weights of ``owner`` (a module or a learned tensor) not counted before:
+    a weight shared with an earlier row (``tie=``) counts once."""
+    weights = [owner] if not hasattr(owner, "parameters") else list(owner.parameters())
+    total = 0
+    for w in weights:
+        if id(w) not in seen:
+            seen.add(id(w))
+            total += w.numel()
+    return total
 
+
+def summary_rows(prog: Program, model: Any) -> dict[str, Any]:
     rows = []
     counted: set[str] = set()
+    seen: set[int] = set()
     for node in prog.nodes:
         shapes = ", ".join(str(prog.env.resolve_type(t)) for t in node.types)
         params = 0
@@ -21,7 +32,7 @@ def summary_rows(prog: Program, model: Any) -> dict[str, Any]:
                 shared = True
             else:
                 counted.add(node.module)
-                params = count_parameters(model.get_submodule(node.module))
+                params = _new_weights(getattr(model, node.module), seen)
         op = node.op if node.kind != "input" else "input"
         args = describe_params(node.params)
         rows.append({

@@ -8,7 +8,7 @@ and every diagnostic, sorted. Pure Python.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +18,10 @@ from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.objective import Objective, check_objective
 from dsl.checking.train.overrides import route_overrides
+from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push
 from dsl.checking.train.section import bind_inputs, data_dims, data_fields, data_sizes, fresh_fields
+from dsl.checking.train.stages import check_stages
 from dsl.language import ir
 from dsl.language.diagnostics import Diagnostic, sort_diagnostics
 from dsl.language.registry import plugin_diagnostics
@@ -66,6 +68,7 @@ def analyse(
     max_params: int | None = None,
     train_overrides: Mapping[str, Any] | None = None,
     fields: Mapping[str, TensorType] | None = None,
+    loader: Callable[[str], ir.Spec] | None = None,
 ) -> Analysis:
     """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
 
@@ -73,12 +76,13 @@ def analyse(
     and optimizer, schedule or data arguments (:mod:`dsl.checking.train.overrides`);
     ``max_params`` bounds the parameter count (default 1e9); ``train_overrides``
     replaces train keys (``epochs``, ``seed``); ``fields`` gives the data's fields
-    when its source cannot declare them (a ``.pt`` file, read when training starts)
-    or when the caller brings the data (then the section needs no ``data``).
+    when its source cannot declare them (a ``.pt`` file, read when training starts);
+    ``loader`` reads the files the spec ``use``s (default: from disk; an editor
+    passes its unsaved texts).
     """
     with gc_paused():
-        spec, params, routed = route_overrides(spec, dict(overrides or {}), _param_names(spec))
-        res = resolve(spec, params)
+        spec, params, routed = route_overrides(spec, dict(overrides or {}), _param_names(spec, loader))
+        res = resolve(spec, params, loader)
         result = Analysis(spec, res, diagnostics=[*res.diagnostics, *routed])
         if spec.train is not None:
             _train_constants(result, dict(train_overrides or {}), fields)
@@ -94,13 +98,13 @@ def analyse(
     return result
 
 
-def _param_names(spec: ir.Spec) -> Any:
+def _param_names(spec: ir.Spec, loader: Callable[[str], ir.Spec] | None) -> Callable[[], set[str]]:
     """A lazy set of every param name (the spec's, its model's, those of files it uses)."""
     names: list[set[str]] = []
 
     def get() -> set[str]:
         if not names:
-            res = resolve(spec)
+            res = resolve(spec, None, loader)
             names.append(set(res.params) | {p.name for p in (spec.model.params if spec.model else ())})
         return names[0]
 
@@ -110,8 +114,7 @@ def _param_names(spec: ir.Spec) -> Any:
 def _train_constants(result: Analysis, train_overrides: dict[str, Any],
                      fields: Mapping[str, TensorType] | None) -> None:
     """The train section's config and its data's fields, and the sizes they give the model's dims."""
-    external = fields is not None and result.spec.train is not None and result.spec.train.get("data") is None
-    cfg, diags = resolve_config(result.spec, result.constants, train_overrides, external_data=external)
+    cfg, diags = resolve_config(result.spec, result.constants, train_overrides, data_given=fields is not None)
     result.config = cfg
     result.diagnostics.extend(diags)
     result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)
@@ -140,6 +143,8 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     assert result.config is not None and result.program is not None
     cfg, prog = result.config, result.program
     checker.diags.extend(check_push(cfg, prog))
+    checker.diags.extend(check_stages(cfg, prog))
+    checker.diags.extend(check_prune(cfg, prog))
     if result.fields is None:
         return  # fields unknown until load time (a .pt file): only the constant parts are checked
     source = f"{cfg.source.name}()" if cfg.source else "the data"

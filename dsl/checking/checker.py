@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import keyword
 import os
+import typing
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
-from dsl.checking.program import AuxEntry, ModuleSpec, PNode, Program, Ref, describe_params
+from dsl.checking.program import (
+    AuxEntry,
+    ModuleSpec,
+    PNode,
+    Program,
+    Ref,
+    SizeBound,
+    SizeSource,
+    describe_params,
+)
 from dsl.checking.scope import (
     POISON,
     BlockValueVal,
@@ -30,7 +40,9 @@ from dsl.checking.scope import (
 from dsl.checking.values import DeclValue, UserBlockValue
 from dsl.language import ir, registry
 from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
-from dsl.language.registry import Decl
+from dsl.language.printer import expr_to_text as ir_text
+from dsl.language.printer import subscript_text
+from dsl.language.registry import Decl, InstanceRef
 from dsl.language.resolve import MAX_REPEAT, Const, ConstError, Resolved, coerce, eval_const
 from dsl.language.shapes import (
     DimConflict,
@@ -49,6 +61,14 @@ MAX_NODES = 200_000
 MAX_BLOCK_DEPTH = 32
 # Input names reach generated code as forward() parameters: these would break it.
 NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
+
+
+def _pydantic_message(msg: str) -> str:
+    """pydantic's "Value error, a size of 0 ..." as "a size of 0 ...", other messages lower-cased in front."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg[:1].lower() + msg[1:]
 
 
 def _is_block_name(name: str) -> bool:
@@ -74,6 +94,7 @@ class Checker:
         self.stack: list[str] = []
         self.count = 0
         self.model_scope: Scope | None = None  # the model body's names when it ends (the train section reads them)
+        self.pending_bounds: list[SizeBound] = []  # sizes slices rely on, checked at run time by the guard
 
     # ------------------------------------------------------------------ helpers
 
@@ -92,6 +113,9 @@ class Checker:
         val = scope.names.get(name)
         if isinstance(val, TensorVal):
             raise ConstError(f"`{name}` is a tensor, but a constant is needed here", span, "E0207")
+        size = self.size_value(name, scope)
+        if size is not None:
+            return size
         raise ConstError(
             f"unknown name `{name}`", span, "E0201", help=did_you_mean(name, list(scope.consts) + list(scope.names))
         )
@@ -124,6 +148,7 @@ class Checker:
         self.body(model.body, scope, prog, inputs=None)
         self.stack.pop()
         self.model_scope = scope
+        prog.bounds.extend(self.pending_bounds)
         if not prog.outputs and not any(d.severity == "error" for d in self.diags):
             self.error("E0212", f"model `{model.name}` has no `output`", model.name_span or model.span,
                        help="mark a result with `output name`")
@@ -197,6 +222,15 @@ class Checker:
         self.error("E0305", f"a dimension must be a non-negative integer, found {v!r}", expr.span)
         return POISON
 
+    def size_value(self, name: str, scope: Scope) -> Sym | None:
+        """A symbolic dim of the inputs used as a value (``pos[:T]``): its size, or None if
+        ``name`` is no such dim here."""
+        if not _is_block_name(name) or name in scope.names:
+            return None
+        if scope.symbols is not None:  # a block's dims are its own
+            return scope.symbols.get(name)
+        return Sym(name) if name in self.env.parent or name in self.env.value else None
+
     def symbol(self, name: str, scope: Scope) -> Sym:
         if scope.symbols is None:
             return self.env.declare(name)
@@ -235,6 +269,15 @@ class Checker:
         node = prog.add(PNode(prog.unique(stmt.name), "input", stmt.name, stmt.span, types=[t], var=stmt.name))
         prog.inputs[stmt.name] = Ref(node.name)
         scope.names[stmt.name] = TensorVal(Ref(node.name), t, stmt.span, stmt.name)
+        if not isinstance(declared, Poison):
+            self.record_sizes(declared, node.name, prog)
+
+    def record_sizes(self, declared: TensorType, node: str, prog: Program) -> None:
+        """Where the run-time size of each symbolic dim of an input is read (sizes as values)."""
+        n = len(declared.shape)
+        for axis, d in enumerate(declared.shape):
+            if isinstance(d, Sym) and d.name is not None:
+                prog.sizes.append(SizeSource(d.name, node, axis - n if declared.variadic else axis))
 
     def unify_declared(self, arg: TensorVal, declared: TensorType, stmt: ir.Input, scope: Scope) -> None:
         actual = self.env.resolve_type(arg.type)
@@ -380,6 +423,9 @@ class Checker:
                 return scope.names[expr.id]
             if expr.id in scope.consts:
                 return ConstVal(scope.consts[expr.id], expr.span)
+            size = self.size_value(expr.id, scope)
+            if size is not None:  # a dim of the inputs used as a value: its size at run time
+                return ConstVal(size, expr.span)
             choices = list(scope.names) + list(scope.consts)
             d = self.error("E0201", f"unknown name `{expr.id}`", expr.span, help=did_you_mean(expr.id, choices))
             self._in_block_note(d, scope)
@@ -391,6 +437,8 @@ class Checker:
             return ConstVal(expr.value, expr.span)
         if isinstance(expr, ir.BinOp):
             return self.binop(expr, scope, prog, var)
+        if isinstance(expr, ir.Index):
+            return self.index(expr, scope, prog, var)
         if isinstance(expr, ir.UnaryOp):
             v = self.tensor_expr(expr.operand, scope, prog, var)
             if isinstance(v, ConstVal):
@@ -402,8 +450,132 @@ class Checker:
                 return v
             node = prog.add(PNode(prog.unique(var or "neg"), "unary", "neg", expr.span, args=[v.ref], types=[v.type], var=var))
             return TensorVal(Ref(node.name), v.type, expr.span, None)
+        if isinstance(expr, ir.ListExpr):
+            self.error("E0206", "a list is not a tensor", expr.span,
+                       help="functions take their tensors as separate arguments: cat(a, b, dim=1), not cat([a, b])")
+            return POISON
         self.error("E0206", "expected a tensor expression", expr.span)
         return POISON
+
+    def index(self, expr: ir.Index, scope: Scope, prog: Program, var: str | None) -> Value:
+        """``x[...]``: basic indexing as in torch, with a static result shape."""
+        base = self.tensor_expr(expr.value, scope, prog)
+        if not isinstance(base, TensorVal):
+            return self.not_tensor(base, expr.value)
+        key: list[Any] = []
+        for item in expr.items:
+            part = self.subscript(item, scope)
+            if isinstance(part, Poison):
+                return POISON
+            key.append(part)
+        t = self.env.resolve_type(base.type)
+        out = self.index_type(t, key, expr)
+        if out is None:
+            return POISON
+        name = prog.unique(var or "index")
+        subscript = "[" + ", ".join(subscript_text(item) for item in expr.items) + "]"
+        prog.add(PNode(name, "index", subscript, expr.span, args=[base.ref], key=tuple(key), types=[out], var=var))
+        return TensorVal(Ref(name), out, expr.span, None)
+
+    def subscript(self, item: Any, scope: Scope) -> Any:
+        """One subscript item as ``operator.getitem`` takes it: an int or a size, a slice, ``...``."""
+        if isinstance(item, ir.Ellipsis_):
+            return Ellipsis
+        if isinstance(item, ir.Slice):
+            parts = [None if p is None else self.index_value(p, scope) for p in (item.start, item.stop, item.step)]
+            if any(isinstance(p, Poison) for p in parts):
+                return POISON
+            if parts[2] is not None and not (isinstance(parts[2], int) and parts[2] > 0):
+                self.error("E0307", f"a slice step must be a positive integer, found {parts[2]}", item.step.span)  # type: ignore[union-attr]
+                return POISON
+            return slice(*parts)
+        return self.index_value(item, scope)
+
+    def index_value(self, e: Any, scope: Scope) -> Any:
+        if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), TensorVal):
+            self.error("E0206", f"`{e.id}` is a tensor: indexing by a tensor is a function", e.span,
+                       help=f"index_select(x, dim, {e.id}) picks whole rows; gather(x, dim, {e.id}) one element each")
+            return POISON
+        v = self.const(e, scope)
+        if isinstance(v, Poison):
+            return POISON
+        if isinstance(v, bool) or not isinstance(v, (int, Sym)):
+            self.error("E0207", f"an index must be an integer or a size, found {v!r}", e.span)
+            return POISON
+        return v
+
+    def index_type(self, t: TensorType, key: list[Any], expr: ir.Index) -> TensorType | None:
+        """The type of ``t[key]``; a diagnostic (and None) for an index that cannot hold."""
+        if key.count(Ellipsis) > 1:
+            self.error("E0307", "an index may hold one `...`", expr.span)
+            return None
+        if Ellipsis in key:
+            at = key.index(Ellipsis)
+            before, after = key[:at], key[at + 1:]
+        else:
+            before, after = key, []
+        dims = list(t.shape)
+        if not t.variadic and len(before) + len(after) > len(dims):
+            self.error("E0303", f"{len(before) + len(after)} indices for a tensor of rank {len(dims)}", expr.span,
+                       label=f"`{ir_text(expr.value)}` is {t}")
+            return None
+        if t.variadic and Ellipsis not in key:  # indexing the unknown leading dims: the known ones stay
+            return t
+        if t.variadic:
+            head: list[Any] = []
+            tail_src = dims[len(dims) - len(after):] if after else []
+            rest = dims[: len(dims) - len(after)]
+        else:
+            head_src, rest = dims[: len(before)], dims[len(before): len(dims) - len(after)]
+            head = []
+            for d, k in zip(head_src, before, strict=True):
+                r = self.index_dim(d, k, expr, t)
+                if r is POISON:
+                    return None
+                head.extend(r)
+            tail_src = dims[len(dims) - len(after):] if after else []
+        tail: list[Any] = []
+        for d, k in zip(tail_src, after, strict=True):
+            r = self.index_dim(d, k, expr, t)
+            if r is POISON:
+                return None
+            tail.extend(r)
+        return TensorType(tuple(head + rest + tail), t.dtype, t.variadic, f"`{ir_text(expr)}` of {t}")
+
+    def index_dim(self, d: Any, k: Any, expr: ir.Index, t: TensorType) -> Any:
+        """What one dim becomes: [] (an index removes it) or [length] (a slice)."""
+        if not isinstance(k, slice):
+            if isinstance(k, int) and isinstance(d, int) and not -d <= k < d:
+                self.error("E0307", f"index {k} is out of range for a dim of size {d}", expr.span,
+                           label=f"`{ir_text(expr.value)}` is {t}")
+                return POISON
+            return []
+        step = k.step or 1
+        if isinstance(d, int):
+            for bound in (k.start, k.stop):
+                # torch clamps such a bound silently; on a fixed dim it is a mistake (pos[:130] on 128 rows)
+                if isinstance(bound, int) and not -d <= bound <= d:
+                    self.error("E0307", f"slice bound {bound} is out of range for a dim of size {d}", expr.span,
+                               label=f"`{ir_text(expr.value)}` is {t}",
+                               help=f"a bound lies in -{d}..{d}; leave it out to run to the end")
+                    return POISON
+        if isinstance(d, int) and all(isinstance(p, int) or p is None for p in (k.start, k.stop)):
+            return [len(range(d)[k])]
+        start = 0 if k.start is None else (dim_add(d, k.start) if isinstance(k.start, int) and k.start < 0 else k.start)
+        stop = d if k.stop is None else (dim_add(d, k.stop) if isinstance(k.stop, int) and k.stop < 0 else k.stop)
+        if isinstance(k.stop, Sym) and isinstance(d, int):
+            known = self.env.resolve(k.stop)
+            if isinstance(known, int) and known > d:
+                self.error("E0307", f"the slice reads past the {d} entries of this dim ({k.stop} = {known})",
+                           expr.span, label=f"`{ir_text(expr.value)}` is {t}")
+                return POISON
+            if not isinstance(known, int):
+                self.pending_bounds.append(SizeBound(k.stop, d, f"`{ir_text(expr)}` (line {expr.span.line}) "
+                                                     f"reads at most the {d} entries of its dim"))
+        length = dim_add(stop, dim_mul(start, -1))
+        if step != 1:
+            length = length // step + (1 if length % step else 0) if isinstance(length, int) else self.env.fresh("L")
+        return [length]
 
     def not_tensor(self, v: Value, expr: Any) -> Poison:
         if isinstance(v, Poison):
@@ -427,11 +599,12 @@ class Checker:
         for v, e in ((a, expr.left), (b, expr.right)):
             if not isinstance(v, (TensorVal, ConstVal)):
                 return self.not_tensor(v, e)
-            if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float))):
+            if isinstance(v, ConstVal) and (not isinstance(v.value, (int, float, Sym)) or isinstance(v.value, bool)):
                 self.error("E0206", f"cannot use {v.value!r} in tensor arithmetic", e.span)
                 return POISON
-        if expr.op not in ("+", "-", "*", "/", "@"):
-            self.error("E0206", f"operator `{expr.op}` is not defined on tensors (use + - * / @)", expr.span)
+        if expr.op not in ("+", "-", "*", "/", "//", "%", "**", "@", *ir.COMPARISONS):
+            self.error("E0206", f"operator `{expr.op}` is not defined on tensors", expr.span,
+                       help="tensors take + - * / // % ** @ and the comparisons")
             return POISON
         if expr.op == "@" and (isinstance(a, ConstVal) or isinstance(b, ConstVal)):
             self.error("E0206", "`@` needs tensors on both sides", expr.span)
@@ -440,11 +613,19 @@ class Checker:
         if t is None:
             return POISON
         args = [a.ref if isinstance(a, TensorVal) else a.value, b.ref if isinstance(b, TensorVal) else b.value]
-        node = prog.add(PNode(prog.unique(var or {"+": "add", "-": "sub", "*": "mul", "/": "div", "@": "matmul"}[expr.op]),
-                              "binop", expr.op, expr.span, args=args, types=[t], var=var))
+        names = {"+": "add", "-": "sub", "*": "mul", "/": "div", "//": "floordiv", "%": "mod", "**": "pow",
+                 "@": "matmul", "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+        node = prog.add(PNode(prog.unique(var or names[expr.op]), "binop", expr.op, expr.span, args=args, types=[t],
+                              var=var))
         return TensorVal(Ref(node.name), t, expr.span, None)
 
     def binop_type(self, expr: ir.BinOp, a: Any, b: Any) -> TensorType | None:
+        t = self._arith_type(expr, a, b)
+        if t is not None and expr.op in ir.COMPARISONS:
+            return t.with_dtype("bool")
+        return t
+
+    def _arith_type(self, expr: ir.BinOp, a: Any, b: Any) -> TensorType | None:
         if isinstance(a, ConstVal):
             tb = b.type
             return TensorType(tb.shape, "float" if isinstance(a.value, float) else tb.dtype, tb.variadic)
@@ -517,13 +698,16 @@ class Checker:
     def decl_call(self, expr: ir.Call, decl: Decl, scope: Scope, prog: Program, var: str | None) -> list[Value]:
         n_out = len(decl.outputs)
         tensor_kws, hyper_kws = self.split_kwargs(expr, decl)
-        params = self.validate_params(decl, hyper_kws, expr, scope, prog)
-        if not expr.args and not tensor_kws and decl.kind == "block":
+        tensor_args, ok = self.positional_hyper(expr, decl, hyper_kws)
+        if not tensor_args and not tensor_kws and decl.kind == "block" and decl.inputs:
+            params = self.validate_params(decl, hyper_kws, expr, scope, prog) if ok else POISON
             if isinstance(params, Poison):
                 return [POISON]
             return [BlockValueVal(DeclValue(decl, params), expr.span)]
-        inputs, spans, values, ok = self.bind_inputs(expr, decl, tensor_kws, scope, prog)
-        if not ok or isinstance(params, Poison):
+        # the tensors first: `tie=emb` may name an instance first called in them (`Linear(emb(t), tie=emb)`)
+        inputs, spans, values, inputs_ok = self.bind_inputs(expr, decl, tensor_args, tensor_kws, scope, prog)
+        params = self.validate_params(decl, hyper_kws, expr, scope, prog) if ok else POISON
+        if not inputs_ok or isinstance(params, Poison):
             return [POISON] * n_out
         call = ShapeCall(decl.name, {k: v.type for k, v in inputs.items()}, self.env, describe_params(params))
         try:
@@ -541,8 +725,10 @@ class Checker:
                      params=params, types=out_types, var=var)
         if decl.kind == "block":
             node.module = name
+            tie = getattr(params, "tie", None)
             prog.modules[name] = ModuleSpec("decl", expr.span, decl=decl, params=params,
-                                            in_types={k: v.type for k, v in inputs.items()}, out_types=out_types)
+                                            in_types={k: v.type for k, v in inputs.items()}, out_types=out_types,
+                                            tie=tie.module if isinstance(tie, InstanceRef) else None)
         prog.add(node)
         self.record_aux(decl, params, node, prog)
         return [TensorVal(Ref(name, i), t, expr.span, None) for i, t in enumerate(out_types)]
@@ -569,7 +755,34 @@ class Checker:
                 args.append(inputs[a.name].ref)
         return args, kwargs
 
-    def bind_inputs(self, expr: ir.Call, decl: Decl, tensor_kws: dict[str, ir.Keyword], scope: Scope, prog: Program):
+    def positional_hyper(self, expr: ir.Call, decl: Decl,
+                         hyper: dict[str, ir.Keyword]) -> tuple[list[tuple[str, ir.Expr]], bool]:
+        """Split the positional arguments into tensors (returned, with the input each binds)
+        and hyperparameters (added to ``hyper``), in the order ``decl.positional_names`` gives."""
+        if decl.inputs and decl.inputs[0].variadic:
+            return [(f"{decl.inputs[0].name}{i}", a) for i, a in enumerate(expr.args)], True
+        names = decl.positional_names
+        if len(expr.args) > len(names):
+            extra = expr.args[len(names)]
+            n_tensors = len(decl.required_inputs)
+            self.error("E0202", f"`{decl.name}` takes {len(names)} positional argument{'s' if len(names) != 1 else ''}"
+                       + (f" ({n_tensors} tensor{'s' if n_tensors != 1 else ''})" if n_tensors != len(names) else "")
+                       + f", found {len(expr.args)}", extra.span, help=self.signature_help(decl))
+            return [], False
+        tensors: list[tuple[str, ir.Expr]] = []
+        ok = True
+        for name, arg in zip(names, expr.args, strict=False):
+            if decl.input(name) is not None:
+                tensors.append((name, arg))
+            elif name in hyper:
+                self.error("E0202", f"`{name}` given both by position and by keyword", hyper[name].span)
+                ok = False
+            else:
+                hyper[name] = ir.Keyword(name=name, value=arg, span=arg.span)
+        return tensors, ok
+
+    def bind_inputs(self, expr: ir.Call, decl: Decl, tensor_args: list[tuple[str, ir.Expr]],
+                    tensor_kws: dict[str, ir.Keyword], scope: Scope, prog: Program):
         inputs: dict[str, TensorVal] = {}
         spans: dict[str, Span] = {}
         values: dict[str, Any] = {}
@@ -577,19 +790,10 @@ class Checker:
         variadic = bool(decl.inputs) and decl.inputs[0].variadic
         positional = [a for a in decl.inputs if not a.optional]
         fspan = expr.func_span if expr.func_span.known else expr.span
-        if variadic:
-            pairs = [(f"{decl.inputs[0].name}{i}", a) for i, a in enumerate(expr.args)]
-            if not pairs:
-                self.error("E0202", f"`{decl.name}` needs at least one tensor", expr.span)
-                ok = False
-        else:
-            if len(expr.args) > len(decl.inputs):
-                extra = expr.args[len(decl.inputs)]
-                self.error("E0202", f"`{decl.name}` takes {len(positional)} tensor argument{'s' if len(positional) != 1 else ''}, found {len(expr.args)}",
-                           extra.span, help=self.signature_help(decl))
-                ok = False
-            names = [a.name for a in decl.inputs]
-            pairs = list(zip(names, expr.args))
+        pairs = list(tensor_args)
+        if variadic and not pairs:
+            self.error("E0202", f"`{decl.name}` needs at least one tensor", expr.span)
+            ok = False
         for kname, kw in tensor_kws.items():
             if any(n == kname for n, _ in pairs):
                 self.error("E0202", f"tensor `{kname}` given both by position and by keyword", kw.span)
@@ -622,7 +826,7 @@ class Checker:
         parts = [p for p in (req, opt, fields) if p]
         return f"usage: {decl.name}({', '.join(parts)})" + (f"  {decl.signature}" if decl.signature else "")
 
-    def hyper_value(self, kw: ir.Keyword, scope: Scope, prog: Program) -> Any:
+    def hyper_value(self, kw: ir.Keyword, scope: Scope, prog: Program, accepts_instance: bool = False) -> Any:
         e = kw.value
         if isinstance(e, ir.Call) and not e.args and (_is_block_name(e.func) or isinstance(scope.names.get(e.func), InstanceVal)):
             res = self.call(e, scope, prog, var=None, n_targets=1)
@@ -634,7 +838,14 @@ class Checker:
             self.error("E0206", f"`{kw.name}` expects a block value", e.span)
             return POISON
         if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), InstanceVal):
-            return scope.names[e.id].value  # type: ignore[union-attr]
+            inst: InstanceVal = scope.names[e.id]  # type: ignore[assignment]
+            if not accepts_instance:
+                return inst.value
+            if inst.first_inputs is None:
+                self.error("E0206", f"`{kw.name}={e.id}`: `{e.id}` has no weights yet", e.span,
+                           help=f"call `{e.id}` before this line, e.g. `{e.id}(tokens)`")
+                return POISON
+            return InstanceRef(e.id, inst.module, inst.value, inst.first_inputs)
         if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), TensorVal):
             self.error("E0207", f"`{kw.name}` needs a constant, but `{e.id}` is a tensor", e.span)
             return POISON
@@ -643,13 +854,15 @@ class Checker:
     def validate_params(self, decl: Decl, hyper: dict[str, ir.Keyword], expr: ir.Call, scope: Scope, prog: Program) -> Any:
         data: dict[str, Any] = {}
         bad = False
+        fields = decl.params.model_fields
         for name, kw in hyper.items():
-            v = self.hyper_value(kw, scope, prog)
+            field = fields.get(name)
+            v = self.hyper_value(kw, scope, prog, accepts_instance=field is not None and _accepts(field.annotation, InstanceRef))
             if isinstance(v, Poison):
                 bad = True
             else:
-                data[name] = v
-        fields = decl.params.model_fields
+                # A block's weights need concrete sizes: a size known here is its number.
+                data[name] = self.env.resolve_value(v) if decl.kind == "block" else v
         for name, kw in hyper.items():
             if name not in fields:
                 choices = list(fields) + [a.name for a in decl.inputs]
@@ -673,9 +886,16 @@ class Checker:
                 info = fields.get(field_name)
                 expected = _annotation_text(info.annotation) if info is not None and e["type"] != "value_error" else ""
                 got = data.get(field_name)
+                if _has_size(got):
+                    self.error("E0601", f"`{field_name}={got}` of `{decl.name}` needs the size {got}, which is unknown "
+                               "when the model is built", kw.value.span if kw is not None else fspan,
+                               help=f"give it with --dim {_first_symbol(got)}=... or dims={{...}}, or bind it from "
+                               "the train section's data")
+                    continue
                 what = f"invalid value for `{field_name}` of `{decl.name}`" if field_name else f"invalid hyperparameters of `{decl.name}`"
                 self.error("E0401", what, kw.value.span if kw is not None else fspan,
-                           label=f"{e['msg'].lower()}" + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
+                           label=_pydantic_message(e["msg"])
+                           + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
             return POISON
         except Exception as exc:
             self.error("E0401", f"invalid hyperparameters for `{decl.name}`: {exc}", expr.span)
@@ -833,12 +1053,32 @@ class Checker:
         self.body(bdef.body, scope, sub, inputs=list(args))
         self.stack.pop()
         if not sub.outputs:
-            if len(self.diags) == before:
+            poisoned = any(isinstance(a, Poison) for a in args)  # already reported where the argument went wrong
+            if len(self.diags) == before and not poisoned:
                 self.error("E0212", f"block `{bdef.name}` has no `output`", bdef.name_span or bdef.span)
             return None
         if any(d.severity == "error" for d in self.diags[before:]):
             return None
         return sub
+
+
+def _accepts(annotation: Any, cls: type) -> bool:
+    """Whether a field annotation admits instances of ``cls`` (``X | None`` included)."""
+    if annotation is cls:
+        return True
+    return any(_accepts(a, cls) for a in typing.get_args(annotation))
+
+
+def _has_size(value: Any) -> bool:
+    if isinstance(value, Sym):
+        return True
+    return isinstance(value, (list, tuple)) and any(_has_size(v) for v in value)
+
+
+def _first_symbol(value: Any) -> str:
+    if isinstance(value, Sym):
+        return sorted(value.symbols)[0]
+    return next(_first_symbol(v) for v in value if _has_size(v))
 
 
 def _annotation_text(ann: Any) -> str:

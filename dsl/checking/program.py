@@ -37,12 +37,17 @@ class ModuleSpec:
     in_types: dict[str, TensorType] = field(default_factory=dict)
     out_types: list[TensorType] = field(default_factory=list)
     program: Program | None = None
+    tie: str | None = None  # the module whose weight this one shares (Linear(..., tie=emb))
 
 
 @dataclass
 class PNode:
+    """One operation. ``index`` nodes keep their subscript in ``key``: a tuple of
+    ints, sizes (:class:`~dsl.language.shapes.Sym`), ``slice`` objects of those and
+    ``Ellipsis``, as ``operator.getitem`` takes it."""
+
     name: str
-    kind: Literal["input", "block", "function", "binop", "unary", "user"]
+    kind: Literal["input", "block", "function", "binop", "unary", "user", "index"]
     op: str
     span: Span
     args: list[Arg] = field(default_factory=list)
@@ -52,6 +57,26 @@ class PNode:
     types: list[TensorType] = field(default_factory=list)
     module: str | None = None  # attribute name of the submodule called
     var: str | None = None  # the name as written in the spec
+    key: tuple[Any, ...] = ()  # index nodes: the subscript
+
+
+@dataclass(frozen=True)
+class SizeSource:
+    """Where a symbolic dim's size is read at run time: axis ``axis`` of input node ``node``."""
+
+    symbol: str
+    node: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class SizeBound:
+    """A size the spec relies on staying within ``upper`` (``pos[:T]`` on 128 rows: T <= 128),
+    checked by the runtime guard once the inputs bind its symbols."""
+
+    size: Any  # a Sym
+    upper: int
+    what: str  # "`pos[:T]` (line 14) reads at most the 128 rows of `pos`"
 
 
 @dataclass
@@ -71,6 +96,8 @@ class Program:
     modules: dict[str, ModuleSpec] = field(default_factory=dict)
     aux: list[AuxEntry] = field(default_factory=list)
     span: Span = field(default_factory=Span)
+    sizes: list[SizeSource] = field(default_factory=list)  # where each input symbol's size is read
+    bounds: list[SizeBound] = field(default_factory=list)
     _names: set[str] = field(default_factory=set)
     _index: dict[str, PNode] = field(default_factory=dict)
     _next_suffix: dict[str, int] = field(default_factory=dict)

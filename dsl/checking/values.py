@@ -57,6 +57,11 @@ class DeclValue(BlockValue):
             return None
         return self.decl.count_params(self.build_call(inputs), self.params)
 
+    def aux_outputs(self, inputs: Sequence[TensorType]) -> list[tuple[int, float]]:
+        return [(self.decl.outputs.index(a.output),
+                 float(getattr(self.params, a.weight) if isinstance(a.weight, str) else a.weight))
+                for a in self.decl.aux]
+
     def describe(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump(exclude_defaults=True).items())
         return f"{self.decl.name}({args})"
@@ -97,8 +102,19 @@ class UserBlockValue(BlockValue):
         return [sub.type_of(r) for r in sub.outputs.values()]
 
     def program(self, inputs: Sequence[TensorType]) -> Program:
-        """The block checked on concrete input types, in an environment of its own (to build it)."""
-        return self._program(inputs, DimEnv())
+        """The block checked on concrete input types, in an environment of its own (to build it).
+
+        Its auxiliary losses are extra outputs after its own, as for a user block called
+        in a model body, so that whoever calls a copy (an MoE) can add them."""
+        sub = self._program(inputs, DimEnv())
+        for a in sub.aux:
+            sub.outputs[a.key] = a.ref
+        return sub
+
+    def aux_outputs(self, inputs: Sequence[TensorType]) -> list[tuple[int, float]]:
+        sub = self.program(inputs)
+        keys = list(sub.outputs)
+        return [(keys.index(a.key), a.weight) for a in sub.aux]
 
     def count_params(self, inputs: Sequence[TensorType]) -> int | None:
         est = estimate(self.program(inputs))

@@ -26,8 +26,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _add_common(p: argparse.ArgumentParser, files: str = "+") -> None:
-    p.add_argument("file", nargs=files, help="spec file (.dsl or .yaml)")
+def _add_common(p: argparse.ArgumentParser, files: str | None = "+", file_help: str = "spec file (.dsl or .yaml)") -> None:
+    p.add_argument("file", nargs=files, help=file_help)
     p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a param")
     p.add_argument("--dim", action="append", default=[], metavar="N=34", help="bind a symbolic dim")
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
@@ -84,17 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="plain lines, no progress bar")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the test split")
-    _add_common(p, files=None)
-    p.add_argument("--ckpt", required=True, help="run directory")
-    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
+    run_help = "run directory (or one of its .safetensors); the spec when --ckpt names the run"
+    p = sub.add_parser("eval", help="evaluate a run on its validation and test splits, every metric")
+    _add_common(p, files="?", file_help=run_help)
+    _add_run_options(p)
 
-    p = sub.add_parser("predict", help="write predictions for a data file")
-    _add_common(p, files=None)
-    p.add_argument("--ckpt", required=True, help="run directory")
-    p.add_argument("--data", required=True, help="input data file (.npz, .pt, .csv)")
-    p.add_argument("--out", required=True, help="where to write predictions")
-    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
+    p = sub.add_parser("predict", help="write a run's predictions (class, probabilities, outputs)")
+    _add_common(p, files="?", file_help=run_help)
+    _add_run_options(p)
+    p.add_argument("--data", default=None, help="raw inputs (.npz, .pt, .csv; no label needed); "
+                   "default: the spec's test split")
+    p.add_argument("--out", required=True, help="where to write: .npz, .csv, .parquet or .pt")
 
     p = sub.add_parser("blocks", help="the block catalogue (or the train section's data, losses, metrics, optimizers)")
     p.add_argument("name", nargs="?", help="one block or function")
@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true")
     _add_plugin_commands(sub)
     return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", default=None, help="run directory (the older form: dsl eval SPEC --ckpt RUN)")
+    p.add_argument("--spec", default=None, help="use this spec instead of the run's")
+    p.add_argument("--best", action="store_true", help="the weights the validation split chose (best.safetensors)")
+    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
 
 
 def _add_plugin_commands(sub: Any) -> None:
@@ -213,9 +220,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace, prog: Any, model: Any) -> int:
-    """``--emit python|pt2|onnx``: write the file, check it against ``model``, report the difference."""
+    """``--emit python|pt2|onnx``: write the file, check it against ``model``, report the difference.
+
+    A file that fails its check is removed. ``--emit python`` without ``-o`` prints the file
+    (checked through a temporary copy), as ``dsl convert`` does."""
     if not args.output:
-        raise UsageError(f"--emit {args.emit} needs -o OUT")
+        if args.emit != "python":
+            raise UsageError(f"--emit {args.emit} needs -o OUT")
+        return _python_to_stdout(args, prog, model)
     from dsl.exporting.formats import ExportError, export_onnx, export_pt2, onnx_missing
 
     try:
@@ -231,15 +243,46 @@ def _export(args: argparse.Namespace, prog: Any, model: Any) -> int:
         else:
             diff = export_pt2(model, prog, args.output)
     except ExportError as e:
+        _remove(args.output)
         emit_diagnostics(e.to_diagnostics(prog.span), args.json)
         return 1
     except OSError as e:
         raise UsageError(f"cannot write {args.output}: {e.strerror or e}") from None
     check = "no numerical check (pip install onnxruntime)" if diff is None else f"max abs diff {diff:.3g}"
     if diff is not None and not diff <= 1e-4:
-        print(f"dsl compile: error: {args.output} disagrees with the compiled module ({check})", file=sys.stderr)
+        _remove(args.output)
+        print(f"dsl compile: error: {args.output} disagrees with the compiled module ({check}); "
+              "the file was removed", file=sys.stderr)
         return 1
     print(f"wrote {args.output} ({check} against the compiled module on random inputs)", file=sys.stderr)
+    return 0
+
+
+def _remove(path: str) -> None:
+    """Drop a written file that failed its check (a regular file only: never /dev/null)."""
+    if os.path.isfile(path) and not os.path.islink(path):
+        os.unlink(path)
+
+
+def _python_to_stdout(args: argparse.Namespace, prog: Any, model: Any) -> int:
+    import tempfile
+
+    from dsl.exporting.formats import ExportError
+    from dsl.exporting.python import write_python
+
+    with tempfile.TemporaryDirectory(prefix="dsl-emit-") as folder:
+        path = os.path.join(folder, f"{prog.name}.py")
+        try:
+            diff = write_python(prog, model, path, source=args.file)
+        except ExportError as e:
+            emit_diagnostics(e.to_diagnostics(prog.span), args.json)
+            return 1
+        if not diff <= 1e-4:
+            print(f"dsl compile: error: the generated file disagrees with the compiled module (max abs diff "
+                  f"{diff:.3g})", file=sys.stderr)
+            return 1
+        with open(path, encoding="utf-8") as fh:
+            sys.stdout.write(fh.read())
     return 0
 
 

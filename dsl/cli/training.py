@@ -14,14 +14,8 @@ import socket
 import sys
 from typing import Any
 
-from dsl.cli.main import (
-    UsageError,
-    emit_diagnostics,
-    parse_assignments,
-    parse_dims,
-    parse_overrides,
-)
-from dsl.language.errors import DslError, RunError, SpecError
+from dsl.cli.main import UsageError, emit_diagnostics, parse_assignments, parse_dims, parse_overrides
+from dsl.language.errors import DslError, SpecError
 from dsl.training.rundir import default_dir
 from dsl.training.session import (
     Options,
@@ -117,38 +111,15 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace, trainer: Any) -> None:
-    from dsl.training.trainer import final_table
+    from dsl.training.runs import show_summary
 
     run = trainer.run
     if getattr(args, "json", False):
         print(json.dumps({"run_dir": run.path if run else None, "last": trainer.history[-1] if trainer.history else None,
                           "best": trainer.best, "test": trainer.test}, default=str))
         return
-    from rich.console import Console
-
-    console = Console(file=sys.stdout)
-    console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best, trainer.test))
-    console.print(selection_note(trainer), highlight=False)
-    if not getattr(args, "quiet", False):
-        # Hooks with something to show at the end (expert usage, final sparsity) define summary().
-        for hook in trainer.hooks:
-            for renderable in hook.summary(trainer):
-                console.print(renderable)
-    if run is not None:
-        console.print(f"run directory: {run.path}")
-
-
-def selection_note(trainer: Any) -> str:
-    """Which weights the test split saw, in one line."""
-    best = trainer.best
-    if best and trainer.test:
-        return (f"test: once, on epoch {best['epoch']}'s weights (best val {best['metric']} "
-                f"{best['value']:.4f})")
-    if trainer.test:
-        return "test: once, on the last epoch's weights (this data has no validation split)"
-    if trainer.val_split is None:
-        return "this data has no validation split and no test split"
-    return f"best val {best['metric']} at epoch {best['epoch']}" if best else ""
+    # Hooks with something to show at the end (expert usage, final sparsity) define summary().
+    show_summary(trainer, hooks=not getattr(args, "quiet", False))
 
 
 def _free_port() -> int:
@@ -183,10 +154,19 @@ def _spawn(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval / predict
 
 
-def _trained(args: argparse.Namespace) -> tuple[Prepared, Any, Any, Any]:
-    spec = _spec_file(args) if getattr(args, "file", None) else None
-    return load_trained(args.ckpt, spec, parse_overrides(args.set or []), parse_dims(args.dim or []),
-                        getattr(args, "max_params", None))
+def _run_and_spec(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(run, spec or None): ``dsl eval RUN [--spec FILE]``, or the older ``dsl eval FILE --ckpt RUN``."""
+    ckpt, spec = getattr(args, "ckpt", None), getattr(args, "spec", None)
+    target = _spec_file(args) if getattr(args, "file", None) else None
+    command = getattr(args, "command", None) or "eval"
+    if ckpt:
+        return ckpt, spec or target
+    if target is None:
+        raise UsageError(f"give the run directory: dsl {command} RUN")
+    if target.endswith((".dsl", ".yaml", ".yml")) and os.path.isfile(target):
+        raise UsageError(f"{target} is a spec: give the run directory (dsl {command} RUN --spec {target}) "
+                         "or the run with --ckpt")
+    return target, spec
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -194,22 +174,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from dsl.training.runs import locate
     from dsl.training.trainer import Trainer
 
-    p, model, step, run = _trained(args)
+    path, spec = _run_and_spec(args)
+    run, weights_file = locate(path, bool(getattr(args, "best", False)))
+    p, model, step, run = load_trained(run.path, spec, parse_overrides(args.set or []), parse_dims(args.dim or []),
+                                       getattr(args, "max_params", None), weights_file)
     data = load_data(p.cfg)
     assert p.analysis.objective is not None
     trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data,
                       device=getattr(args, "device", "cpu") or "cpu", verbose=False)
-    splits = ("test",) if "test" in data.eval_splits else data.eval_splits
-    results = {s: trainer.evaluate(s) for s in splits}
+    results = {s: trainer.evaluate(s) for s in data.eval_splits}
     if getattr(args, "json", False):
         print(json.dumps(results))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{p.spec.model.name if p.spec.model else 'model'} · {run.path}")
+    table = Table(title=p.spec.model.name if p.spec.model else "model", caption=run.file(weights_file))
     table.add_column("split")
     keys = list(next(iter(results.values())))
     for k in keys:
@@ -225,89 +208,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import torch
+    from dsl.training import predict
+    from dsl.training.runs import open_run
 
-    from dsl.training.trainer import input_names
-
-    p, model, _, _ = _trained(args)
-    tensors = _predict_inputs(args, p)
-    names = input_names(model)
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise RunError(f"{args.data} lacks the model input(s) {', '.join(missing)} (it has: {', '.join(tensors)})")
-    model.eval()
-    device = torch.device(getattr(args, "device", "cpu") or "cpu")
-    model.to(device)
-    declared = list(getattr(model, "dsl_outputs", {}))
-    with torch.no_grad():
-        out = model(**{n: tensors[n].to(device) for n in names})
-    out = {k: v for k, v in out.items() if k in declared}  # the spec's outputs, not what training reads
-    _write_predictions(args.out, {k: v.detach().cpu() for k, v in out.items()})
-    print(f"wrote {', '.join(f'{k} {tuple(v.shape)}' for k, v in out.items())} to {args.out}")
+    path, spec = _run_and_spec(args)
+    predict.check_out(args.out)
+    opened = open_run(path, bool(getattr(args, "best", False)), spec, parse_overrides(args.set or []),
+                      parse_dims(args.dim or []), getattr(args, "max_params", None))
+    if getattr(args, "data", None):  # raw inputs: through the run's preprocessing
+        module, batches = opened.trained(), predict.file_batches(args.data, opened)
+    else:  # the test split, as its source prepared it
+        module, batches = opened.model, predict.split_batches(opened)
+    result = predict.predict(module, batches, getattr(args, "device", "cpu") or "cpu")
+    for note in predict.write(args.out, result):
+        print(f"note: {note}", file=sys.stderr)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.arrays().items())
+    print(f"wrote {shapes} to {args.out}")
     return 0
-
-
-def _predict_inputs(args: argparse.Namespace, p: Prepared) -> dict[str, Any]:
-    """The data file's arrays (all rows, scaled as in training), or the spec's test split."""
-    path = getattr(args, "data", None)
-    if path:
-        if not os.path.exists(path):
-            raise RunError(f"data file not found: {path}")
-        from dsl.data.files import DataError, _read_tensors
-        from dsl.data.sources import FileParams
-        from dsl.language.diagnostics import Diagnostic, Span
-
-        try:
-            tensors = _read_tensors(path, FileParams(path=path))
-        except DataError as exc:
-            raise SpecError([Diagnostic(exc.code, exc.message, exc.span or Span(file=path))]) from None
-        return _predict_scaled(tensors, p)
-    import torch
-
-    data = load_data(p.cfg)
-    split = "test" if "test" in data.eval_splits else data.eval_splits[0]
-    batches = list(data.batches(split))
-    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]} if len(batches) > 1 else batches[0]
-
-
-def _predict_scaled(tensors: dict[str, Any], p: Prepared) -> dict[str, Any]:
-    """Standardise a data file's float fields as training did, when the spec's source
-    standardises (``digits()``, ``file(..., standardize=true)``): with the training
-    split's mean and std, recomputed from the source and the run's seed."""
-    if not getattr(p.cfg.source_params, "standardize", False):
-        return tensors
-    from dsl.data.base import apply_scaling
-
-    data = load_data(p.cfg)
-    try:
-        return apply_scaling(tensors, getattr(data, "scaling", {}))
-    except ValueError as exc:
-        raise RunError(f"cannot standardise the data file as in training: {exc}") from None
-
-
-def _write_predictions(path: str, out: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    from dsl.training.rundir import atomic_write
-
-    if path.endswith(".npz"):
-        def write_npz(tmp: str) -> None:
-            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-                np.savez(fh, **{k: v.numpy() for k, v in out.items()})
-
-        atomic_write(path, write_npz)
-    elif path.endswith(".csv"):
-        import csv
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                cols = [(k, v.reshape(v.shape[0], -1)) for k, v in out.items()]
-                w.writerow([f"{k}_{j}" if t.shape[1] > 1 else k for k, t in cols for j in range(t.shape[1])])
-                for i in range(cols[0][1].shape[0]):
-                    w.writerow([float(x) for _, t in cols for x in t[i]])
-
-        atomic_write(path, write)
-    else:
-        atomic_write(path, lambda tmp: torch.save(out, tmp))

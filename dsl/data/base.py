@@ -34,8 +34,12 @@ class Dataset:
     kind = "table"
     eval_splits: tuple[str, ...] = ("val", "test")
     #: field -> (mean, std) that the source standardised the field with (training
-    #: split statistics); ``dsl predict`` applies the same scaling to new inputs.
+    #: split statistics); saved in the run as ``preprocess.json`` (:mod:`dsl.data.preprocess`),
+    #: so ``dsl predict`` and ``dsl export`` apply the same scaling to raw inputs.
     scaling: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012 - replaced, never mutated
+    #: facts about the data worth keeping with a run (``meta.json``'s ``data_info``), such
+    #: as a generated corpus's entropy per character
+    info: dict[str, object] = {}  # noqa: RUF012 - replaced, never mutated
 
     def batches(self, split: str, epoch: int = 0, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         raise NotImplementedError
@@ -49,24 +53,6 @@ class Dataset:
     def example(self) -> Batch:
         """One batch, for dims the model needs at build time."""
         return next(iter(self.batches("train")))
-
-
-def apply_scaling(tensors: Batch, scaling: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-    """``(x - mean) / std`` for every float field the source standardised (others unchanged).
-
-    Raises ValueError when a field's feature width differs from the statistics'.
-    """
-    out = dict(tensors)
-    for k, (mean, std) in scaling.items():
-        t = out.get(k)
-        if t is None or not t.is_floating_point():
-            continue
-        if t.dim() == 0 or t.shape[-1] != mean.shape[-1]:
-            raise ValueError(
-                f"field `{k}` is {list(t.shape)} but the training data standardised {mean.shape[-1]} features"
-            )
-        out[k] = (t - mean) / std
-    return out
 
 
 def _rank_indices(order: torch.Tensor, rank: int, world: int, pad: bool) -> torch.Tensor:

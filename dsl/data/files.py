@@ -106,13 +106,14 @@ def _field_cols(line: str) -> list[int]:
         cols.append(pos + 1)
 
 
-def scan_csv(path: str, label: str, limit: int | None = None) -> list[str]:
+def scan_csv(path: str, label: str, limit: int | None = None, require_label: bool = True) -> list[str]:
     """Validate a numeric CSV (pure Python) and return its header.
 
     Every row must have the header's number of fields; every value must be a
     finite number; the label column must hold integers. Problems raise
     :class:`DataError` with the line and column of the offending field. With
-    ``limit`` only that many bytes are scanned (``dsl check`` stays quick)."""
+    ``limit`` only that many bytes are scanned (``dsl check`` stays quick);
+    ``require_label=False`` accepts a file without the label column (``dsl predict``)."""
     import math
 
     with text_lines(path) as lines:
@@ -125,10 +126,10 @@ def scan_csv(path: str, label: str, limit: int | None = None) -> list[str]:
         for i, n in enumerate(names):
             if n in names[:i]:
                 raise DataError(f"column `{n}` appears twice in the header", path, 1, cols[min(i, len(cols) - 1)])
-        if label not in names:
+        if label not in names and require_label:
             raise DataError(f"no label column `{label}` in the header (columns: {', '.join(names)})", path, 1, 1,
                             len(header_line.rstrip("\r\n")) + 1)
-        li = names.index(label)
+        li = names.index(label) if label in names else -1
         seen = len(header_line)
         for number, raw in enumerate(lines, start=2):
             seen += len(raw)
@@ -138,7 +139,7 @@ def scan_csv(path: str, label: str, limit: int | None = None) -> list[str]:
             fields = line.split(",") if '"' not in line else next(csv.reader([line]))
             try:  # the fast path: a well-formed row; positions are worked out only for an error
                 values = [float(t) for t in fields]
-                ok = len(fields) == len(names) and all(map(math.isfinite, values)) and values[li] == int(values[li])
+                ok = len(fields) == len(names) and all(map(math.isfinite, values)) and (li < 0 or values[li] == int(values[li]))
             except ValueError:
                 ok = False
             if not ok:
@@ -228,25 +229,30 @@ def _select(fields: dict[str, Any], wanted: list[str] | None) -> dict[str, Any]:
     return {k: fields[k] for k in wanted}
 
 
-def _read_tensors(path: str, p: Any) -> dict[str, Any]:
+def _read_tensors(path: str, p: Any, inputs_only: bool = False) -> dict[str, Any]:
+    """A data file's fields. ``inputs_only`` (``dsl predict``): a CSV may lack the label
+    column, and fields need not share their number of rows (a graph's ``x`` and ``edge_index``)."""
     import numpy as np
     import torch
 
     if path.endswith(".pt"):
         from dsl.data.loaders import read_pt
 
-        return read_pt(path)
+        return read_pt(path, same_rows=not inputs_only)
     if path.endswith(".csv"):
-        cols = scan_csv(path, p.label)  # precise errors (line and column) before numpy sees it
+        label = getattr(p, "label", "y")
+        cols = scan_csv(path, label, require_label=not inputs_only)  # precise errors before numpy sees it
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [r for r in csv.reader(fh) if any(f.strip() for f in r)]
         body = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(cols))
-        li = cols.index(p.label)
+        if label not in cols:
+            return {"x": torch.tensor(body, dtype=torch.float32)}
+        li = cols.index(label)
         x = np.delete(body, li, axis=1)
         return {"x": torch.tensor(x, dtype=torch.float32), "y": torch.tensor(body[:, li], dtype=torch.long)}
     from dsl.data.loaders import read_npz
 
-    return read_npz(path)
+    return read_npz(path, same_rows=not inputs_only)
 
 
 def load_file(p: Any, seed: int) -> Any:

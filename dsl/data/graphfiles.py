@@ -283,13 +283,30 @@ def _meta(v: Any) -> Meta | None:
 def load_graph_file(p: Any, seed: int) -> Any:
     """A :class:`~dsl.data.base.ListDataset` of the file's graphs, split and collated."""
     import numpy as np
-    import torch
 
     from dsl.data.base import ListDataset
     from dsl.data.files import resolve_path
     from dsl.data.loaders import _split_indices
 
     path = resolve_path(p)
+    graphs, plan = _read_checked(path)
+    s = seed if p.seed is None else p.seed
+    labels = _graph_labels(graphs, plan)
+    idx = _split_indices(len(graphs), labels, p.val, p.test, s)
+    splits = {name: [graphs[int(i)] for i in np.asarray(rows)] for name, rows in idx.items()}
+    return ListDataset(splits, p.batch, s, lambda items: collate(items, plan), kind="graphs")
+
+
+def graph_batches(path: str, batch: int) -> list[dict[str, Any]]:
+    """Every graph of a graph-list file, in order, collated ``batch`` graphs at a time (``dsl predict``)."""
+    graphs, plan = _read_checked(path)
+    return [collate(graphs[i:i + batch], plan) for i in range(0, len(graphs), batch)]
+
+
+def _read_checked(path: str) -> tuple[list[Any], Plan]:
+    """The graphs of ``path`` and their field plan; finite features, edges inside each graph."""
+    import torch
+
     graphs = _read_graph_list(path)
     plan = plan_fields([{k: _meta(g[k]) for k in g.keys()} for g in graphs], path)  # noqa: SIM118 - Data.keys()
     for i, g in enumerate(graphs):
@@ -298,11 +315,7 @@ def load_graph_file(p: Any, seed: int) -> Any:
             raise DataError(f"graph {i} of {path} has non-finite node features", path)
         if g.edge_index.numel() and (int(g.edge_index.min()) < 0 or int(g.edge_index.max()) >= g.x.shape[0]):
             raise DataError(f"graph {i} of {path}: edge_index names a node outside 0..{g.x.shape[0] - 1}", path)
-    s = seed if p.seed is None else p.seed
-    labels = _graph_labels(graphs, plan)
-    idx = _split_indices(len(graphs), labels, p.val, p.test, s)
-    splits = {name: [graphs[int(i)] for i in np.asarray(rows)] for name, rows in idx.items()}
-    return ListDataset(splits, p.batch, s, lambda items: collate(items, plan), kind="graphs")
+    return graphs, plan
 
 
 def _graph_labels(graphs: list[Any], plan: Plan) -> Any:

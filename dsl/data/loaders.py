@@ -38,7 +38,7 @@ def load_data(cfg: Any) -> Any:
         raise SpecError([Diagnostic(exc.code, exc.message, exc.span or cfg.data_span)]) from None
 
 
-def read_pt(path: str) -> dict[str, torch.Tensor]:
+def read_pt(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """A dict of tensors saved with ``torch.save``; anything needing arbitrary
     unpickling is refused by ``weights_only=True``."""
     import pickle
@@ -67,10 +67,10 @@ def read_pt(path: str) -> dict[str, torch.Tensor]:
             out[k] = torch.as_tensor(v)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise DataError(f"field `{k}` of {path} is not a tensor ({type(v).__name__}: {exc})", path) from None
-    return validate_fields(out, path)
+    return validate_fields(out, path, same_rows)
 
 
-def read_npz(path: str) -> dict[str, torch.Tensor]:
+def read_npz(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """The arrays of an ``.npz`` (no pickled objects), as float/long/bool tensors."""
     out: dict[str, torch.Tensor] = {}
     try:
@@ -87,11 +87,11 @@ def read_npz(path: str) -> dict[str, torch.Tensor]:
     except (ValueError, OSError, EOFError, KeyError) as exc:  # object arrays need pickle: refused
         raise DataError(f"{path} is not a readable .npz of numeric arrays ({type(exc).__name__}: {exc})",
                         path) from None
-    return validate_fields(out, path)
+    return validate_fields(out, path, same_rows)
 
 
-def validate_fields(fields: dict[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
-    """Numeric dtypes, a first axis of rows shared by all fields, finite floats."""
+def validate_fields(fields: dict[str, torch.Tensor], path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
+    """Numeric dtypes, a first axis of rows (shared by all fields unless not ``same_rows``), finite floats."""
     rows: dict[str, int] = {}
     for k, t in fields.items():
         if t.is_complex():
@@ -106,7 +106,7 @@ def validate_fields(fields: dict[str, torch.Tensor], path: str) -> dict[str, tor
                 value = t[index].item()
                 raise DataError(f"field `{k}` of {path} holds {value} at index {list(index)}; "
                                 "data must be finite numbers (no NaN or infinity)", path)
-    if len(set(rows.values())) > 1:
+    if same_rows and len(set(rows.values())) > 1:
         listed = ", ".join(f"`{k}` {v}" for k, v in rows.items())
         raise DataError(f"the fields of {path} have different numbers of rows ({listed}); "
                         "every field needs one entry per row", path)
@@ -148,14 +148,20 @@ def split_table(tensors: dict[str, torch.Tensor], p: Any, seed: int) -> TableDat
 
 
 def _standardize(splits: dict[str, dict[str, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Scale float fields in place; return each field's (mean, std)."""
+    """Scale float fields in place; return each field's (mean, std).
+
+    Columns of a table [N, F] are scaled one by one; images [N, C, H, W] one
+    channel at a time (every pixel of a channel shares its statistics, as
+    torchvision's ``Normalize``), so a shifted digit is scaled like the original.
+    """
     # Statistics from the training split only, so val/test stay unseen.
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for k, v in splits["train"].items():
         if not v.is_floating_point():
             continue
-        mean = v.mean(0, keepdim=True)
-        std = v.std(0, keepdim=True).nan_to_num(1.0)
+        dims = (0, 2, 3) if v.dim() == 4 else (0,)
+        mean = v.mean(dims, keepdim=True)
+        std = v.std(dims, keepdim=True).nan_to_num(1.0)
         std = torch.where(std > 0, std, torch.ones_like(std))
         stats[k] = (mean, std)
         for s in splits:
@@ -173,6 +179,8 @@ def _sklearn_arrays(loader: str) -> tuple[np.ndarray, np.ndarray]:
 def load_sklearn(loader: str, p: Any, seed: int) -> TableDataset:
     x, y = _sklearn_arrays(loader)
     tensors = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
+    if getattr(p, "images", False):  # digits' 64 columns are an 8x8 image, one channel
+        tensors["x"] = tensors["x"].reshape(-1, 1, 8, 8)
     return split_table(tensors, p, seed if p.seed is None else p.seed)
 
 
@@ -296,10 +304,15 @@ def load_episodes(p: Any, seed: int) -> EpisodeDataset:
     s = seed if p.seed is None else p.seed
     x, y = _sklearn_arrays("load_digits")
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
-    # Standardise with the training classes' statistics only.
+    # Standardise with the training classes' statistics only: per pixel, or per channel for images.
     train_rows = ys < 5
-    mean, std = xs[train_rows].mean(0), xs[train_rows].std(0)
-    xs = (xs - mean) / torch.where(std > 0, std, torch.ones_like(std))
+    if getattr(p, "images", False):
+        xs = xs.reshape(-1, 1, 8, 8)
+        mean, std = xs[train_rows].mean(), xs[train_rows].std()
+        xs = (xs - mean) / std
+    else:
+        mean, std = xs[train_rows].mean(0), xs[train_rows].std(0)
+        xs = (xs - mean) / torch.where(std > 0, std, torch.ones_like(std))
     g = torch.Generator().manual_seed(s)
     pools: dict[str, dict[int, torch.Tensor]] = {"train": {}, "val": {}, "test": {}}
     for c in range(10):

@@ -44,8 +44,14 @@ TABLES: dict[str, tuple[str, int, int]] = {
 }
 
 
+class DigitsParams(TableParams):
+    images: bool = Field(False, description="x as 8x8 images [B, 1, 8, 8], standardised per channel")
+
+
 def _table_source(name: str, loader: str, features: int, classes: int) -> Source:
     def fields(p: TableParams) -> dict[str, TensorType]:
+        if getattr(p, "images", False):
+            return {"x": _t("B", 1, 8, 8), "y": _t("B", dtype="long")}
         return {"x": _t("B", features), "y": _t("B", dtype="long")}
 
     def load(p: TableParams, seed: int) -> Any:
@@ -56,15 +62,53 @@ def _table_source(name: str, loader: str, features: int, classes: int) -> Source
     return Source(
         name=name,
         kind="table",
-        params=TableParams,
+        params=DigitsParams if name == "digits" else TableParams,
         fields=fields,
         load=load,
-        doc=f"scikit-learn's bundled `{name}` set: x [B, {features}] standardised, y [B] long in 0..{classes - 1}",
+        doc=f"scikit-learn's bundled `{name}` set: x [B, {features}] standardised, y [B] long in 0..{classes - 1}"
+        + ("; with images=true x is [B, 1, 8, 8]" if name == "digits" else ""),
     )
 
 
 for _name, (_loader, _feat, _cls) in TABLES.items():
     register_source(_table_source(_name, _loader, _feat, _cls))
+
+
+# --------------------------------------------------------------------------- chars
+
+
+class CharsParams(SourceParams):
+    context: int = Field(128, gt=0, le=65536, description="characters per window (T)")
+    batch: int = Field(32, gt=0, description="windows per batch")
+    path: str | None = Field(None, description="a UTF-8 text file; default: the generated corpus")
+    chars: int = Field(200_000, ge=1000, le=50_000_000, description="length of the generated corpus")
+    max_bytes: int = Field(256 * 2**20, gt=0, description="largest text file read")
+    seed: int | None = Field(None, description="corpus seed (default: the train section's seed)")
+    base_dir: str = Field("", description="directory relative paths are resolved against (the spec's)")
+
+
+def _chars_fields(p: CharsParams) -> dict[str, TensorType]:
+    return {"tokens": _t("B", p.context, dtype="long"), "next": _t("B", p.context, dtype="long")}
+
+
+def _chars_load(p: CharsParams, seed: int) -> Any:
+    from dsl.data.corpus import load_chars
+
+    return load_chars(p, seed)
+
+
+register_source(
+    Source(
+        "chars",
+        "table",
+        CharsParams,
+        _chars_fields,
+        _chars_load,
+        doc="characters as ids < 96 (printable ASCII 0..94, newline 95): tokens [B, context] long and next "
+        "[B, context] long, the character after each; split 90/5/5 in order. Without `path` a generated "
+        "corpus whose entropy per character (the best loss possible) is known and kept in meta.json",
+    )
+)
 
 
 # --------------------------------------------------------------------------- karate
@@ -243,14 +287,16 @@ class EpisodeParams(SourceParams):
     queries: int = Field(5, ge=1, description="query examples per class")
     episodes: int = Field(100, gt=0, description="training episodes per epoch")
     eval_episodes: int = Field(100, gt=0, description="validation and test episodes each")
+    images: bool = Field(False, description="digits as 8x8 images [_, 1, 8, 8], standardised per channel")
     seed: int | None = None
 
 
 def _episode_fields(p: EpisodeParams) -> dict[str, TensorType]:
     q, s = p.ways * p.queries, p.ways * p.shots
+    item = (1, 8, 8) if p.images else (64,)
     return {
-        "query": _t(q, 64),
-        "support": _t(s, 64),
+        "query": _t(q, *item),
+        "support": _t(s, *item),
         "support_y": _t(s, dtype="long"),
         "y": _t(q, dtype="long"),
     }

@@ -23,6 +23,7 @@ import torch
 
 from dsl.checking.program import PNode, Program
 from dsl.language.diagnostics import Diagnostic
+from dsl.language.errors import DslError
 from dsl.language.shapes import Sym, TensorType
 
 TRACE_SIZE = 5  # symbolic dims get 5, 6, 7, ... while tracing
@@ -30,7 +31,7 @@ CHECK_SIZE = 7  # ... and 7, 8, 9, ... in the numerical check, so specialisation
 ONNX_OPSET = 18
 
 
-class ExportError(Exception):
+class ExportError(DslError):
     """The model cannot be written in the requested form; ``message`` says why, ``help`` what to do.
 
     ``diagnostics`` (when not empty) point at the spec nodes responsible."""
@@ -206,18 +207,19 @@ def flat_outputs(out: Any) -> list[torch.Tensor]:
 def max_abs_diff(expected: list[torch.Tensor], actual: list[Any]) -> float:
     """The largest |expected - actual| over all outputs; inf where shapes differ or where
     one side is infinite (or NaN) and the other is not."""
-    worst = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        e = e.detach().to(torch.float64)
-        a = torch.as_tensor(a).detach().to(torch.float64)
-        if e.shape != a.shape:
-            return math.inf
-        finite = torch.isfinite(e)
-        if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(e[~finite].nan_to_num(), a[~finite].nan_to_num()):
-            return math.inf
-        if finite.any():
-            worst = max(worst, float((e[finite] - a[finite]).abs().max()))
-    return worst
+    return max((abs_diff(e, a) for e, a in zip(expected, actual, strict=True)), default=0.0)
+
+
+def abs_diff(expected: torch.Tensor, actual: Any) -> float:
+    """max |expected - actual| of one output (:func:`max_abs_diff`'s rules)."""
+    e = expected.detach().to(torch.float64)
+    a = torch.as_tensor(actual).detach().to(torch.float64)
+    if e.shape != a.shape:
+        return math.inf
+    finite = torch.isfinite(e)
+    if not torch.equal(finite, torch.isfinite(a)) or not torch.equal(e[~finite].nan_to_num(), a[~finite].nan_to_num()):
+        return math.inf
+    return float((e[finite] - a[finite]).abs().max()) if finite.any() else 0.0
 
 
 def check_inputs(prog: Program) -> dict[str, torch.Tensor]:
@@ -253,14 +255,17 @@ def export_pt2(model: torch.nn.Module, prog: Program, path: str) -> float:
     ep = export_program(model, prog)
     torch.export.save(ep, path)
     inputs = check_inputs(prog)
-    expected = reference_outputs(model, inputs)
+    return max_abs_diff(reference_outputs(model, inputs), pt2_outputs(path, inputs))
+
+
+def pt2_outputs(path: str, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The outputs of the program saved at ``path`` on ``inputs``."""
     loaded = torch.export.load(path)
     try:
         with torch.no_grad():
-            actual = flat_outputs(loaded.module()(**inputs))
+            return flat_outputs(loaded.module()(**inputs))
     except Exception as e:
         raise ExportError(f"the exported program fails on inputs of other sizes: {_first_lines(e)}") from None
-    return max_abs_diff(expected, actual)
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -281,6 +286,12 @@ def export_onnx(model: torch.nn.Module, prog: Program, path: str) -> float | Non
 
     Returns the max abs difference to ``model`` on inputs of other sizes, computed with
     onnxruntime; None when onnxruntime is not installed (the file is still written)."""
+    write_onnx(model, prog, path)
+    return onnx_check(model, prog, path)
+
+
+def write_onnx(model: torch.nn.Module, prog: Program, path: str) -> None:
+    """Write ``path`` (.onnx), unchecked; an ExportError for what ONNX cannot express."""
     problems = unsupported(prog, "onnx")
     if problems:
         raise ExportError(problems[0].message, problems[0].help, problems)
@@ -299,17 +310,21 @@ def export_onnx(model: torch.nn.Module, prog: Program, path: str) -> float | Non
     except Exception as e:
         raise ExportError(f"torch.onnx could not convert the model: {_first_lines(e)}",
                           "export to pt2 or python instead; docs/EXPORT.md lists what converts") from None
-    return onnx_check(model, prog, path)
 
 
 def onnx_check(model: torch.nn.Module, prog: Program, path: str) -> float | None:
     """Max abs difference between ``model`` and the ONNX file under onnxruntime, or None."""
+    inputs = check_inputs(prog)
+    actual = onnx_outputs(path, inputs)
+    return None if actual is None else max_abs_diff(reference_outputs(model, inputs), actual)
+
+
+def onnx_outputs(path: str, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor] | None:
+    """The outputs of the ONNX file under onnxruntime (CPU) on ``inputs``; None without onnxruntime."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    inputs = check_inputs(prog)
-    expected = reference_outputs(model, inputs)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     # an input the graph never reads (e.g. a mask unused after tracing) is dropped by the exporter
@@ -318,7 +333,7 @@ def onnx_check(model: torch.nn.Module, prog: Program, path: str) -> float | None
         actual = session.run(None, feed)
     except Exception as e:
         raise ExportError(f"onnxruntime fails on inputs of other sizes: {_first_lines(e)}") from None
-    return max_abs_diff(expected, [torch.from_numpy(a) for a in actual])
+    return [torch.from_numpy(a) for a in actual]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -357,5 +372,6 @@ def _specialised_help(e: BaseException, types: dict[str, TensorType]) -> str | N
 
 __all__ = [
     "ExportError", "example_inputs", "dynamic_shapes", "export_program", "export_pt2", "export_onnx",
-    "onnx_check", "onnx_missing", "unsupported", "max_abs_diff", "flat_outputs", "LIMITATIONS",
+    "onnx_check", "onnx_missing", "unsupported", "max_abs_diff", "abs_diff", "flat_outputs", "LIMITATIONS",
+    "pt2_outputs", "onnx_outputs", "write_onnx",
 ]

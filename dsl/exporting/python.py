@@ -44,12 +44,15 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from dsl.blocks.nn.tensors import MADE_BY
 from dsl.checking.program import Program
 from dsl.exporting.formats import ExportError
 
 _RECORD = "_dsl_export_init"  # instance attribute holding a module's constructor (args, kwargs)
 _WIDTH = 96  # line width the generated code aims for
-_INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.matmul: "@"}
+_INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/", operator.matmul: "@",
+          operator.floordiv: "//", operator.mod: "%", operator.pow: "**", operator.lt: "<", operator.le: "<=",
+          operator.gt: ">", operator.ge: ">=", operator.eq: "==", operator.ne: "!="}
 
 
 # --------------------------------------------------------------------------- identifiers and text
@@ -413,17 +416,30 @@ class PythonEmitter:
         parts += [_kw(check_identifier(k, "keyword argument"), self.value(v)) for k, v in kwargs.items()]
         return _Call(self.class_ref(type(m)), parts)
 
+    def learned_tensor(self, name: str, p: nn.Parameter) -> str:
+        """The call that made a learned tensor (``Parameter(...)`` in the spec)."""
+        made = getattr(p, MADE_BY, None)
+        if made is None:
+            raise ExportError(f"cannot tell how the learned tensor `{name}` was made")
+        fn, args, kwargs = made
+        parts = [_flat(self.value(a)) for a in args]
+        parts += [f"{check_identifier(k, 'keyword argument')}={_flat(self.value(v))}" for k, v in kwargs.items()]
+        return f"{self.function_ref(fn)}({', '.join(parts)})"
+
     # ---- graph modules
 
     def graph_class(self, gm: fx.GraphModule, name: str | None = None) -> str:
         """The name of a generated class whose instances equal ``gm`` (written once per body)."""
         base = check_identifier(name or type(gm).__name__, "model or block name")
-        if gm._parameters or [b for b in gm._buffers if b]:
-            raise ExportError(f"`{base}` holds tensors of its own; only submodules can be written")
+        if [b for b in gm._buffers if b]:
+            raise ExportError(f"`{base}` holds buffers of its own; only submodules and learned tensors can be written")
         children = list(gm.named_children())
         if len({id(c) for _, c in children}) != len(children):
             raise ExportError(f"`{base}` registers one module under two names")
         init = [f"self.{check_identifier(k, 'submodule name')} = {self.module(c).render(8)}" for k, c in children]
+        init += [f"self.{check_identifier(k, 'parameter name')} = {self.learned_tensor(k, p)}"
+                 for k, p in gm._parameters.items() if p is not None]
+        init += _tied_weights(gm)
         forward = _ForwardPrinter(self, gm).lines()
         body = "\n".join(init) + "\n" + "\n".join(forward)
         key = (base, body)
@@ -445,7 +461,9 @@ class PythonEmitter:
 
     # ---- the file
 
-    def render(self, top: str, header: str) -> str:
+    def render(self, top: str | Sequence[str], header: str, tail: str = "") -> str:
+        """The file: ``header``, imports, inlined code, the classes, ``tail``; ``__all__`` lists ``top``."""
+        exports = [top] if isinstance(top, str) else list(top)
         blocks = self.inliner.blocks()
         for imp in self.inliner.imports():
             self.imports.add(imp)
@@ -456,8 +474,37 @@ class PythonEmitter:
             if name in self.globals and self.globals[name] != f"defined in {module}":
                 raise ExportError(f"the inlined `{module}.{name}` clashes with `{name}` ({self.globals[name]})")
         head = f"{header}\n\nfrom __future__ import annotations\n\n{_import_block(self.imports)}"
-        body = "\n\n\n".join(p.rstrip() for p in [head, *blocks, *self.classes])
-        return f"{body}\n\n\n__all__ = [{top!r}]\n"
+        body = "\n\n\n".join(p.rstrip() for p in [head, *blocks, *self.classes, *([tail] if tail else [])])
+        return f"{body}\n\n\n__all__ = [{', '.join(repr(e) for e in exports)}]\n"
+
+
+def _tied_weights(gm: nn.Module) -> list[str]:
+    """``self.logits.weight = self.emb.weight`` for each weight a module shares with an earlier one."""
+    first: dict[int, str] = {}
+    lines = []
+    for path, p in gm.named_parameters(remove_duplicate=False):
+        if id(p) not in first:
+            first[id(p)] = path
+            continue
+        parts = [check_identifier(x, "submodule name") for x in path.split(".")]
+        source = [check_identifier(x, "submodule name") for x in first[id(p)].split(".")]
+        lines.append(f"self.{'.'.join(parts)} = self.{'.'.join(source)}")
+    return lines
+
+
+def _subscript(key: Any, arg: Callable[[Any], str]) -> str:
+    """The text inside ``x[...]`` for an ``operator.getitem`` key: ``:T``, ``:, 0``, ``..., :k``."""
+    items = key if isinstance(key, tuple) else (key,)
+
+    def item(k: Any) -> str:
+        if k is Ellipsis:
+            return "..."
+        if isinstance(k, slice):
+            parts = ["" if v is None else arg(v) for v in (k.start, k.stop)]
+            return ":".join(parts) + ("" if k.step is None else f":{arg(k.step)}")
+        return arg(k)
+
+    return ", ".join(item(k) for k in items)  # x[(k,)] is x[k] in torch
 
 
 class _Comprehension(_Call):
@@ -566,9 +613,10 @@ class _ForwardPrinter:
     def lines(self) -> list[str]:
         nodes = list(self.gm.graph.nodes)
         for n in nodes:  # resolve callees first: the globals they bind are off limits for locals
-            if n.op == "call_function" and n.target not in _INFIX and n.target not in (operator.neg, operator.getitem):
+            if (n.op == "call_function" and n.target not in _INFIX
+                    and n.target not in (operator.neg, operator.getitem, getattr)):
                 self.callees[n] = self.e.function_ref(n.target)
-            elif n.op not in ("placeholder", "call_module", "call_function", "output"):
+            elif n.op not in ("placeholder", "call_module", "call_function", "call_method", "get_attr", "output"):
                 raise ExportError(f"cannot print the graph node `{n.name}` ({n.op})")
         taken = set(self.e.globals) | {"self", "torch", "nn"}
         params = []
@@ -653,8 +701,15 @@ class _ForwardPrinter:
             expr = f"{a} {_INFIX[n.target]} {b}"
         elif n.target is operator.neg:
             expr = f"-{self.arg(n.args[0], operand=True)}"
+        elif n.op == "get_attr":
+            expr = f"self.{check_identifier(n.target, 'parameter name')}"
+        elif n.op == "call_method":
+            rest = self.call_args(n).split(", ", 1)[1:] if len(n.args) > 1 or n.kwargs else []
+            expr = f"{self.arg(n.args[0], operand=True)}.{check_identifier(n.target, 'method')}({''.join(rest)})"
+        elif n.target is getattr:
+            expr = f"{self.arg(n.args[0], operand=True)}.{check_identifier(n.args[1], 'attribute')}"
         elif n.target is operator.getitem:
-            expr = f"{self.arg(n.args[0], operand=True)}[{self.arg(n.args[1])}]"
+            expr = f"{self.arg(n.args[0], operand=True)}[{_subscript(n.args[1], self.arg)}]"
         else:
             expr = f"{self.callees[n]}({self.call_args(n)})"
         parts = self._unpacked(n)
@@ -696,8 +751,11 @@ def check_names(prog: Program) -> None:
                 todo.append(m.program)
 
 
-def emit_python(prog: Program, source: str | None = None) -> str:
-    """The text of a standalone Python file defining the model of ``prog``."""
+def emit_python(prog: Program, source: str | None = None, trained: Any = None) -> str:
+    """The text of a standalone Python file defining the model of ``prog``.
+
+    ``trained`` (:class:`dsl.exporting.runs.TrainedPython`) adds a run's preprocessing and a
+    ``load()`` of its weights after the model's class, and writes the header for them."""
     check_names(prog)
     try:
         model = build_recorded(prog)
@@ -707,6 +765,9 @@ def emit_python(prog: Program, source: str | None = None) -> str:
         raise ExportError(f"rebuilding the model for export failed: {type(e).__name__}: {e}") from None
     emitter = PythonEmitter()
     top = emitter.graph_class(model, check_identifier(prog.name, "model name"))
+    if trained is not None:
+        header, tail, exports = trained.decorate(emitter, top, model, source)
+        return emitter.render(exports, header, tail)
     origin = f" from {comment_text(source)}" if source else ""
     header = (
         f'"""{top}: a standalone PyTorch module generated by `dsl compile --emit python`{origin}.\n\n'
@@ -760,7 +821,7 @@ def load_generated(path: str, class_name: str) -> type[nn.Module]:
 
 def generated_class_name(text: str) -> str:
     """The model class of a generated file (the one ``__all__`` names)."""
-    match = re.search(r"^__all__ = \['(\w+)'\]$", text, re.M)
+    match = re.search(r"^__all__ = \['(\w+)'", text, re.M)
     if match is None:
         raise ExportError("not a file written by `dsl compile --emit python`")
     return match.group(1)

@@ -13,6 +13,12 @@ arguments are tensor handles, keyword arguments are hyperparameters (Python
 literals, ``g.param(...)`` arithmetic, block values) or optional tensor inputs
 (handles). A call without positional arguments is a block value:
 ``enc = g.MLP(hidden=8, out=4)`` then ``enc(a)``, ``enc(b)`` share one instance.
+A block without tensor inputs takes its constants positionally:
+``g.Parameter([128, 64], init="normal", std=0.02)``, ``g.arange(g.dim("T"))``.
+Handles slice as tensors do: ``pos[:g.dim("T")]``, ``x[:, 0]``, ``x[..., :4]``
+(indexing a call with several outputs by an int picks that output instead).
+``g.block("Name", args=...)`` defines a composite block from Python: build its
+body on the returned builder, then call it as ``g.Name(x, ...)``.
 
 How values get names (deterministic, decided by ``build()``):
 
@@ -51,6 +57,7 @@ from dsl.language.ir import (
     DimExpr,
     Ellipsis_,
     Expr,
+    Index,
     Input,
     Keyword,
     ListExpr,
@@ -60,6 +67,7 @@ from dsl.language.ir import (
     ParamDecl,
     Repeat,
     ShapeSpec,
+    Slice,
     Spec,
     Stmt,
     Str,
@@ -151,7 +159,8 @@ class _RepeatItem:
 class _Node:
     """One value-producing thing. ``kind``:
     input | call | op | unary | block (a block value) | alias (``let`` of an
-    existing value) | output (an Output statement) | const (params, loop vars)."""
+    existing value) | output (an Output statement) | const (params, loop vars)
+    | index (``x[...]``, the subscript in ``key``)."""
 
     kind: str
     scope: _Scope
@@ -166,6 +175,7 @@ class _Node:
     names: list[str] = field(default_factory=list)  # names the user gave (let, input, output)
     shape: ShapeSpec | None = None
     dtype: str | None = None
+    key: tuple[Any, ...] = ()
 
 
 class Handle:
@@ -208,11 +218,24 @@ class Handle:
             raise TypeError(f"{self!r} is not a block value; only a block called without tensors can be called")
         return self._graph._call(None, args, kwargs, callee=self)
 
-    def __getitem__(self, index: int) -> Handle:
-        """Output ``index`` of a call with several outputs (``g.MoE(h, ...)[1]``)."""
-        if self._node.kind != "call" or self._index != 0 or not isinstance(index, int) or index < 0:
-            raise TypeError("only the result of a block call can be indexed, with an int >= 0")
-        return Handle(self._graph, self._node, index)
+    def __getitem__(self, key: Any) -> Handle:
+        """Output ``key`` of a call with several outputs (``g.MoE(h, ...)[1]``); otherwise
+        the tensor indexed or sliced as in torch (``x[:, 0]``, ``pos[:g.dim("T")]``)."""
+        if isinstance(key, int) and not isinstance(key, bool) and self._picks_output():
+            if key < 0:
+                raise TypeError("pick an output with an int >= 0")
+            return Handle(self._graph, self._node, key)
+        return self._graph._index(self, key)
+
+    def _picks_output(self) -> bool:
+        """Whether an int subscript selects one of several outputs (a call not yet split)."""
+        n = self._node
+        if n.kind != "call" or self._index != 0:
+            return False
+        try:
+            return self._graph._output_count(self) > 1
+        except TypeError:
+            return True  # unknown block: as before, an int picks an output
 
     def __iter__(self) -> Iterator[Handle]:
         """``z, balance = g.MoE(...)``: as many handles as the block has outputs."""
@@ -320,6 +343,8 @@ class Graph:
         self._uses: list[Use] = []
         self._train: list[TrainEntry] = []
         self._train_span = NO_SPAN
+        self._blocks: list[Graph] = []  # composite blocks defined with g.block(...)
+        self._is_block = False
 
     # ----------------------------------------------------------------- public API
 
@@ -327,6 +352,24 @@ class Graph:
         """A reference to a param or model argument (a constant)."""
         span = _caller_span()
         return Handle(self, self._new("const", span, const=Name(id=_identifier(name, "param name", span), span=span)))
+
+    def dim(self, name: str) -> Handle:
+        """A symbolic dim's size as a value (``T`` in ``pos[:T]``), read from the inputs at run time."""
+        span = _caller_span()
+        return Handle(self, self._new("const", span, const=Name(id=_identifier(name, "dim name", span), span=span)))
+
+    def block(self, name: str, args: dict[str, Any] | None = None) -> Graph:
+        """Define the composite block ``name`` (``block Name(args) { ... }``): build its body
+        on the returned builder (``input``, calls, ``output``), then call ``g.Name(x, ...)``."""
+        span = _caller_span()
+        name = _identifier(name, "block name", span)
+        if any(b._name == name for b in self._blocks) or name == self._name:
+            raise _fail(f"block `{name}` is defined twice", span, "defined again", code="E0207")
+        child = Graph(name, args=args)
+        child._span = span
+        child._is_block = True
+        self._blocks.append(child)
+        return child
 
     def input(self, name: str, shape: Sequence[Any] | None = None, dtype: str | None = None) -> Handle:
         """A tensor input. ``dtype``: float (the default when omitted), long, int or bool."""
@@ -499,6 +542,22 @@ class Graph:
         node = self._new(kind, span, func=func, callee=callee, args=tuple(args), kwargs=tuple(kwargs.items()))
         return Handle(self, node)
 
+    def _index(self, value: Handle, key: Any) -> Handle:
+        span = _caller_span()
+        self._tensor(value, "indexing", span)
+        items = key if isinstance(key, tuple) else (key,)
+        for item in items:
+            parts = (item.start, item.stop, item.step) if isinstance(item, slice) else (item,)
+            for part in parts:
+                if part is None or part is Ellipsis or (isinstance(part, int) and not isinstance(part, bool)):
+                    continue
+                if isinstance(part, Handle) and part.is_constant:
+                    continue
+                raise _fail(f"a subscript is an int, a slice, ... or a constant (g.dim, g.param), got {_short(part)}",
+                            span, "not a subscript", code="E0206",
+                            help="index by a tensor with g.index_select(x, dim, idx) or g.gather(x, dim, idx)")
+        return Handle(self, self._new("index", span, args=(value,), key=items))
+
     def _op(self, op: str, left: Any, right: Any) -> Handle:
         span = _caller_span()
         for v in (left, right):
@@ -545,7 +604,8 @@ class Graph:
         statement is written). ``latest``: only the value made last, so the name
         binds where the user wrote ``let``."""
         n = h._node
-        if n.kind not in ("call", "op", "unary", "block") or h._index != 0 or n.names or n.scope is not self._scope:
+        if (n.kind not in ("call", "op", "unary", "block", "index") or h._index != 0 or n.names
+                or n.scope is not self._scope):
             return False
         if latest:
             return bool(self._scope.items) and self._scope.items[-1] is n
@@ -560,6 +620,9 @@ class Graph:
         if len(n.names) > 1:
             return len(n.names)
         func = h._block_func()
+        own = next((b for b in self._blocks if b._name == func), None)
+        if own is not None:
+            return sum(1 for item in own._root.items if isinstance(item, _Node) and item.kind == "output")
         decl = lookup(func or "")
         if decl is None:
             raise TypeError(
@@ -634,7 +697,7 @@ class _Writer:
             return True
         if n.kind == "block":
             return n.order in self.called or bool(n.names)
-        if n.kind not in ("call", "op", "unary") or n.order == 0:
+        if n.kind not in ("call", "op", "unary", "index") or n.order == 0:
             return False
         uses = self.uses.get(n.order, [])
         return (
@@ -681,6 +744,8 @@ class _Writer:
                 self.auto[(n.order, i)] = extra
 
     def _base(self, n: _Node) -> str:
+        if n.kind == "index":
+            return "index"
         if n.kind == "call" and n.callee is not None:
             return (n.callee._block_func() or "call").lower()
         if n.func is not None:
@@ -721,10 +786,13 @@ class _Writer:
                 self.forced.add(stale.node.order)
         g = self.g
         model = BlockDef(name=g._name, name_span=g._span, params=tuple(g._args), body=tuple(body),
-                         is_model=True, span=g._span)  # fmt: skip
+                         is_model=not g._is_block, span=g._span)  # fmt: skip
+        if g._is_block:
+            return Spec(file=g._span.file, format="python", blocks=(model,), span=g._span)
+        blocks = tuple(b for child in g._blocks for b in _Writer(child).spec().blocks)
         train = TrainSection(entries=tuple(g._train), span=g._train_span) if g._train else None
-        return Spec(file=g._span.file, format="python", params=tuple(g._params), model=model, train=train,
-                    uses=tuple(g._uses), span=g._span)  # fmt: skip
+        return Spec(file=g._span.file, format="python", params=tuple(g._params), blocks=blocks, model=model,
+                    train=train, uses=tuple(g._uses), span=g._span)  # fmt: skip
 
     def body(self, scope: _Scope) -> list[Stmt]:
         out: list[Stmt] = []
@@ -762,6 +830,9 @@ class _Writer:
     def value(self, n: _Node) -> Expr:
         """The expression a call/op node computes."""
         span = n.span
+        if n.kind == "index":
+            return Index(value=self.operand(n.args[0], span), items=tuple(self.subscript(k, span) for k in n.key),
+                         span=span)
         if n.kind in ("op", "unary"):
             operands = [self.operand(a, span) for a in n.args]
             if n.kind == "unary":
@@ -771,6 +842,14 @@ class _Writer:
         args = tuple(self.operand(a, span) for a in n.args)
         kwargs = tuple(Keyword(name=k, value=self.operand(v, span), span=span) for k, v in n.kwargs)
         return Call(func=func, func_span=span, args=args, kwargs=kwargs, span=span)  # type: ignore[arg-type]
+
+    def subscript(self, item: Any, span: Span) -> Any:
+        if item is Ellipsis:
+            return Ellipsis_(span=span)
+        if isinstance(item, slice):
+            start, stop, step = (None if v is None else self.operand(v, span) for v in (item.start, item.stop, item.step))
+            return Slice(start=start, stop=stop, step=step, span=span)
+        return self.operand(item, span)
 
     def callee_name(self, callee: Handle, span: Span) -> str:
         name = self.ref(callee, span)

@@ -16,8 +16,9 @@ from typing import Any
 from dsl.language import ir
 from dsl.language.diagnostics import Span
 from dsl.language.errors import DslError
+from dsl.language.shapes import Dim, Sym, dim_add, dim_mul
 
-Const = int | float | bool | str | None | list
+Const = int | float | bool | str | None | list | Sym
 
 MAX_INT = 2**62
 MAX_EXPONENT = 64
@@ -30,6 +31,8 @@ class ConstError(DslError):
 
 
 def _type_name(v: Any) -> str:
+    if isinstance(v, Sym):
+        return "size"
     if isinstance(v, bool):
         return "bool"
     if isinstance(v, int):
@@ -53,8 +56,27 @@ def _check_int(v: Any, span: Span) -> Any:
     return v
 
 
+def _size_binop(op: str, a: Any, b: Any, span: Span) -> Dim:
+    """Arithmetic on sizes (a symbolic dim such as ``T`` used as a value): + - * with
+    integers and other sizes, ``//`` by an integer that divides every coefficient."""
+    if isinstance(a, bool) or isinstance(b, bool) or not all(isinstance(v, (int, Sym)) for v in (a, b)):
+        raise ConstError(f"cannot apply `{op}` to {_type_name(a)} and {_type_name(b)}", span, "E0405")
+    if op == "+":
+        return dim_add(a, b)
+    if op == "-":
+        return dim_add(a, dim_mul(b, -1))
+    if op == "*":
+        return dim_mul(a, b)
+    if op == "//" and isinstance(b, int) and b > 0 and isinstance(a, Sym) and all(c % b == 0 for c in a.terms.values()):
+        return Sym.normalise({m: c // b for m, c in a.terms.items()})
+    raise ConstError(f"`{op}` on a size is not supported here: sizes take + - * and // by a divisor of every term",
+                     span, "E0405", help="write the size as a dim, e.g. [B, T, heads, d // heads]")
+
+
 def _binop(op: str, a: Any, b: Any, span: Span) -> Any:
     numeric = (int, float)
+    if isinstance(a, Sym) or isinstance(b, Sym):
+        return _size_binop(op, a, b, span)
     if op == "+" and isinstance(a, str) and isinstance(b, str):
         return a + b
     if not (isinstance(a, numeric) and isinstance(b, numeric)):
@@ -101,6 +123,8 @@ def eval_const(expr: ir.Expr, lookup: Callable[[str, Span], Const]) -> Const:
         return lookup(expr.id, expr.span)
     if isinstance(expr, ir.UnaryOp):
         v = eval_const(expr.operand, lookup)
+        if isinstance(v, Sym):
+            return dim_mul(v, -1) if expr.op == "-" else v
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ConstError(f"cannot apply unary `{expr.op}` to {_type_name(v)}", expr.span)
         return -v if expr.op == "-" else v

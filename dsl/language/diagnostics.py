@@ -36,6 +36,7 @@ CODES: dict[str, str] = {
     "E0304": "output assertion failed",
     "E0305": "invalid shape",
     "E0306": "dimension conflict",
+    "E0307": "index out of range",
     "E0401": "invalid hyperparameter",
     "E0402": "unknown hyperparameter",
     "E0403": "missing hyperparameter",

@@ -72,12 +72,16 @@ class UnaryOp(Node):
     operand: Expr
 
 
+COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
+
+
 class BinOp(Node):
-    """Binary operator. On tensors ``+ - * @`` broadcast as in torch; on constants
-    ``+ - * / // % **`` are evaluated by the resolver."""
+    """Binary operator. On tensors ``+ - * / @`` broadcast as in torch and the
+    comparisons give bool tensors; on constants ``+ - * / // % **`` are evaluated
+    by the one constant evaluator (:mod:`dsl.language.constants`)."""
 
     kind: Literal["binop"] = "binop"
-    op: Literal["+", "-", "*", "/", "//", "%", "**", "@"]
+    op: Literal["+", "-", "*", "/", "//", "%", "**", "@", "<", "<=", ">", ">=", "==", "!="]
     left: Expr
     right: Expr
 
@@ -109,8 +113,26 @@ class ListExpr(Node):
     items: tuple[Expr, ...] = ()
 
 
+class Slice(Node):
+    """``start:stop:step`` inside a subscript; a part left out is None."""
+
+    kind: Literal["slice"] = "slice"
+    start: Expr | None = None
+    stop: Expr | None = None
+    step: Expr | None = None
+
+
+class Index(Node):
+    """``value[item, ...]``: basic indexing as in torch. An item is an expression (one
+    position), a :class:`Slice` or ``...`` (:class:`Ellipsis_`)."""
+
+    kind: Literal["index"] = "index"
+    value: Expr
+    items: tuple[Subscript, ...] = ()
+
+
 Expr = Annotated[
-    Num | Str | Bool | NoneLit | Name | UnaryOp | BinOp | Call | ListExpr,
+    Num | Str | Bool | NoneLit | Name | UnaryOp | BinOp | Call | ListExpr | Index,
     Field(discriminator="kind"),
 ]
 
@@ -131,6 +153,11 @@ class Ellipsis_(Node):
 
 DimExpr = Annotated[
     Num | Name | BinOp | UnaryOp | Wildcard | Ellipsis_,
+    Field(discriminator="kind"),
+]
+
+Subscript = Annotated[
+    Num | Str | Bool | NoneLit | Name | UnaryOp | BinOp | Call | ListExpr | Index | Slice | Ellipsis_,
     Field(discriminator="kind"),
 ]
 
@@ -276,7 +303,7 @@ class Spec(Node):
         return None
 
 
-for _m in (UnaryOp, BinOp, Keyword, Call, ListExpr, Repeat, ShapeSpec, Assign, BlockDef):
+for _m in (UnaryOp, BinOp, Keyword, Call, ListExpr, Slice, Index, Repeat, ShapeSpec, Assign, BlockDef):
     _m.model_rebuild()
 
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dsl.language.ir import (
+    COMPARISONS,
     Assign,
     BinOp,
     BlockDef,
@@ -38,6 +39,7 @@ from dsl.language.ir import (
     Call,
     Comment,
     Ellipsis_,
+    Index,
     Input,
     ListExpr,
     Name,
@@ -49,6 +51,7 @@ from dsl.language.ir import (
     ParamDecl,
     Repeat,
     ShapeSpec,
+    Slice,
     Spec,
     Str,
     TrainSection,
@@ -70,7 +73,8 @@ INDENT = "    "
 
 # --------------------------------------------------------------------------- expressions
 
-_BINARY_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "@": 2, "**": 4}
+_BINARY_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "//": 2, "%": 2, "@": 2, "**": 4,
+                "<": 0, "<=": 0, ">": 0, ">=": 0, "==": 0, "!=": 0}
 _UNARY_PREC = 3
 _ATOM_PREC = 5
 
@@ -148,9 +152,21 @@ def expr_to_text(e: object) -> str:
         return f"{e.func}({', '.join(args)})"
     if isinstance(e, ListExpr):
         return "[" + ", ".join(expr_to_text(i) for i in e.items) + "]"
+    if isinstance(e, Index):
+        items = ", ".join(subscript_text(i) for i in e.items)
+        return f"{_wrap(e.value, _prec(e.value) < _ATOM_PREC)}[{items}]"
     if isinstance(e, Wildcard | Ellipsis_):
         return dim_to_text(e)
     raise TypeError(f"not an expression: {type(e).__name__}")
+
+
+def subscript_text(item: object) -> str:
+    """One item of a subscript as written: ``:T``, ``0``, ``...``."""
+    if isinstance(item, Slice):
+        parts = ["" if p is None else expr_to_text(p) for p in (item.start, item.stop)]
+        text = ":".join(parts)
+        return text + (f":{expr_to_text(item.step)}" if item.step is not None else "")
+    return expr_to_text(item)
 
 
 def _binop(e: BinOp) -> str:
@@ -158,6 +174,9 @@ def _binop(e: BinOp) -> str:
         # Right-associative, and its left operand must be an atom (-2**2 is -(2**2)).
         left = _wrap(e.left, _prec(e.left) < _ATOM_PREC)
         right = _wrap(e.right, _prec(e.right) < _UNARY_PREC)
+    elif e.op in COMPARISONS:  # not chained: neither side is a comparison
+        left = _wrap(e.left, _prec(e.left) <= 0)
+        right = _wrap(e.right, _prec(e.right) <= 0)
     else:
         p = _BINARY_PREC[e.op]
         left = _wrap(e.left, _prec(e.left) < p)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dsl.language.diagnostics import Diagnostic, Span
 from dsl.language.errors import DslError
-from dsl.language.shapes import ShapeCall, TensorType
+from dsl.language.shapes import ShapeCall, Sym, TensorType
 
 
 class Params(BaseModel):
@@ -58,6 +58,20 @@ class AuxLoss:
     weight: float | str = 1.0
 
 
+Size = int | Sym  # a hyperparameter that may be a size read from the inputs at run time (`T`)
+
+
+class InstanceRef:
+    """A named block instance given as a hyperparameter (``Linear(h, out=V, tie=emb)``):
+    its value, the module that holds its weights, and the types it was first called on."""
+
+    def __init__(self, name: str, module: str, value: BlockValue, inputs: Sequence[TensorType] = ()):
+        self.name, self.module, self.value, self.inputs = name, module, value, tuple(inputs)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 class BlockValue:
     """A block used as a value: ``expert=MLP(hidden=64, out=32)`` or ``enc = MLP(...)``.
 
@@ -76,6 +90,10 @@ class BlockValue:
     def count_params(self, inputs: Sequence[TensorType]) -> int | None:
         """Parameters of one built copy, from sizes alone (None: unknown); see dsl.checking.budget."""
         return None
+
+    def aux_outputs(self, inputs: Sequence[TensorType]) -> list[tuple[int, float]]:
+        """The outputs of a built copy that are auxiliary losses, as (output index, weight)."""
+        return []
 
     def build(self, inputs: Sequence[TensorType]) -> Any:  # -> torch.nn.Module
         """A new module for tensors of ``inputs``' types. Registered blocks and user blocks
@@ -153,12 +171,21 @@ class Lowered:
     kwargs: dict[str, Any] = field(default_factory=dict)
     args: tuple[Any, ...] = ()  # extra positional args after the tensors
     pack: bool = False  # pass the tensors as one list (torch.cat, torch.stack)
+    device: bool = False  # pass device= the device of the model's first input (tensors made inside a model)
+    keywords: tuple[str, ...] = ()  # tensor inputs passed by keyword (torch.index_select(x, dim=0, index=i))
 
 
 LowerFn = Callable[[BuildCall, Any], Lowered]
 # Parameters a block's module will hold, computed from the same BuildCall its
 # builder gets, without torch (dsl.checking.budget refuses too large a model with it).
 CountFn = Callable[[BuildCall, Any], int]
+
+# What gradual pruning (``prune = magnitude(...)``) may mask in a block's module, by kind, so that
+# `dsl check` can tell a layer with nothing to prune: weight matrices (linear maps, conv kernels,
+# recurrent and attention projections), lookup tables, learned prototypes and pattern memories;
+# the last two only when the spec asks (embeddings=true, prototypes=true).
+WEIGHTS, EMBEDDINGS, PROTOTYPES = "weights", "embeddings", "prototypes"
+Prunable = frozenset[str] | Callable[[Any], frozenset[str]]  # a set, or one from the block's params
 
 
 @dataclass(frozen=True)
@@ -174,7 +201,12 @@ class Decl:
     build: BuildFn | None = None  # blocks: -> nn.Module, forward(*required, **optional)
     lower: LowerFn | None = None  # functions: -> Lowered
     count_params: CountFn | None = None  # blocks: parameter count, pure Python (None: not declared)
+    prunable: Prunable | None = None  # blocks: what pruning may mask (None: not declared, checked at train time)
     aux: tuple[AuxLoss, ...] = ()
+    # The order of positional arguments when it differs from the required tensor inputs':
+    # tensor input names and hyperparameter names, as torch orders them
+    # (``reshape(x, [B, T, 4, 16])``: ("x", "shape"); ``Parameter([T, D])``: ("shape",)).
+    positional: tuple[str, ...] | None = None
     differentiable: bool = True  # whether its outputs carry gradients back to its float inputs
     reads_model: bool = False  # a function whose lowered callable takes the whole model first (train section only)
     doc: str = ""
@@ -183,12 +215,23 @@ class Decl:
     source: str = "builtin"
 
     @property
+    def positional_names(self) -> tuple[str, ...]:
+        """The names positional arguments bind to, in order."""
+        if self.positional is not None:
+            return self.positional
+        return tuple(a.name for a in self.inputs)
+
+    @property
     def required_inputs(self) -> list[TensorArg]:
         return [a for a in self.inputs if not a.optional]
 
     @property
     def optional_inputs(self) -> list[TensorArg]:
         return [a for a in self.inputs if a.optional]
+
+    def prunable_kinds(self, params: Any) -> frozenset[str] | None:
+        """The kinds of weights pruning may mask in this block built with ``params`` (None: not declared)."""
+        return self.prunable(params) if callable(self.prunable) else self.prunable
 
     def input(self, name: str) -> TensorArg | None:
         for a in self.inputs:

@@ -218,8 +218,21 @@ class DimEnv:
         for s in d.symbols:
             root = self.find(s)
             val = self.value.get(root)
-            env[s] = self.resolve(val) if val is not None else Sym(root)
-        return d.substitute(env)
+            if val is not None:
+                env[s] = self.resolve(val)
+            elif root != s:
+                env[s] = Sym(root)
+        return d.substitute(env) if env else d  # most dims are free symbols: nothing to rebuild
+
+    def resolve_value(self, v: object) -> object:
+        """``v`` with every size in it (a Sym, in lists too) resolved, an int where known."""
+        if isinstance(v, Sym):
+            return self.resolve(v)
+        if isinstance(v, list):
+            return [self.resolve_value(x) for x in v]
+        if isinstance(v, tuple):
+            return tuple(self.resolve_value(x) for x in v)
+        return v
 
     def resolve_type(self, t: TensorType) -> TensorType:
         return TensorType(tuple(self.resolve(d) for d in t.shape), t.dtype, t.variadic, t.why)

@@ -36,6 +36,7 @@ from dsl.language.ir import (
     DimExpr,
     Ellipsis_,
     Expr,
+    Index,
     Input,
     Keyword,
     ListExpr,
@@ -47,6 +48,7 @@ from dsl.language.ir import (
     ParamDecl,
     Repeat,
     ShapeSpec,
+    Slice,
     Spec,
     Stmt,
     Str,
@@ -1135,7 +1137,19 @@ class _Builder:
             return ListExpr(span=span, items=tuple(self.expr(c) for c in ch if c is not None))
         if kind == "call":
             return self.call(node, span)
+        if kind == "index":
+            value, subscripts = ch
+            return Index(span=span, value=self.expr(value), items=tuple(self.subscript(c) for c in subscripts.children))
         raise AssertionError(f"unknown expression node {kind}")
+
+    def subscript(self, node: Tree | Token) -> Expr | Slice | Ellipsis_:
+        """One item of ``x[...]``: an expression, a slice ``a:b:s`` or ``...``."""
+        if isinstance(node, Tree) and node.data == "slice":
+            start, stop, step = (self.expr(c) if c is not None else None for c in node.children)
+            return Slice(span=self.pos.node(node), start=start, stop=stop, step=step)
+        if isinstance(node, Tree) and node.data == "ellipsis_item":
+            return Ellipsis_(span=self.pos.node(node))
+        return self.expr(node)
 
     def call(self, node: Tree, span: Span) -> Call:
         func, arguments = node.children

@@ -17,6 +17,8 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from dsl.language import registry
 from dsl.language.diagnostics import did_you_mean
 from dsl.language.files import atomic_text
@@ -58,13 +60,18 @@ def _type_text(annotation: Any) -> str:
     return name if isinstance(name, str) else str(annotation).replace("typing.", "")
 
 
-def _field_rows(decl: registry.Decl) -> list[dict[str, Any]]:
+def field_rows(params: type[BaseModel]) -> list[dict[str, Any]]:
+    """Name, type, default (or "required") and doc of each field of a pydantic model."""
     rows = []
-    for name, f in decl.params.model_fields.items():
+    for name, f in params.model_fields.items():
         ann = _type_text(f.annotation)
         default = "required" if f.is_required() else spell(f.default)
         rows.append({"name": name, "type": ann, "default": default, "doc": f.description or ""})
     return rows
+
+
+def _field_rows(decl: registry.Decl) -> list[dict[str, Any]]:
+    return field_rows(decl.params)
 
 
 def describe(decl: registry.Decl) -> dict[str, Any]:

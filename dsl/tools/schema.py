@@ -15,6 +15,7 @@ schema catches typos and wrong types early; ``dsl check`` catches the rest).
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -28,7 +29,7 @@ SCHEMA_URI = "https://json-schema.org/draft/2020-12/schema"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 EXPR = r"^\$\{[\s\S]*\}$"
 
-_TRAIN_DOCS = {
+TRAIN_DOCS = {
     "data": 'the data source, e.g. "digits(batch=64)", "karate()" or a file: "data.npz"',
     "loss": 'the loss over outputs and data fields, e.g. "cross_entropy(logits, y)"',
     "metrics": 'metrics to report, e.g. ["accuracy(logits, y)"]',
@@ -38,8 +39,12 @@ _TRAIN_DOCS = {
     "seed": "random seed",
     "batch": "batch size",
     "grad_clip": "clip the gradient norm to this value",
-    "early_stop": "stop when the validation metric stops improving",
+    "early_stop": 'stop when a validation metric stops improving: "early_stop(metric=accuracy, patience=10)"',
+    "push_every": "ProtoPNet's push: project prototypes onto training patches every n epochs",
+    "prune": 'gradual magnitude pruning: "magnitude(sparsity=0.8, end=20)"',
+    "stages": 'ProtoPNet\'s schedule: ["warm(epochs=5)", "joint(epochs=20, push_every=10)", "last_layer(epochs=5)"]',
 }
+INSTANCE = r"^[a-z_][A-Za-z0-9_]*$"  # a named block instance (`enc` after `{id: enc, op: MLP}`)
 
 
 class _Lenient(GenerateJsonSchema):
@@ -136,10 +141,10 @@ def _structure(table: dict[str, registry.Decl]) -> dict[str, Any]:
     ident = {"type": "string", "pattern": IDENT, "not": {"enum": sorted(RESERVED)}}
     names = sorted(table)
     op = {
-        "description": "a registered block or function, or a block defined under `blocks`",
+        "description": "a registered block or function, or a block defined under `blocks` or in a `use`d file",
         "anyOf": [
             {"enum": names, "description": "registered: " + ", ".join(names)},
-            {"type": "string", "pattern": IDENT},
+            {"type": "string", "pattern": IDENT, "description": "a block of this spec or a `use`d one, or an instance"},
         ],
     }
     value = {
@@ -315,9 +320,81 @@ def _structure(table: dict[str, registry.Decl]) -> dict[str, Any]:
     }
 
 
+def _registered_ops(names: list[str]) -> dict[str, Any]:
+    """The model's nodes and block values, with ``op`` one of the registered ``names`` or a
+    named instance: what a spec without blocks of its own (no ``blocks``, no ``use``) may call."""
+    op = {"anyOf": [{"enum": names}, {"type": "string", "pattern": INSTANCE}],
+          "description": "a registered block or function (this spec defines no blocks), or a named instance"}
+    value = {
+        "properties": {"op": op, "with": {"additionalProperties": _ref("registeredOps.value")}},
+        "items": _ref("registeredOps.value"),
+    }
+    nodes = {
+        "type": "array",
+        "items": {
+            "properties": {
+                "op": op,
+                "nodes": _ref("registeredOps.nodes"),
+                "with": {"additionalProperties": _ref("registeredOps.value")},
+            }
+        },
+    }
+    return {
+        "registeredOps.model": {"properties": {"nodes": _ref("registeredOps.nodes")}},
+        "registeredOps.nodes": nodes,
+        "registeredOps.value": value,
+    }
+
+
+_TEXT = {"type": "string", "minLength": 1, "description": "an expression of the text language"}
+_WRAPPED = r"^\s*(?:\$\{\s*)?"  # a train value may be wrapped in ${...}
+
+
+def _calling(names: list[str], bare: bool = False, literal: bool = False) -> dict[str, Any]:
+    """A string that calls one of ``names`` (``adam(lr=0.01)``); with ``bare`` the name alone
+    does too (``adam``), with ``literal`` a quoted string too (a file: ``'"data.npz"'``)."""
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    head = rf"[\"']?(?:{alternatives})\b" if bare else rf"(?:{alternatives})\s*\("
+    if literal:
+        head = rf"(?:{head}|[\"'])"
+    return {"type": "string", "pattern": _WRAPPED + head, "description": "one of: " + ", ".join(sorted(names))}
+
+
+def _count(low: int) -> dict[str, Any]:
+    return {"anyOf": [{"type": "integer", "minimum": low}, _TEXT]}
+
+
+def _train_values() -> dict[str, dict[str, Any]]:
+    """What a schema can say of each train value: numbers typed, calls named; expressions are strings."""
+    from dsl.checking.train.config import OPTIMIZERS, SCHEDULES
+    from dsl.checking.train.metrics import METRICS
+    from dsl.checking.train.prune import METHODS
+    from dsl.checking.train.stages import STAGES
+    from dsl.data import source_names
+
+    losses = [n for n, d in registry.load().items() if d.kind == "function" and d.outputs == ("loss",)]
+    metric = _calling([*METRICS, *losses])
+    return {
+        "data": _calling(source_names(), literal=True),
+        "loss": _TEXT,
+        "metrics": {"anyOf": [metric, {"type": "array", "items": metric}]},
+        "optimizer": _calling(list(OPTIMIZERS), bare=True),
+        "schedule": _calling(list(SCHEDULES), bare=True),
+        "epochs": _count(1),
+        "seed": _count(0),
+        "batch": _count(1),
+        "grad_clip": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, _TEXT]},
+        "early_stop": _calling(["early_stop"]),
+        "push_every": _count(1),
+        "prune": _calling(list(METHODS)),
+        "stages": {"type": "array", "items": _calling(list(STAGES))},
+    }
+
+
 def _train(keys: tuple[str, ...]) -> dict[str, Any]:
+    values = _train_values()
     props = {
-        k: {"description": _TRAIN_DOCS.get(k, f"train key `{k}`"), **_ref("trainValue")}
+        k: {"description": TRAIN_DOCS.get(k, f"train key `{k}`"), **values.get(k, _ref("trainValue"))}
         for k in keys
     }
     return {
@@ -333,7 +410,7 @@ def spec_schema() -> dict[str, Any]:
     from dsl.checking.train.config import KEYS
 
     table = registry.load()
-    defs = _structure(table)
+    defs = {**_structure(table), **_registered_ops(sorted(table))}
     for name, decl in sorted(table.items()):
         defs[f"with.{name}"] = {"description": _summary(decl), **_with_schema(decl, defs)}
     return {
@@ -363,5 +440,8 @@ def spec_schema() -> dict[str, Any]:
             "train": _train(tuple(KEYS)),
         },
         "additionalProperties": False,
+        # Without blocks of its own, a spec may only call registered names (`op: Linaer` fails).
+        "if": {"anyOf": [{"required": ["blocks"]}, {"required": ["use"]}]},
+        "else": {"properties": {"model": _ref("registeredOps.model")}},
         "$defs": defs,
     }

@@ -82,3 +82,24 @@ class Schedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sched.load_state_dict(state)
+
+
+class EpochSchedule:
+    """A torch scheduler a hook sets up (the ProtoPNet joint stage's), stepped once an epoch."""
+
+    per_step = False
+
+    def __init__(self, sched: Any):
+        self.sched = sched
+
+    def after_step(self) -> None:
+        """Nothing: it moves per epoch."""
+
+    def after_epoch(self, monitored: float) -> None:
+        self.sched.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sched.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sched.load_state_dict(state)

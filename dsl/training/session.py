@@ -17,9 +17,11 @@ from typing import Any
 from dsl.checking.analysis import Analysis, analyse
 from dsl.checking.train.config import TrainConfig
 from dsl.language.errors import RunError, SpecError
+from dsl.language.files import atomic_text
 from dsl.language.ir import Spec
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
+from dsl.training.checkpoint import load_into
 from dsl.training.rundir import (
     MODEL_FILE,
     ResumeError,
@@ -62,7 +64,7 @@ class Options:
     guards: bool = True
     torch_compile: bool = False
     max_params: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more entries for meta.json
     loggers: list[str] = field(default_factory=list)  # --logger, added to the train section's loggers
 
 
@@ -154,7 +156,8 @@ def _checkpoint_bytes(model: Any) -> int:
 
 
 def _source_text(cfg: TrainConfig) -> str:
-    assert cfg.source is not None
+    if cfg.source is None:
+        return "a Python Dataset"
     args = cfg.source_params.model_dump(exclude_defaults=True)
     return f"{cfg.source.name}({', '.join(f'{k}={v!r}' for k, v in args.items() if k != 'base_dir')})"
 
@@ -162,8 +165,7 @@ def _source_text(cfg: TrainConfig) -> str:
 def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any = None) -> Any:
     """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`.
 
-    ``data``: the dataset, when the caller brings it (:func:`dsl.data.python.from_torch_dataset`;
-    ``p`` prepared with its fields); otherwise the train section's source is loaded."""
+    ``data``: a loaded dataset to train on instead of the train section's source."""
     import torch
 
     from dsl.building.model import build_for_training
@@ -194,11 +196,13 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
         "seed": p.cfg.seed,
         "epochs": p.cfg.epochs,
         "epoch": 0,
-        "data": _source_text(p.cfg) if p.cfg.source is not None else type(data).__name__,
+        "data": _source_text(p.cfg),
+        **({"data_info": dict(data.info)} if data.info else {}),
         "versions": versions(),
         "world_size": world,
         "device": opts.device,
         "run_dir": run.path if run else "",
+        **opts.extra,
     }
     device = opts.device if opts.device == "cpu" or world == 1 else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     assert p.analysis.objective is not None
@@ -209,6 +213,7 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
         trainer.resume()
     elif rank == 0 and run is not None:
         run.start(p.text, meta)
+        save_preprocessing(run, data)
     trainer.fit()
     return trainer
 
@@ -225,6 +230,13 @@ def check_device(device: str) -> None:
     if index and int(index) >= torch.cuda.device_count():
         raise RunError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
                        f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
+
+
+def save_preprocessing(run: RunDir, data: Any) -> None:
+    """``preprocess.json``: what the source did to raw inputs (``dsl predict`` and ``dsl export`` redo it)."""
+    from dsl.data.preprocess import PREPROCESS_FILE, of_dataset
+
+    atomic_text(run.file(PREPROCESS_FILE), of_dataset(data).to_json())
 
 
 def init_distributed(rank: int, world: int, device: str) -> None:
@@ -245,7 +257,8 @@ def _broadcast_path(path: str) -> str:
 
 
 def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[str, Any] | None = None,
-                 dims: dict[str, int] | None = None, max_params: int | None = None) -> tuple[Prepared, Any, Any, RunDir]:
+                 dims: dict[str, int] | None = None, max_params: int | None = None,
+                 weights_file: str = MODEL_FILE) -> tuple[Prepared, Any, Any, RunDir]:
     """(prepared spec, trained model, its training step, run directory) of a finished run.
 
     The run's own overrides, dims and seed apply unless given again; the seed fixes
@@ -255,8 +268,8 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     from dsl.building.model import build_for_training
 
     run = RunDir(run_path)
-    if not os.path.exists(run.file(MODEL_FILE)):
-        raise RunError(f"{run_path}: no {MODEL_FILE} (not a run directory?)")
+    if not os.path.exists(run.file(weights_file)):
+        raise RunError(f"{run_path}: no {weights_file} (not a run directory?)")
     meta = run.read_meta() if run.exists() else {}
     if spec is None:
         spec = meta.get("spec_file")
@@ -268,9 +281,6 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
         p = with_loaded_fields(p, load_data(p.cfg), p.dims)
     torch.manual_seed(p.cfg.seed)
     model, step = build_for_training(p.analysis)
-    weights, _ = run.load_weights()
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise RunError(f"the checkpoint in {run_path} does not fit this spec: {str(exc).splitlines()[0]}") from None
+    weights, _ = run.load_weights(weights_file)
+    load_into(model, weights, f"in {run_path}")
     return p, model, step, run

@@ -249,6 +249,8 @@ class Trainer:
         mon = self.monitor()
         self.sched = (make_schedule(cfg, self.opt, self.steps_per_epoch, mon[1] if mon else "min")
                       if self.opt is not None else None)
+        # Loss terms a hook adds for a while (the last-layer stage's L1), each a no-argument callable.
+        self.extra_losses: list[Any] = []
         self.inputs = input_names(self.step)
         self.epoch = 0
         self.global_step = 0
@@ -312,6 +314,8 @@ class Trainer:
         for key, weight in aux:
             if key in names:
                 total = total + weight * names[key]
+        for term in self.extra_losses:
+            total = total + term()
         return names, loss, total
 
     def _after_optimizer_step(self, epoch: int, step: int) -> None:
@@ -471,6 +475,11 @@ class Trainer:
 
     def load_state(self, st: dict[str, Any], weights: dict[str, Tensor]) -> None:
         self.model.load_state_dict(weights)
+        self.epoch = int(st["epoch"])
+        saved = st.get("hooks") or {}
+        for hook in self.hooks:  # first: a hook may set up the optimizer the saved state belongs to
+            if hook.name in saved:
+                hook.load_state_dict(saved[hook.name])
         self.opt.load_state_dict(st["optimizer"])
         if self.sched is not None and st.get("scheduler"):
             self.sched.load_state_dict(st["scheduler"])
@@ -479,15 +488,10 @@ class Trainer:
         torch.set_rng_state(st["rng"])
         if "cuda_rng" in st and self.device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
-        self.epoch = int(st["epoch"])
         self.global_step = int(st.get("global_step", self.epoch * self.steps_per_epoch))
         self.best = dict(st.get("best") or {})
         self.bad_epochs = int(st.get("bad_epochs", 0))
         self.stopped = bool(st.get("stopped", False))
-        saved = st.get("hooks") or {}
-        for hook in self.hooks:
-            if hook.name in saved:
-                hook.load_state_dict(saved[hook.name])
 
     def resume(self) -> None:
         """Continue from the run directory's last checkpoint (all ranks load it)."""
@@ -568,6 +572,8 @@ class Trainer:
     def _one_epoch(self, report: Reporter, mon: tuple[str, str] | None) -> dict[str, Any]:
         epoch = self.epoch
         t0 = time.perf_counter()
+        for hook in self.hooks:
+            hook.on_epoch_start(self, epoch)
         lr = self.opt.param_groups[0]["lr"]
         train = self.train_epoch(epoch, report)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train}
@@ -652,3 +658,16 @@ def final_table(history: list[dict[str, Any]], splits: tuple[str, ...], best: di
     for name, values in rows:
         table.add_row(name, str(epochs.get(name) or ""), *[_fmt(values[k]) if k in values else "" for k in keys])
     return table
+
+
+def selection_note(trainer: Trainer) -> str:
+    """Which weights the test split saw, in one line."""
+    best = trainer.best
+    if best and trainer.test:
+        return (f"test: once, on epoch {best['epoch']}'s weights (best val {best['metric']} "
+                f"{best['value']:.4f})")
+    if trainer.test:
+        return "test: once, on the last epoch's weights (this data has no validation split)"
+    if trainer.val_split is None:
+        return "this data has no validation split and no test split"
+    return f"best val {best['metric']} at epoch {best['epoch']}" if best else ""

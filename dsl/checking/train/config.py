@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dsl.checking.train.prune import Prune, resolve_prune
+from dsl.checking.train.stages import Parts, Stage, resolve_stages, total_epochs
 from dsl.data import Source, lookup_source, source_names
 from dsl.language.constants import Const, ConstError, eval_const
 from dsl.language.diagnostics import NO_SPAN, Diagnostic, Span, did_you_mean
@@ -25,7 +26,7 @@ from dsl.language.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
 from dsl.language.printer import expr_to_text
 
 KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
-        "push_every", "prune", "accumulate", "precision", "loggers")
+        "push_every", "prune", "stages", "accumulate", "precision", "loggers")
 PRECISIONS = ("32", "bf16", "fp16")
 LOGGERS = ("csv", "tensorboard")
 
@@ -157,6 +158,15 @@ class TrainConfig:
     accumulate: int = 1  # batches whose gradients add up to one optimizer step
     precision: str = "32"  # "32" | "bf16" | "fp16": autocast dtype of the forward pass
     loggers: list[str] = field(default_factory=list)  # "csv", "tensorboard"
+    stages: list[Stage] | None = None  # ProtoPNet's schedule (dsl/checking/train/stages.py)
+    stages_span: Span = NO_SPAN
+    stage_parts: Parts | None = None  # the model's parts the stages train, found by check_stages
+
+    def push_epochs(self) -> list[int] | None:
+        """The epochs after which the prototypes are pushed when a joint stage says so, else None."""
+        if not self.stages:
+            return None
+        return [e for s in self.stages for e in s.push_epochs()] or None
 
 
 class Constants:
@@ -215,12 +225,12 @@ class Constants:
 
 def resolve_config(
     spec: Spec, constants: dict[str, Const], train_overrides: dict[str, Any] | None = None,
-    external_data: bool = False,
+    data_given: bool = False,
 ) -> tuple[TrainConfig, list[Diagnostic]]:
     """The train section as a config, plus every problem found in its constant parts.
 
-    ``external_data``: the data comes from the caller (a Python dataset), so the
-    section needs no ``data``."""
+    ``data_given``: the caller brings the data (``dsl.train(spec, data=dataset)``), so the
+    section may leave out ``data``."""
     ctx = Constants(spec, constants)
     cfg = TrainConfig()
     section = spec.train
@@ -243,7 +253,7 @@ def resolve_config(
         cfg.push_span = key_span(seen["push_every"])
     if "data" in seen:
         _data(ctx, cfg, seen["data"])
-    elif section is not None and not external_data:
+    elif section is not None and not data_given:
         ctx.err("E0501", "the train section needs `data`", section.span, help="e.g. data = digits(batch=64)")
     if "loss" in seen:
         cfg.loss = seen["loss"].value
@@ -263,7 +273,32 @@ def resolve_config(
         _precision(ctx, cfg, seen["precision"])
     if "loggers" in seen:
         cfg.loggers = _loggers(ctx, seen["loggers"])
+    if "stages" in seen:
+        _stages(ctx, cfg, seen, train_overrides or {})
     return cfg, ctx.diags
+
+
+def _stages(ctx: Constants, cfg: TrainConfig, seen: dict[str, TrainEntry], overrides: dict[str, Any]) -> None:
+    """``stages`` decides the run's length, optimizer and pushes: the keys that would too are refused."""
+    entry = seen["stages"]
+    cfg.stages_span = key_span(entry)
+    for key, why in (("epochs", "the run lasts the sum of the stages' epochs"),
+                     ("optimizer", "each stage has its own optimizer"),
+                     ("schedule", "the joint stage sets its own learning-rate steps"),
+                     ("push_every", "give it to the joint stage: joint(epochs=..., push_every=...)")):
+        if key in seen:
+            ctx.err("E0501", f"`{key}` cannot be combined with `stages`: {why}", key_span(seen[key]),
+                    help=f"remove `{key}`")
+    if overrides.get("epochs") is not None:
+        ctx.err("E0501", "--epochs cannot change a run with `stages`: it lasts the sum of the stages' epochs",
+                cfg.stages_span, help="change the epochs of the stages instead")
+    stages = resolve_stages(ctx, entry.value)
+    if stages is not None:
+        cfg.stages = stages
+        cfg.epochs = total_epochs(stages)
+        pushing = [s for s in stages if s.push_epochs()]
+        if pushing:
+            cfg.push_span = pushing[0].span
 
 
 def key_span(e: TrainEntry) -> Span:

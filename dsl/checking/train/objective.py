@@ -73,9 +73,12 @@ def check_objective(checker: Checker, cfg: TrainConfig, model: Program, model_sc
             _add_input(obj, scope, name, t, cfg.data_span)
             sources[name] = "data"
     before = len(checker.diags)
+    heads = _prototype_heads(model, model_scope)
     if cfg.loss is not None:
-        _loss(checker, cfg.loss, scope, obj)
-    metrics = [m for i, spec in enumerate(cfg.metrics) if (m := _metric(checker, i, spec.name, spec.expr, scope, obj))]
+        _loss(checker, _with_head_classes(checker, cfg.loss, heads, scope), scope, obj)
+    metrics = [m for i, spec in enumerate(cfg.metrics)
+               if (m := _metric(checker, i, spec.name, _with_head_classes(checker, spec.expr, heads, scope), scope,
+                                obj))]
     if len(checker.diags) > before:
         return None
     _prune_inputs(obj)
@@ -88,6 +91,71 @@ def check_objective(checker: Checker, cfg: TrainConfig, model: Program, model_sc
     exposed = {name: model_scope.names[name].ref for name in obj.inputs if sources.get(name) == "model"}  # type: ignore[union-attr]
     reads_model = any(n.decl is not None and n.decl.reads_model for n in obj.nodes)
     return Objective(obj, exposed, [n for n in obj.inputs if sources.get(n) == "data"], metrics, reads_model)
+
+
+PROTOTYPE_COSTS = ("cluster_cost", "separation_cost")
+
+
+def _prototype_heads(model: Program, model_scope: Scope) -> dict[str, int]:
+    """The model values that are a PrototypeHead's distances, with that head's ``per_class``."""
+    heads: dict[str, int] = {}
+    for name, value in model_scope.names.items():
+        if not isinstance(value, TensorVal) or value.ref.index != 1:
+            continue
+        node = model.node(value.ref.node)
+        if node.decl is not None and node.decl.name == "PrototypeHead" and node.params is not None:
+            heads[name] = node.params.per_class  # type: ignore[attr-defined]
+    return heads
+
+
+def _written_const(expr: ir.Expr, scope: Scope) -> Any:
+    """The value of a constant expression, or None when it is not one (the checker says why later)."""
+
+    def lookup(name: str, span: Span) -> Any:
+        if name not in scope.consts:
+            raise ConstError(f"unknown name `{name}`", span)
+        return scope.consts[name]
+
+    try:
+        return eval_const(expr, lookup)
+    except ConstError:
+        return None
+
+
+def _with_head_classes(checker: Checker, expr: ir.Expr, heads: dict[str, int], scope: Scope) -> Any:
+    """``expr`` with each prototype cost on a head's distances told that head's ``per_class``.
+
+    The map from prototypes to classes belongs to the head, so the loss does not
+    restate it; a ``per_class=`` written anyway must agree (E0501 otherwise).
+    """
+    if isinstance(expr, ir.Call) and expr.func in PROTOTYPE_COSTS and expr.args:
+        first = expr.args[0]
+        per_class = heads.get(first.id) if isinstance(first, ir.Name) else None
+        written = expr.kwarg("per_class")
+        if per_class is not None and written is None:
+            keyword = ir.Keyword(name="per_class", value=ir.Num(value=per_class, span=first.span), span=first.span)
+            return expr.model_copy(update={"kwargs": (*expr.kwargs, keyword)})
+        if per_class is not None and written is not None and _written_const(written, scope) not in (None, per_class):
+            checker.error("E0501", f"`per_class` disagrees with the PrototypeHead that produced `{first.id}`",  # type: ignore[union-attr]
+                          written.span, label=f"the head has per_class={per_class}",
+                          help="leave `per_class` out: the prototype costs take it from the head")
+            kept = tuple(k for k in expr.kwargs if k.name != "per_class")  # one diagnostic, not two
+            keyword = ir.Keyword(name="per_class", value=ir.Num(value=per_class, span=written.span), span=written.span)
+            return expr.model_copy(update={"kwargs": (*kept, keyword)})
+        return expr
+    update = {}
+    for field_name in type(expr).model_fields:
+        value = getattr(expr, field_name)
+        if isinstance(value, ir.Node):
+            new = _with_head_classes(checker, value, heads, scope)  # type: ignore[arg-type]
+        elif isinstance(value, tuple) and any(isinstance(v, ir.Node) for v in value):
+            new = tuple(_with_head_classes(checker, v, heads, scope) if isinstance(v, ir.Node) else v
+                        for v in value)  # type: ignore[arg-type]
+        else:
+            continue
+        if new is not value and new != value:
+            update[field_name] = new
+    return expr.model_copy(update=update) if update else expr
 
 
 def _early_stop_direction(cfg: TrainConfig, metrics: list[MetricUse]) -> None:

@@ -62,10 +62,10 @@ def uses_block(prog: Program, block: str) -> bool:
 
 def check_push(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
     """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
-    if cfg.push_every is None:
+    if cfg.push_every is None and cfg.push_epochs() is None:
         return []
     out: list[Diagnostic] = []
-    if not uses_block(prog, HEAD_BLOCK):
+    if not uses_block(prog, HEAD_BLOCK) and not cfg.stages:  # with stages, check_stages says it
         out.append(Diagnostic(
             "E0501", "`push_every` pushes the prototypes of a PrototypeHead, and this model has none", cfg.push_span,
             help="remove `push_every`, or classify with `logits, dist = PrototypeHead(z, classes=...)`",

@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from dsl.language.ir import Spec
 
 NAME = "fmt"
 HELP = "format specs in the canonical layout (comments kept)"
@@ -38,26 +34,11 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def formatted(path: str) -> tuple[str, str]:
     """(source, canonical text) of one spec file; SpecError when it does not parse."""
-    from dsl.api import loads
-    from dsl.cli.output import load_with_source, spec_format
-    from dsl.language.ir import strip_spans
-    from dsl.language.printer import to_text
-    from dsl.language.yaml_writer import to_yaml
+    from dsl.cli.output import load_with_source
+    from dsl.tools.formatting import canonical
 
     spec, source = load_with_source(path)
-    fmt = spec_format(path)
-    text = to_yaml(spec) if fmt == "yaml" else to_text(spec)
-    again = loads(text, fmt, file=path)
-    if strip_spans(again) != strip_spans(spec) or _comments(again) != _comments(spec):
-        raise RuntimeError(f"formatting `{path}` would change its meaning; file left as it is")
-    return source, text
-
-
-def _comments(spec: Spec) -> list[str]:
-    """The comment texts, in order (YAML's blank-line markers left out)."""
-    return [
-        c.text for c in sorted(spec.comments, key=lambda c: (c.span.line, c.span.col)) if c.text
-    ]
+    return source, canonical(spec)
 
 
 def run(args: argparse.Namespace) -> int:

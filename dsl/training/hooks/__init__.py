@@ -22,6 +22,9 @@ class Hook:
     def on_fit_start(self, trainer: Any) -> None:
         """Before the first epoch of this call to ``fit`` (after a resume has loaded state)."""
 
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        """Before epoch ``epoch`` (counting from 0) trains."""
+
     def after_step(self, trainer: Any, epoch: int, step: int) -> None:
         """After each optimizer step; ``epoch`` counts from 0."""
 

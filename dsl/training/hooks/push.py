@@ -64,7 +64,7 @@ class PushError(RunError):
 class Captured:
     """What one PrototypeHead saw over a split, row by row (rows kept by the mask only)."""
 
-    z: Tensor  # [N, D] the head's input
+    z: Tensor  # [N, D] or [N, D, H, W]: the head's input
     logits: Tensor  # [N, classes] the head's logits
     distances: Tensor  # [N, P] squared distances to the prototypes
     labels: Tensor  # [N] class labels
@@ -242,7 +242,7 @@ def push_model(model: nn.Module, data: Any, labels: LabelSource, device: Any = "
     for name, head in heads.items():
         cap = caps[name]
         before = head.prototypes.detach().clone()
-        local = push_prototypes(head, cap.z.to(before.device), cap.labels)
+        local, _position = push_prototypes(head, cap.z.to(before.device), cap.labels)
         found = local >= 0
         index = torch.where(found.cpu(), cap.index[local.clamp_min(0).cpu()], -1)
         moved = (head.prototypes.detach() - before).norm(dim=1)
@@ -277,8 +277,9 @@ class PushHook(Hook):
 
     name = "push"
 
-    def __init__(self, every: int, labels: LabelSource):
+    def __init__(self, every: int | None, labels: LabelSource, epochs: list[int] | None = None):
         self.every = every
+        self.epochs = epochs  # with `stages`: the run's epochs after which the joint stage pushes
         self.labels = labels
         self.last_push = 0  # the epoch (1-based) of the last push; 0 = none yet
         self.count = 0
@@ -286,6 +287,9 @@ class PushHook(Hook):
 
     def _due(self, trainer: Any) -> bool:
         epoch = trainer.epoch
+        if self.epochs is not None:
+            return epoch in self.epochs and epoch != self.last_push
+        assert self.every is not None
         return epoch != self.last_push and (epoch % self.every == 0 or epoch >= trainer.cfg.epochs)
 
     def push(self, trainer: Any, record: dict[str, Any]) -> None:
@@ -318,7 +322,7 @@ class PushHook(Hook):
     def on_fit_end(self, trainer: Any) -> None:
         # An early stop ends the run before its last epoch: push once more so the
         # final weights hold real examples, then rewrite that epoch's record and checkpoint.
-        if not trainer.stopped or trainer.epoch == self.last_push or not trainer.history:
+        if not trainer.stopped or trainer.epoch == self.last_push or not trainer.history or self.epochs is not None:
             return
         record = trainer.history[-1]
         self.push(trainer, record)
@@ -347,14 +351,15 @@ class PushHook(Hook):
 
 def make(trainer: Any) -> PushHook | None:
     every = getattr(trainer.cfg, "push_every", None)
-    if not every:
+    epochs = trainer.cfg.push_epochs()
+    if not every and not epochs:
         return None
     if not named_heads(trainer.model):
         raise PushError("push_every is set but the model has no PrototypeHead")
     labels = label_source(trainer.cfg)
     if labels is None:
         raise PushError("push_every needs class labels: name them in a cross_entropy term of the loss")
-    return PushHook(int(every), labels)
+    return PushHook(int(every) if every else None, labels, epochs)
 
 
 def read_prototypes(run: Any) -> dict[str, Any] | None:
