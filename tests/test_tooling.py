@@ -24,13 +24,13 @@ from dsl.language.yaml_reader import extract_comments, parse_yaml, plain_scalar
 from dsl.language.yaml_writer import to_yaml
 from dsl.tools.schema import spec_schema
 
-TEXT_SPECS = sorted(SPECS.glob("*.dsl"))
+TEXT_SPECS = sorted(SPECS.glob("*.dsl")) + sorted((SPECS / "gallery").glob("*.dsl"))
 YAML_SPECS = sorted(SPECS.glob("*.yaml"))
 ALL_SPECS = TEXT_SPECS + YAML_SPECS
 
 
 def _ids(paths: list[Path]) -> list[str]:
-    return [p.name for p in paths]
+    return [str(p.relative_to(SPECS)) for p in paths]
 
 
 def _texts(spec) -> list[str]:
