@@ -14,7 +14,13 @@ import socket
 import sys
 from typing import Any
 
-from dsl.cli.main import UsageError, emit_diagnostics, parse_assignments, parse_dims, parse_overrides
+from dsl.cli.main import (
+    UsageError,
+    emit_diagnostics,
+    parse_assignments,
+    parse_dims,
+    parse_overrides,
+)
 from dsl.language.errors import DslError, SpecError
 from dsl.training.rundir import default_dir
 from dsl.training.session import (

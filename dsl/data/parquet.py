@@ -52,9 +52,11 @@ def describe_parquet(path: str, label: str, categorical: tuple[str, ...], classe
                             "number", path)
         if name != label:
             numeric.append(name)
-    vocab = {c: categories(read_column(pf, c, path)) for c in categorical}
+    vocab = {c: categories(read_column(pf, c, path)) for c in categorical if c in names}
     if label in vocab:
         n_y = len(vocab[label])
+    elif label not in names:  # inputs to predict on, without their label
+        n_y = 0
     else:
         n_y = label_classes(label, _check_labels(read_column(pf, label, path), label, classes, path), classes)
     return TableInfo(path, tuple(numeric), vocab, label, n_y, pf.metadata.num_rows)

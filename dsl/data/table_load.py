@@ -23,7 +23,8 @@ def read_frame(info: TableInfo) -> Any:
     """The table's columns as a pandas DataFrame (categorical columns as text)."""
     import pandas as pd
 
-    columns = [*info.numeric, *info.vocab, *([info.label] if info.label not in info.vocab else [])]
+    labelled = info.classes > 0 or info.label in info.vocab
+    columns = [*info.numeric, *info.vocab, *([info.label] if labelled and info.label not in info.vocab else [])]
     try:
         if info.path.lower().endswith(".csv"):
             types = {**{c: "float64" for c in columns}, **{c: str for c in info.vocab}}
@@ -36,11 +37,12 @@ def read_frame(info: TableInfo) -> Any:
     return frame
 
 
-def codes(info: TableInfo, name: str, frame: Any) -> np.ndarray:
-    """Each row's index in the column's vocabulary, its values spelled as :func:`describe` spelled them."""
+def codes(info: TableInfo, name: str, frame: Any, vocab: tuple[str, ...] | None = None) -> np.ndarray:
+    """Each row's index in the column's vocabulary (its own, or ``vocab``: the training data's),
+    its values spelled as :func:`describe` spelled them."""
     import pandas as pd
 
-    vocab = info.vocab[name]
+    vocab = info.vocab[name] if vocab is None else vocab
     if info.path.lower().endswith(".csv"):
         text = frame[name].str.strip()
     else:  # arrow's own text for each value, as the vocabulary was made
@@ -50,8 +52,9 @@ def codes(info: TableInfo, name: str, frame: Any) -> np.ndarray:
     out = pd.Categorical(text, categories=list(vocab)).codes.astype(np.int64)
     if (out < 0).any():
         row = int(np.argmax(out < 0))
-        raise DataError(f"row {row} of {info.path}: column `{name}` holds a category that was not there when the "
-                        "file was checked (did it change?)", info.path)
+        raise DataError(f"row {row} of {info.path}: column `{name}` holds {str(text[row])!r}, a category the "
+                        f"training data did not have (it had: {', '.join(vocab[:10])}"
+                        f"{', ...' if len(vocab) > 10 else ''})", info.path)
     return out
 
 
@@ -69,7 +72,7 @@ def table_tensors(info: TableInfo, frame: Any) -> dict[str, torch.Tensor]:
     for name in info.vocab:
         field = "y" if name == info.label else name
         out[field] = torch.from_numpy(codes(info, name, frame))
-    if info.label not in info.vocab:
+    if info.label not in info.vocab and info.label in frame.columns:
         y = frame[info.label].to_numpy(dtype=np.float64)
         bad = (y < 0) | (y >= info.classes) | (y != np.floor(y))
         if bad.any():
@@ -77,6 +80,18 @@ def table_tensors(info: TableInfo, frame: Any) -> dict[str, torch.Tensor]:
             raise DataError(f"row {row} of {info.path}: label column `{info.label}` holds {y[row]:g}, outside the "
                             f"classes 0..{info.classes - 1}", info.path)
         out["y"] = torch.from_numpy(y.astype(np.int64))
+    return out
+
+
+def input_tensors(path: str, p: TableParams, vocabularies: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``dsl predict``'s raw inputs from a table file like the training one (the label may be
+    missing): ``x`` unscaled and each categorical column as indices into the training vocabulary."""
+    info = describe(p, path, labelled=False)
+    inputs = {k: v for k, v in info.vocab.items() if k != info.label}
+    frame = read_frame(TableInfo(info.path, info.numeric, inputs, info.label, 0, info.rows))  # no label read
+    out = table_tensors(TableInfo(info.path, info.numeric, {}, info.label, 0, info.rows), frame)
+    for name, own in inputs.items():
+        out[name] = torch.from_numpy(codes(info, name, frame, tuple(vocabularies.get(name, own))))
     return out
 
 

@@ -85,14 +85,22 @@ class TableInfo:
         return out
 
 
-def describe(p: TableParams) -> TableInfo:
-    """The table's columns and vocabularies; DataError (E0703) with a position when the file is unfit."""
-    path = resolve_path(p)
+def describe(p: TableParams, path: str | None = None, labelled: bool = True) -> TableInfo:
+    """The table's columns and vocabularies; DataError (E0703) with a position when the file is unfit.
+
+    ``path``: another file with the same columns (``dsl predict``'s inputs), where the label
+    may be missing unless ``labelled``."""
+    path = path or resolve_path(p)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(path) from None
-    return _describe(path, st.st_mtime_ns, st.st_size, p.label, tuple(p.categorical), p.classes)
+    label = p.label if labelled else Unlabelled(p.label)
+    return _describe(path, st.st_mtime_ns, st.st_size, label, tuple(p.categorical), p.classes)
+
+
+class Unlabelled(str):
+    """A label column name that a file may lack (inputs to predict on)."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -113,7 +121,8 @@ def check_columns(names: list[str], label: str, categorical: tuple[str, ...], pa
     for i, n in enumerate(names):
         if n in names[:i]:
             raise DataError(f"column `{n}` appears twice in the header", *at(i))
-    missing = [c for c in (label, *categorical) if c not in names]
+    needed = [c for c in categorical if c != label] if isinstance(label, Unlabelled) else [label, *categorical]
+    missing = [c for c in needed if c not in names]
     if missing:
         raise DataError(f"no column {', '.join(f'`{m}`' for m in missing)} in {path} "
                         f"(columns: {', '.join(names)})", *at(0))
@@ -158,7 +167,7 @@ def _scan_csv(path: str, label: str, categorical: tuple[str, ...], classes: int 
         raise DataError(f"{path} has a header but no rows", path, 1, 1)
     numeric = tuple(n for i, n in enumerate(names) if i in scan.numeric and n != label)
     vocab = {n: tuple(sorted(scan.values[i])) for i, n in enumerate(names) if i in scan.values}
-    n_y = len(vocab[label]) if label in vocab else label_classes(label, scan.largest, classes)
+    n_y = len(vocab[label]) if label in vocab else label_classes(label, scan.largest, classes) if scan.li >= 0 else 0
     return TableInfo(path, numeric, vocab, label, n_y, scan.rows)
 
 
@@ -167,9 +176,9 @@ class _Scan:
 
     def __init__(self, names: list[str], label: str, categorical: tuple[str, ...], classes: int | None, path: str):
         self.names, self.label, self.classes, self.path = names, label, classes, path
-        self.values: dict[int, set[str]] = {names.index(c): set() for c in categorical}
+        self.values: dict[int, set[str]] = {names.index(c): set() for c in categorical if c in names}
         self.numeric = [i for i in range(len(names)) if i not in self.values]
-        self.li = names.index(label)
+        self.li = names.index(label) if label in names else -1  # -1: inputs without their label
         self.rows = 0
         self.largest = 0
 
@@ -185,7 +194,7 @@ class _Scan:
             ok = all(map(math.isfinite, values))
         except ValueError:
             ok = False
-        if ok and self.li not in self.values:
+        if ok and self.li >= 0 and self.li not in self.values:
             y = float(fields[self.li])
             ok = label_problem(y, self.label, self.classes) is None
             self.largest = max(self.largest, int(y)) if ok else self.largest

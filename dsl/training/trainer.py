@@ -606,14 +606,19 @@ class Trainer:
 
     def final_test(self) -> dict[str, Any]:
         """The test split, once, on the weights of the best validation epoch (the last epoch's without a
-        validation split); the model keeps those weights. Written to ``meta.json`` under ``test``."""
+        validation split). Written to ``meta.json`` under ``test``; the model goes back to the last
+        epoch's weights (those of ``model.safetensors``)."""
         if self.test_split is None:
             return {}
         chosen = "best" if self.best_weights is not None else "last"
+        last = None
         if self.best_weights is not None:
+            last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self.best_weights)
         epoch = int(self.best.get("epoch", self.epoch)) if chosen == "best" else self.epoch
         self.test = {"epoch": epoch, "weights": chosen, **self.evaluate(self.test_split)}
+        if last is not None:
+            self.model.load_state_dict(last)
         self.loggers.epoch({"epoch": epoch, "test": {k: v for k, v in self.test.items()
                                                      if k not in ("epoch", "weights")}}, self.global_step)
         if self.run is not None:
