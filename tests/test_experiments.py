@@ -322,3 +322,19 @@ def test_the_readme_main_job_reaches_097_on_digits_and_shows_it(tmp_path) -> Non
     assert rows and f"{test['accuracy']:.4f}" in rows[0]
     assert all(len(line) <= 80 for line in stdout.splitlines() if not line.startswith("run directory"))
     assert rows[0] in (root / "README.md").read_text()  # the README shows what the job prints
+
+
+def test_inspect_plots_the_learning_curves(spec, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from dsl.cli.commands.inspect import curves, read_run
+
+    out = tmp_path / "run"
+    assert train(spec, "--out", str(out), "--epochs", "2")[0] == 0
+    _, records = read_run(str(out))
+    lines = curves(records)
+    assert set(lines) == {"loss", "accuracy", "f1", "top2_accuracy"} and set(lines["loss"]) == {"train", "val"}
+    assert lines["accuracy"]["val"] == [(1, records[0]["val"]["accuracy"]), (2, records[1]["val"]["accuracy"])]
+    code, stdout, err = run_cli("inspect", str(out), "--plot", str(tmp_path / "curves.png"))
+    assert code == 0, err
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "test (epoch" in stdout  # the summary shows the test split's numbers

@@ -89,7 +89,7 @@ def _show(args: argparse.Namespace, rows: list[dict[str, Any]], best: int | None
 
     columns: list[str] = []
     for r in rows:
-        columns += [k for k in r if k not in columns and k not in ("run", "epochs")]
+        columns += [k for k in r if k not in columns and k not in ("run", "epochs_done")]
     table = Table(title=f"sweep: {len(rows)} runs", title_justify="left")
     table.add_column("#", justify="right")
     for c in columns:

@@ -65,7 +65,7 @@ def run_name(index: int, combo: Sequence[tuple[str, str]], swept: Sequence[str])
 def outcome(trainer: Any) -> dict[str, Any]:
     """The numbers a sweep's table shows for one finished run."""
     best = trainer.best or {}
-    row: dict[str, Any] = {"epochs": trainer.epoch, "best_epoch": best.get("epoch", "")}
+    row: dict[str, Any] = {"epochs_done": trainer.epoch, "best_epoch": best.get("epoch", "")}
     if best:
         row[f"val_{best['metric']}"] = best["value"]
     for k, v in (trainer.test or {}).items():
