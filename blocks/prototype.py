@@ -137,7 +137,7 @@ register(
         inputs=(
             TensorArg("query", doc="embedded queries"),
             TensorArg("support", doc="embedded support examples"),
-            TensorArg("support_y", doc="support labels in 0..ways-1 (long)"),
+            TensorArg("support_y", doc="support labels in 0..ways-1 (long)", index_of="ways"),
         ),
         outputs=("logits",),
         infer=infer_protonet,

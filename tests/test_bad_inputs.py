@@ -284,6 +284,44 @@ def _evil_pickle(path: Path) -> None:
         pickle.dump({"x": _Evil(), "y": [0, 1]}, fh)
 
 
+def _npy_header(header: bytes):
+    """An .npz whose one member has this .npy header (and 64 bytes of data)."""
+    def make(path: Path) -> None:
+        import struct
+        import zipfile
+
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("x.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 64)
+
+    return make
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _link_to_dev_zero(path: Path) -> None:
+    os.symlink("/dev/zero", path)
+
+
+def _rows_csv(*rows: str) -> Callable:
+    return _text("a,b,y\n" + "".join(r + "\n" for r in rows))
+
+
+GOOD_ROWS = ("1,2,0", "3,4,1", "5,6,0", "7,8,1", "9,1,0", "2,3,1")
+
+
+def _tensors(**changes):
+    def make():
+        import torch
+
+        fields = {"x": torch.ones(6, 2), "y": torch.tensor([0, 1, 0, 1, 0, 1])}
+        fields.update({k: v() for k, v in changes.items()})
+        return fields
+
+    return make
+
+
 def _arrays(n: int = 6, rows: int | None = None):
     import torch
 
@@ -321,6 +359,47 @@ DATA_CASES: list[tuple[str, str, Callable, str, str, tuple[str, str, int, int]]]
     ("pt_malicious_pickle", "d.pt", _evil_pickle, "", "train", ("E0703", *AT_DATA)),
     ("pt_garbage", "d.pt", _text(b"\x00\x01garbage"), "", "train", ("E0703", *AT_DATA)),
     ("missing_data_file", "d.npz", lambda path: None, "", "check", ("E0702", *AT_DATA)),
+    # issue 27: labels, sizes, headers and tensors that used to end in raw exceptions or run out of bounds
+    ("csv_label_outside_classes", "d.csv", _rows_csv(*GOOD_ROWS[:4], "1,2,7", *GOOD_ROWS[4:]), "", "train",
+     ("E0703", "d.csv", 6, 5)),
+    ("csv_label_minus_100", "d.csv", _rows_csv(*GOOD_ROWS[:2], "1,2,-100", *GOOD_ROWS[2:]), "", "train",
+     ("E0703", "d.csv", 4, 5)),
+    ("csv_label_1e20", "d.csv", _rows_csv(*GOOD_ROWS[:2], "1,2,1e20", *GOOD_ROWS[2:]), "", "check",
+     ("E0703", "d.csv", 4, 5)),
+    ("csv_long_quoted_field", "d.csv", _rows_csv("1,2,0", '"' + "9" * 140_000 + '",2,1', *GOOD_ROWS), "", "check",
+     ("E0703", "d.csv", 3, 1)),
+    ("csv_cr_only", "d.csv", _text("a,b,y\r" + "".join(r + "\r" for r in GOOD_ROWS)), "", "check",
+     ("E0703", "d.csv", 1, 6)),
+    ("csv_header_only", "d.csv", _rows_csv(), "", "train", ("E0703", *AT_DATA)),
+    ("csv_one_row", "d.csv", _rows_csv("1,2,0"), "", "train", ("E0703", *AT_DATA)),
+    ("csv_fifo", "d.csv", _fifo, "", "check", ("E0703", *AT_DATA)),
+    ("csv_dev_zero", "d.csv", _link_to_dev_zero, "", "check", ("E0703", *AT_DATA)),
+    ("npz_fifo", "d.npz", _fifo, "", "check", ("E0703", *AT_DATA)),
+    ("npz_label_outside_classes", "d.npz", _npz_good(y=[0, 1, 2, 1, 0, 1]), "", "train", ("E0703", *AT_DATA)),
+    ("npz_zero_rows", "d.npz", _npz_good(x=lambda f: f["x"][:0], y=lambda f: f["y"][:0]), "", "train", ("E0703", *AT_DATA)),
+    ("npz_one_row", "d.npz", _npz_good(x=lambda f: f["x"][:1], y=[1]), "", "train", ("E0703", *AT_DATA)),
+    ("npz_header_a_list", "d.npz", _npy_header(b"[1, 2, 3]\n"), "", "check", ("E0703", *AT_DATA)),
+    ("npz_header_shape_not_a_tuple", "d.npz", _npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': 5}"),
+     "", "check", ("E0703", *AT_DATA)),
+    ("npz_header_nested", "d.npz", _npy_header(b"(" * 3000 + b")" * 3000), "", "check", ("E0703", *AT_DATA)),
+    ("npz_header_negative_shape", "d.npz",
+     _npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (-3, 2)}"), "", "check", ("E0703", *AT_DATA)),
+    ("npz_header_more_than_stored", "d.npz",
+     _npy_header(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 2)}"), "", "check",
+     ("E0703", *AT_DATA)),
+    ("pt_stride_0", "d.pt", _torch_save(_tensors(x=lambda: __import__("torch").ones(1, 2).expand(100_000, 2),
+                                                 y=lambda: __import__("torch").zeros(1).long().expand(100_000))),
+     "", "train", ("E0703", *AT_DATA)),
+    ("pt_meta_device", "d.pt", _torch_save(_tensors(x=lambda: __import__("torch").ones(6, 2, device="meta"))), "",
+     "train", ("E0703", *AT_DATA)),
+    ("pt_float8", "d.pt", _torch_save(_tensors(x=lambda: __import__("torch").ones(6, 2).to(
+        __import__("torch").float8_e4m3fn))), "", "train", ("E0703", *AT_DATA)),
+    ("pt_sparse", "d.pt", _torch_save(_tensors(x=lambda: __import__("torch").ones(6, 2).to_sparse())), "", "train",
+     ("E0703", *AT_DATA)),
+    ("pt_requires_grad", "d.pt", _torch_save(_tensors(x=lambda: __import__("torch").ones(6, 2, requires_grad=True))),
+     "", "train", ("E0703", *AT_DATA)),
+    ("pt_label_outside_classes", "d.pt", _torch_save(_tensors(y=lambda: __import__("torch").arange(6))), "", "train",
+     ("E0703", *AT_DATA)),
 ]
 
 

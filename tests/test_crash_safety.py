@@ -134,6 +134,41 @@ def test_kill_9_then_resume_gives_the_same_weights(spec_file: str, tmp_path: Pat
     assert epochs == list(range(1, EPOCHS + 1))  # the interrupted epoch was not logged twice
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_two_writers_race_one_is_refused_and_kill_9_then_resume_gives_the_same_weights(
+        spec_file: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "raced")
+    procs = [subprocess.Popen(_train_cmd(spec_file, out), env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while all(p.poll() is None for p in procs):  # the second writer is refused at once
+            assert time.monotonic() < deadline, "neither writer was refused"
+            time.sleep(0.01)
+        loser = next(p for p in procs if p.poll() is not None)
+        winner = next(p for p in procs if p is not loser)
+        err = loser.stderr.read().decode() if loser.stderr else ""
+        assert loser.returncode == 1 and "error[E0705]" in err and f"process {winner.pid}" in err, err
+        while _meta_epoch(out) < 2:
+            assert winner.poll() is None, winner.stderr.read().decode() if winner.stderr else ""
+            assert time.monotonic() < deadline, "training made no progress"
+            time.sleep(0.002)
+        winner.send_signal(signal.SIGKILL)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=60)
+    assert winner.returncode == -signal.SIGKILL, "the run finished before the kill: make it longer"
+    _train_here(spec_file, out, resume=True)
+    straight = str(tmp_path / "straight")
+    _train_here(spec_file, straight)
+    wa, wb = _weights(straight), _weights(out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [r["epoch"] for r in RunDir(out).read_metrics()] == list(range(1, EPOCHS + 1))  # one writer's records
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 _KILL_MID_WRITE = """

@@ -28,7 +28,7 @@ CASES = [
     ("E0202", "    y = Linear(out=4)\n    z = y(x, x)\n    output z\n", 4, 14),
     ("E0203", "    input x: [N, 16]\n    output x\n", 3, 5),
     ("E0206", "    y = Linear(3, out=4)\n    output y\n", 3, 16),
-    ("E0206", "    y = x ** 2\n    output y\n", 3, 9),
+    ("E0206", "    y = relu([x])\n    output y\n", 3, 14),
     ("E0207", "    y = Linear(x, out=x)\n    output y\n", 3, 23),
     ("E0210", "    a, b = Linear(x, out=4)\n    output a\n", 3, 8),
     ("E0212", "    y = relu(x)\n    output z\n", 4, 5),

@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +66,10 @@ TOKENS = [
     "0", "-1", "2.5e300", "1e-999", "9" * 400, "2**62", "10**10", "'", '"', '"\\', "\\n", "#", "${", "}$",
     "&a", "*a", "!!python/object/apply:os.system", "<<:", "- ", "  ", "\t", "\r", "\x00", "\ufeff", "\u202e",
     "x", "N", "Linear", "MoE", "relu", "__import__('os')", "é", "ℕ", "😀", "\U0010ffff",
+    # DESIGN §9/§10 constructs, fuzzed as they land: slices, masks, learned tensors, new sources
+    "[:", "::", "[..., :k]", "[:, 0]", "[-1]", "Parameter([], init=\"zeros\")", "causal_mask(T)", "where(",
+    "key_padding_mask=", "table(", "chars(", "images(", "compile", "load_state_dict", "dsl_outputs", "self",
+    "__class__", "1e20", "-100",
 ]
 TOKEN_RE = re.compile(r"\w+|\s+|.", re.S)
 
@@ -235,3 +240,96 @@ def test_builder_random_values(name: str, shape: list, callee: str, kwargs: dict
         assert d.code and d.message
     spec.to_text()
     spec.to_yaml()
+
+
+# --------------------------------------------------------------------------- no internal error (issue 27)
+#
+# The command line turns any exception it does not expect into "internal error" (exit 3): that
+# is reserved for bugs, so no input, however hostile, may produce it.
+
+
+def _cli_survives(*args: str) -> tuple[int, str, str]:
+    code, out, err = run_cli(*args)
+    assert "internal error" not in err and "Traceback" not in err and "--debug" not in err, err[-2000:]
+    assert code in (0, 1), (code, err[-2000:])
+    return code, out, err
+
+
+@FUZZ
+@given(data=st.data(), kind=st.sampled_from(["dsl", "yaml"]))
+def test_check_never_reports_an_internal_error(data: st.DataObject, kind: str, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / f"spec.{kind}"
+    path.write_text(data.draw(mutated(kind)), encoding="utf-8", errors="surrogatepass")
+    _cli_survives("check", str(path))
+
+
+RUN_META = {"model": "M", "spec_file": "/nowhere/m.dsl", "spec_hash": "ab" * 32, "data": "iris()", "seed": 0,
+            "overrides": {}, "epochs": 3, "epoch": 2, "best": {"metric": "loss", "value": 0.5, "epoch": 2,
+                                                                "split": "val"}, "stopped_early": False}
+RUN_RECORD = {"epoch": 2, "lr": 0.01, "train": {"loss": 0.4}, "val": {"loss": 0.5},
+              "experts": {"moe": {"kind": "MoE", "experts": 2, "k": 1, "load": [0.5, 0.5], "importance": [0.5, 0.5],
+                                  "entropy": 0.6, "entropy_max": 0.69, "unused": 0.0, "tokens": 10}},
+              "pruning": {"layers": {"l": 0.5}, "sparsity": 0.5, "weights": 10, "nonzero": 5}}
+
+
+def _mutate_json(value, draw, depth: int = 0):
+    """``value`` with some entries replaced by arbitrary JSON."""
+    if isinstance(value, dict):
+        return {k: (draw(VALUES) if draw(st.integers(0, 5)) == 0 else _mutate_json(v, draw, depth + 1))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mutate_json(v, draw, depth + 1) for v in value]
+    return draw(VALUES) if draw(st.integers(0, 3)) == 0 else value
+
+
+@FUZZ
+@given(data=st.data())
+def test_inspect_of_a_tampered_run_never_reports_an_internal_error(data: st.DataObject, tmp_path_factory):
+    import json
+
+    run = tmp_path_factory.mktemp("run")
+    meta = _mutate_json(RUN_META, data.draw)
+    (run / "meta.json").write_text(json.dumps(meta))
+    records = [_mutate_json({**RUN_RECORD, "epoch": e}, data.draw) for e in (1, 2)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    _cli_survives("inspect", str(run))
+    _cli_survives("inspect", str(run), "--json")
+
+
+CSV_SPEC = """model M {
+    input x: [B, 2]
+    logits = Linear(x, out=2)
+    output logits
+}
+train {
+    data = file("d.csv", batch=4)
+    loss = cross_entropy(logits, y)
+    epochs = 1
+}
+"""
+CSV_SEED = "a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n0.5,1e3,0\n-1,2,1\n"
+CSV_TOKENS = [",", "\n", "\r", "\r\n", '"', '""', "1e20", "-100", "7", "nan", "inf", "-0", "1.5", "", " ", "\x00",
+              "\ufeff", "é", "9" * 40, "a", "y", ",,,"]
+
+
+@settings(FUZZ, deadline=None)  # the first example imports torch and scikit-learn
+@given(edits=st.lists(st.tuples(st.integers(0, 60), st.sampled_from(CSV_TOKENS), st.booleans()), max_size=5))
+def test_a_mangled_csv_is_a_diagnostic_or_data(edits, tmp_path_factory):
+    from dsl.training.labels import check_labels
+    from dsl.training.session import load_data, prepare
+
+    folder = tmp_path_factory.mktemp("csv")
+    text = CSV_SEED
+    for at, token, replace in edits:
+        at = min(at, len(text))
+        text = text[:at] + token + text[at + (1 if replace else 0):]
+    (folder / "d.csv").write_text(text, encoding="utf-8")
+    (folder / "spec.dsl").write_text(CSV_SPEC)
+    code, _, _ = _cli_survives("check", str(folder / "spec.dsl"))
+    if code:
+        return
+    try:
+        p = prepare(str(folder / "spec.dsl"))
+        check_labels(p.analysis, load_data(p.cfg))
+    except SpecError as err:
+        assert all(d.code == "E0703" for d in err.diagnostics), err

@@ -26,7 +26,7 @@ import dsl
 from dsl.api import analyse
 from dsl.building.compiler import count_parameters
 from dsl.checking.budget import DEFAULT_MAX_PARAMS, MAX_DIM, estimate
-from dsl.language.errors import SpecError
+from dsl.language.errors import RunError, SpecError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -506,10 +506,11 @@ def test_malicious_optimizer_state_is_refused(run_dir, tmp_path: Path):
     _poison(work / "state.pt", marker)
     from dsl.training.rundir import RunDir
 
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(RunError, match="holds Python objects") as caught:
         RunDir(str(work)).load_state()
+    assert caught.value.code == "E0704" and "weights_only" not in str(caught.value)  # torch's advice is not passed on
     code, out, err = run_cli("train", str(spec), "--out", str(work), "--resume", "--quiet")
-    assert code == 1 and "Traceback" not in err
+    assert code == 1 and "Traceback" not in err and "error[E0704]" in err and "weights_only" not in err
     assert not marker.exists()
 
 

@@ -402,18 +402,31 @@ class Checker:
                        f"{MAX_NODES:,} after unrolling", stmt.count.span)
             return
         saved = scope.consts.get(stmt.var) if stmt.var else None
+        same_copies = not _mentions(stmt.body, stmt.var)
         for i in range(n):
             if stmt.var:
                 scope.consts[stmt.var] = i
-            before = len(self.diags)
+            before, start = len(self.diags), self.count
             self.body(stmt.body, scope, prog, inputs=None)
             if len(self.diags) > before:
                 break  # the same mistake in every copy is reported once
+            if i == 0 and same_copies and self._too_many_copies(stmt, n, self.count - start):
+                break
         if stmt.var:
             if saved is None:
                 scope.consts.pop(stmt.var, None)
             else:
                 scope.consts[stmt.var] = saved
+
+    def _too_many_copies(self, stmt: ir.Repeat, n: int, per_copy: int) -> bool:
+        """After the first copy of a body that does not read its index (so every copy is the same
+        size, block calls included), refuse the rest if they would pass the statement limit."""
+        if self.count + (n - 1) * per_copy <= MAX_NODES:
+            return False
+        self.error("E0801", f"`repeat {n}` unrolls to {n * per_copy:,} statements ({per_copy:,} a copy, block "
+                   f"calls included); the limit is {MAX_NODES:,} after unrolling", stmt.count.span)
+        self.count = MAX_NODES + 1  # the limit is reported: later statements are not elaborated
+        return True
 
     # ------------------------------------------------------------------ expressions
 
@@ -1097,6 +1110,13 @@ def _assignments(body: Sequence[Any]) -> int:
             copies = s.count.value if isinstance(s.count, ir.Num) and isinstance(s.count.value, int) else 1
             total += max(copies, 0) * _assignments(s.body)
     return total
+
+
+def _mentions(body: Sequence[Any], name: str | None) -> bool:
+    """Whether any statement of ``body`` reads ``name`` (a repeat's index)."""
+    if name is None:
+        return False
+    return any(isinstance(n, ir.Name) and n.id == name for s in body for n in s.walk())
 
 
 def _kind(v: Any) -> str:

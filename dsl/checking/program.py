@@ -136,12 +136,23 @@ class Program:
         return {k: self.env.resolve_type(idx[r.node].types[r.index]) for k, r in self.outputs.items()}
 
 
-# Names that would shadow nn.Module / GraphModule attributes or Python syntax.
-_RESERVED = {
-    "forward", "training", "graph", "code", "modules", "parameters", "buffers", "state_dict",
-    "train", "eval", "to", "cuda", "cpu", "type", "float", "double", "half", "apply", "children",
-    "named_modules", "named_parameters", "zero_grad", "register_buffer", "add_module", "self",
-    "recompile", "print_readable", "meta", "torch", "operator", "inf", "nan", "getattr", "device",
+# Names that would shadow nn.Module / GraphModule attributes or Python syntax. The attributes are every
+# public one of torch.fx.GraphModule, class and instance (tests/test_hostile_specs.py compares them with
+# the installed torch: this layer cannot import it); names starting with `dsl_` are the compiler's own.
+MODULE_ATTRIBUTES = frozenset({
+    "T_destination", "add_module", "add_submodule", "apply", "bfloat16", "buffers", "call_super_init", "children",
+    "code", "compile", "cpu", "cuda", "delete_all_unused_submodules", "delete_submodule", "double",
+    "dump_patches", "eval", "extra_repr", "float", "forward", "get_buffer", "get_extra_state", "get_parameter",
+    "get_submodule", "graph", "half", "ipu", "load_state_dict", "meta", "modules", "mtia", "named_buffers",
+    "named_children", "named_modules", "named_parameters", "parameters", "print_readable", "recompile",
+    "register_backward_hook", "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule", "shape_env",
+    "share_memory", "state_dict", "to", "to_empty", "to_folder", "train", "training", "type", "xpu", "zero_grad",
+})
+_RESERVED = MODULE_ATTRIBUTES | {
+    "self", "torch", "operator", "inf", "nan", "getattr", "device",
 }
 
 
@@ -151,7 +162,7 @@ def sanitize(name: str) -> str:
     clean = "".join(c if (c.isascii() and (c.isalnum() or c == "_")) else "_" for c in name) or "v"
     if clean[0].isdigit():
         clean = "v_" + clean
-    if keyword.iskeyword(clean) or clean in _RESERVED or clean.startswith("_"):
+    if keyword.iskeyword(clean) or clean in _RESERVED or clean.startswith(("_", "dsl_")):
         clean = "v_" + clean.lstrip("_")
     return clean
 

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dsl.language.diagnostics import Diagnostic, render_all, sort_diagnostics
-from dsl.language.errors import DslError, SpecError
+from dsl.language.diagnostics import MAX_SHOWN, Diagnostic, render_all, sort_diagnostics
+from dsl.language.errors import DslError, RunError, SpecError
 
 
 class UsageError(DslError):
@@ -158,12 +158,22 @@ def parse_dims(items: Sequence[str]) -> dict[str, int]:
 
 
 def emit_diagnostics(diags: list[Diagnostic], as_json: bool, sources: dict[str, str] | None = None) -> None:
+    """Every diagnostic as JSON on stdout; as text on stderr, the first MAX_SHOWN and a count of the rest."""
     diags = sort_diagnostics(diags)
     if as_json:
         print(json.dumps([d.to_dict() for d in diags], indent=2))
         return
     if diags:
-        print(render_all(diags, sources or {}), file=sys.stderr)
+        print(render_all(diags, sources or {}, limit=MAX_SHOWN), file=sys.stderr)
+
+
+def emit_error(prefix: str, err: DslError, as_json: bool) -> None:
+    """A run-directory error with a code as a diagnostic (JSON with ``--json``); others as one line."""
+    diag = err.diagnostic() if isinstance(err, RunError) else None
+    if diag is not None:
+        emit_diagnostics([diag], as_json)
+    else:
+        print(f"{prefix}: error: {err}", file=sys.stderr)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -331,10 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as e:
         emit_diagnostics(e.diagnostics, getattr(args, "json", False), e.sources)
         return 1
-    except DslError as e:  # a run, data or export problem: one line
+    except DslError as e:  # a run, data or export problem: a diagnostic when it has a code, else one line
         if debug:
             raise
-        print(f"dsl {args.command}: error: {e}", file=sys.stderr)
+        emit_error(f"dsl {args.command}", e, getattr(args, "json", False))
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

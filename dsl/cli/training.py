@@ -17,11 +17,13 @@ from typing import Any
 from dsl.cli.main import (
     UsageError,
     emit_diagnostics,
+    emit_error,
     parse_assignments,
     parse_dims,
     parse_overrides,
 )
 from dsl.language.errors import DslError, SpecError
+from dsl.training.labels import check_labels
 from dsl.training.rundir import default_dir
 from dsl.training.session import (
     Options,
@@ -58,7 +60,7 @@ def _report(err: Exception, args: argparse.Namespace) -> int:
         print(f"dsl: error: {err}", file=sys.stderr)
         return 2
     if isinstance(err, DslError):
-        print(f"error: {err}", file=sys.stderr)
+        emit_error("dsl", err, getattr(args, "json", False))
         return 1
     print(f"error: {type(err).__name__}: {err}\n  (run again with --debug for the traceback)", file=sys.stderr)
     return 1
@@ -134,15 +136,49 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, args: argparse.Namespace, codes: Any) -> None:
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace, launcher: int) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
-    codes[rank] = _guarded(_train, args)
+    _die_with(launcher)
+    code = _guarded(_train, args)
+    if code:
+        sys.exit(code)  # the launcher sees it, stops the other ranks and exits with it
+
+
+def _die_with(launcher: int) -> None:
+    """End this rank when its launcher ends, however it ends (``kill -9`` included): an orphaned rank
+    would wait on the others forever, holding the run directory. The run directory is crash-safe."""
+    import signal
+    import threading
+    import time
+
+    try:  # Linux: the kernel sends the signal the moment the launcher dies
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:  # elsewhere, and should the launcher be gone already: poll
+        while os.getppid() == launcher:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="dsl-launcher-watch", daemon=True).start()
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _spawn(args: argparse.Namespace) -> int:
-    """``--nproc n``: n processes on this machine, like torchrun would start."""
+    """``--nproc n``: n processes on this machine, like torchrun would start. SIGTERM or an interrupt
+    stops every rank (exit 128 + signal); a failing rank stops the others and gives its exit code."""
+    import signal
+
     import torch.multiprocessing as mp
 
     from dsl.language.source import load
@@ -152,9 +188,41 @@ def _spawn(args: argparse.Namespace) -> int:
         # Every rank must agree on the run directory before rank 0 creates it.
         spec = load(_spec_file(args))
         args.out = default_dir(spec.model.name if spec.model else "model")
-    codes = mp.get_context("spawn").Manager().dict()
-    mp.spawn(_worker, args=(world, _free_port(), args, codes), nprocs=world, join=True)
-    return max(codes.values()) if codes else 1
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped(signum)
+
+    old = signal.signal(signal.SIGTERM, stop)
+    ctx = None
+    try:
+        ctx = mp.start_processes(_worker, args=(world, _free_port(), args, os.getpid()), nprocs=world,
+                                 join=False, start_method="spawn")
+        while not ctx.join():
+            pass
+        return 0
+    except mp.ProcessExitedException as e:  # the rank printed its own message
+        return e.exit_code if e.exit_code > 0 else 128 - e.exit_code
+    except (_Stopped, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, _Stopped) else signal.SIGINT
+        _end_ranks(ctx)
+        print(f"stopped by {signal.Signals(signum).name}: the run directory keeps its last checkpoint "
+              "(--resume continues it)", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _end_ranks(ctx: Any) -> None:
+    """Terminate the ranks that still run, then kill those that do not go within a few seconds."""
+    procs = list(ctx.processes) if ctx is not None else []
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 # --------------------------------------------------------------------------- eval / predict
@@ -188,6 +256,7 @@ def _eval(args: argparse.Namespace) -> int:
     p, model, step, run = load_trained(run.path, spec, parse_overrides(args.set or []), parse_dims(args.dim or []),
                                        getattr(args, "max_params", None), weights_file)
     data = load_data(p.cfg)
+    check_labels(p.analysis, data)
     assert p.analysis.objective is not None
     trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data,
                       device=getattr(args, "device", "cpu") or "cpu", verbose=False)

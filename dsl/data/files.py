@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import csv
+import io
 import os
 import struct
 import zipfile
@@ -25,6 +26,7 @@ _KINDS = {"f": "float", "i": "long", "u": "long", "b": "bool"}
 _KIND_WORDS = {"c": "complex", "U": "text", "S": "bytes", "O": "Python objects", "V": "raw records",
                "M": "dates", "m": "time deltas"}
 CSV_SCAN_LIMIT = 2**20  # bytes of CSV validated by `dsl check` (training always validates all)
+MAX_LABEL = 2**31 - 1  # class numbers: larger ones are mistakes (and would not fit a long exactly)
 
 
 class DataError(ValueError):
@@ -46,22 +48,58 @@ def resolve_path(p: Any) -> str:
     return os.path.join(p.base_dir, p.path)
 
 
+MAX_NPY_HEADER = 10_000  # bytes of a .npy header (numpy's own default limit)
+
+
 def _npy_header(fh: Any) -> dict[str, Any]:
+    """A ``.npy`` header, checked: a dict with a dtype string, a bool and a shape of sizes."""
     magic = fh.read(6)
     if magic != b"\x93NUMPY":
         raise ValueError("not an .npy member")
-    major = fh.read(2)[0]
-    size = struct.unpack("<H" if major == 1 else "<I", fh.read(2 if major == 1 else 4))[0]
-    return ast.literal_eval(fh.read(size).decode("latin1"))
+    version = fh.read(2)
+    if len(version) != 2 or version[0] not in (1, 2, 3):
+        raise ValueError("an unknown .npy version")
+    wide = version[0] != 1
+    size = struct.unpack("<I" if wide else "<H", fh.read(4 if wide else 2))[0]
+    if size > MAX_NPY_HEADER:
+        raise ValueError(f"a .npy header of {size:,} bytes (the limit is {MAX_NPY_HEADER:,})")
+    try:
+        header = ast.literal_eval(fh.read(size).decode("latin1"))
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        raise ValueError("a malformed .npy header") from None
+    shape = header.get("shape") if isinstance(header, dict) else None
+    if (not isinstance(header, dict) or not isinstance(header.get("descr"), (str, list))
+            or not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape)):
+        raise ValueError("a malformed .npy header (it needs `descr`, and a `shape` of sizes)")
+    return header
+
+
+def _itemsize(descr: str) -> int:
+    digits = "".join(c for c in descr if c.isdigit())
+    return int(digits) if digits else 1
 
 
 def npz_fields(path: str) -> dict[str, TensorType]:
     """Field types from the ``.npy`` headers alone; refuses non-numeric dtypes,
     scalars and fields whose row counts differ (ragged)."""
+    out, rows = npz_headers(path)
+    _same_rows(rows, path)
+    return out
+
+
+def npz_headers(path: str) -> tuple[dict[str, TensorType], dict[str, int]]:
+    """Field types and row counts from the ``.npy`` headers, each checked against the bytes its
+    member holds (before numpy allocates what a header declares)."""
+    from dsl.data.checks import check_declared, decoded_limit, open_data
+
     out: dict[str, TensorType] = {}
     rows: dict[str, int] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_data(path) as raw, zipfile.ZipFile(raw) as zf:
+            stored = sum(i.file_size for i in zf.infolist())
+            if stored > decoded_limit(os.fstat(raw.fileno()).st_size):
+                raise DataError(f"{path} unpacks to {stored:,} bytes, too many for a file of its size (a zip bomb?)",
+                                path)
             for member in zf.namelist():
                 if not member.endswith(".npy"):
                     continue
@@ -78,14 +116,16 @@ def npz_fields(path: str) -> dict[str, TensorType]:
                 if not shape:
                     raise DataError(f"field `{name}` of {path} is a scalar; every field needs a first axis of rows",
                                     path)
+                check_declared(name, shape, _itemsize(descr), zf.getinfo(member).file_size, path)
                 rows[name] = int(shape[0])
                 out[name] = TensorType((Sym("B"),) + shape[1:], _KINDS[kind])
-    except (zipfile.BadZipFile, ValueError, KeyError, SyntaxError, struct.error, IndexError) as exc:
+    except (zipfile.BadZipFile, ValueError, KeyError, SyntaxError, struct.error, IndexError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path} is not a readable .npz archive ({type(exc).__name__}: {exc})", path) from None
-    _same_rows(rows, path)
-    return out
+    return out, rows
 
 
 def _same_rows(rows: dict[str, int], path: str) -> None:
@@ -118,7 +158,10 @@ def scan_csv(path: str, label: str, limit: int | None = None, require_label: boo
 
     with text_lines(path) as lines:
         header_line = next(lines, "")
-        header = next(csv.reader([header_line]), [])
+        if "\r" in header_line.rstrip("\r\n"):
+            raise DataError(f"{path} ends its lines with a lone carriage return (\\r); CSV lines end in \\n or "
+                            "\\r\\n", path, 1, header_line.index("\r") + 1)
+        header = _csv_fields(header_line, path, 1)
         names = [h.strip() for h in header]
         if not names or names == [""]:
             raise DataError(f"{path} has no header row of column names", path, 1, 1)
@@ -136,10 +179,11 @@ def scan_csv(path: str, label: str, limit: int | None = None, require_label: boo
             line = raw.rstrip("\r\n")
             if not line.strip():
                 continue
-            fields = line.split(",") if '"' not in line else next(csv.reader([line]))
+            fields = line.split(",") if '"' not in line else _csv_fields(line, path, number)
             try:  # the fast path: a well-formed row; positions are worked out only for an error
                 values = [float(t) for t in fields]
-                ok = len(fields) == len(names) and all(map(math.isfinite, values)) and (li < 0 or values[li] == int(values[li]))
+                ok = (len(fields) == len(names) and all(map(math.isfinite, values))
+                      and (li < 0 or (values[li] == int(values[li]) and abs(values[li]) <= MAX_LABEL)))
             except ValueError:
                 ok = False
             if not ok:
@@ -166,20 +210,28 @@ def _row_error(line: str, fields: list[str], names: list[str], li: int, path: st
             raise DataError(f"column `{names[j]}` holds {text.strip()!r}, not a number", *where) from None
         if not math.isfinite(value):
             raise DataError(f"column `{names[j]}` holds {text.strip()} (not a finite number)", *where)
-        if j == li and value != int(value):
+        if j == li and (value != int(value) or abs(value) > MAX_LABEL):
             raise DataError(f"label column `{names[li]}` holds {text.strip()}; labels are class "
                             "numbers 0, 1, 2, ...", *where)
 
 
 @contextlib.contextmanager
 def text_lines(path: str) -> Iterator[Iterator[str]]:
-    """The lines of a UTF-8 text file, decoded one by one so that a bad byte has a line and column."""
-    try:
-        fh = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}", path) from None
-    with fh:
+    """The lines of a data file (a regular file of bounded size), decoded one by one so that a bad
+    byte has a line and column."""
+    from dsl.data.checks import open_data
+
+    with open_data(path) as fh:
         yield _lines(fh, path)
+
+
+def _csv_fields(line: str, path: str, number: int) -> list[str]:
+    """The fields of one CSV line with quotes; csv's own errors (a field over its size limit, a stray
+    line end) are DataErrors at the line."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as exc:
+        raise DataError(f"line {number} of {path} is not valid CSV ({exc})", path, number, 1) from None
 
 
 def _lines(fh: Any, path: str) -> Any:
@@ -240,11 +292,16 @@ def _read_tensors(path: str, p: Any, inputs_only: bool = False) -> dict[str, Any
 
         return read_pt(path, same_rows=not inputs_only)
     if path.endswith(".csv"):
+        from dsl.data.checks import read_data
+
         label = getattr(p, "label", "y")
         cols = scan_csv(path, label, require_label=not inputs_only)  # precise errors before numpy sees it
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh) if any(f.strip() for f in r)]
-        body = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(cols))
+        text = read_data(path).decode("utf-8")
+        try:
+            rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(f.strip() for f in r)]
+            body = np.array(rows[1:], dtype=np.float64).reshape(len(rows) - 1, len(cols))
+        except (csv.Error, ValueError) as exc:  # scan_csv reads line by line: a quoted line break ends here
+            raise DataError(f"{path} is not valid CSV ({exc})", path) from None
         if label not in cols:
             return {"x": torch.tensor(body, dtype=torch.float32)}
         li = cols.index(label)
@@ -256,8 +313,10 @@ def _read_tensors(path: str, p: Any, inputs_only: bool = False) -> dict[str, Any
 
 
 def load_file(p: Any, seed: int) -> Any:
+    from dsl.data.checks import check_rows
     from dsl.data.loaders import split_table
 
     path = resolve_path(p)
     tensors = _select(_read_tensors(path, p), p.fields)
+    check_rows(int(next(iter(tensors.values())).shape[0]), p.val, p.test, path)
     return split_table(tensors, p, seed if p.seed is None else p.seed)

@@ -237,11 +237,13 @@ def read_graph_metas(path: str) -> list[dict[str, Meta | None]] | None:
 
 def graph_fields(p: Any) -> dict[str, TensorType] | None:
     """The batch fields of ``graphs(path)``, read without torch (None: known at load time)."""
+    from dsl.data.checks import open_data
     from dsl.data.files import resolve_path
 
     path = resolve_path(p)
     if not os.path.exists(path):
         raise FileNotFoundError(path)
+    open_data(path).close()  # a regular file, or a DataError now (a FIFO would block the zip reader)
     metas = read_graph_metas(path)
     if metas is None:
         return None
@@ -257,10 +259,13 @@ def _read_graph_list(path: str) -> list[Any]:
     from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
     from torch_geometric.data.storage import GlobalStorage
 
+    from dsl.data.checks import check_tensors, read_data
+
+    data = read_data(path)
     try:
         # Exactly the classes a pickled `Data` names, and only for this call.
         with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
-            obj = torch.load(path, weights_only=True, map_location="cpu")
+            obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         raise DataError(f"refused to load {path}: it holds objects other than PyG `Data` graphs and tensors "
                         f"({str(exc).splitlines()[-1][:200]})", path) from None
@@ -268,6 +273,8 @@ def _read_graph_list(path: str) -> list[Any]:
         raise DataError(f"{path} is not a readable torch file ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(obj, (list, tuple)) or not all(type(g) is Data for g in obj):
         raise DataError(f"{path} holds a {type(obj).__name__}; graphs() needs a list of torch_geometric Data", path)
+    check_tensors({f"{k}` of graph `{i}": v for i, g in enumerate(obj) for k, v in g.items()
+                   if isinstance(v, torch.Tensor)}, path, len(data))
     return list(obj)
 
 
@@ -285,12 +292,14 @@ def load_graph_file(p: Any, seed: int) -> Any:
     import numpy as np
 
     from dsl.data.base import ListDataset
+    from dsl.data.checks import check_rows
     from dsl.data.files import resolve_path
     from dsl.data.loaders import _split_indices
 
     path = resolve_path(p)
     graphs, plan = _read_checked(path)
     s = seed if p.seed is None else p.seed
+    check_rows(len(graphs), p.val, p.test, path, "graphs")
     labels = _graph_labels(graphs, plan)
     idx = _split_indices(len(graphs), labels, p.val, p.test, s)
     splits = {name: [graphs[int(i)] for i in np.asarray(rows)] for name, rows in idx.items()}

@@ -27,10 +27,12 @@ def decode(path: str, mode: str, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 [C, H, W]; DataError when it is not the declared kind of image."""
     from PIL import Image
 
+    from dsl.data.checks import open_data
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as img:
+            with open_data(path) as fh, Image.open(fh, formats=FORMATS) as img:
                 if img.size != size:
                     raise DataError(f"{path} is {img.size[0]}x{img.size[1]} pixels, the other images "
                                     f"{size[0]}x{size[1]}: every image must have the same size", path)

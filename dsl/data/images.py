@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -139,10 +138,10 @@ def image_header(path: str) -> tuple[int, int, bool]:
     """(width, height, grayscale) from the file's first bytes; DataError when it is no image."""
     if not path.lower().endswith(EXTENSIONS):
         raise DataError(f"{path} is not an image (expected {', '.join(EXTENSIONS)})", path)
+    from dsl.data.checks import open_data  # a regular file of bounded size, never a FIFO waited on
+
     try:
-        with open(path, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise DataError(f"{path} is not a regular file", path)
+        with open_data(path) as fh:
             head = fh.read(64)
             found = _png(head) or _gif(head) or _bmp(head) or (_jpeg(fh) if head[:2] == b"\xff\xd8" else None)
     except OSError as exc:

@@ -41,20 +41,24 @@ def load_data(cfg: Any) -> Any:
 def read_pt(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """A dict of tensors saved with ``torch.save``; anything needing arbitrary
     unpickling is refused by ``weights_only=True``."""
+    import io
     import pickle
     import re
     import warnings
 
+    from dsl.data.checks import check_tensors, read_data
+
+    data = read_data(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of hostile files
             warnings.simplefilter("ignore")
-            obj = torch.load(path, weights_only=True, map_location="cpu")
+            obj = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it refers to {found.group(1)})" if found else ""
         raise DataError(f"refused to load {path}: it holds Python objects, not only tensors{what}; "
                         "data files are read with weights_only=True", path) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, MemoryError, IndexError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a readable torch file ({type(exc).__name__}: {exc})", path) from None
     if not isinstance(obj, dict) or not obj:
         raise DataError(f"{path} holds a {type(obj).__name__}; a .pt data file is a dict of tensors by field name",
@@ -65,16 +69,24 @@ def read_pt(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
             raise DataError(f"{path}: field name {k!r} is not an identifier", path)
         try:
             out[k] = torch.as_tensor(v)
-        except (TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise DataError(f"field `{k}` of {path} is not a tensor ({type(v).__name__}: {exc})", path) from None
+    check_tensors(out, path, len(data))
     return validate_fields(out, path, same_rows)
 
 
 def read_npz(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:
     """The arrays of an ``.npz`` (no pickled objects), as float/long/bool tensors."""
+    import io
+
+    from dsl.data.checks import read_data
+
     out: dict[str, torch.Tensor] = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
+        from dsl.data.files import npz_headers
+
+        npz_headers(path)  # the headers against the archive, before numpy allocates what they declare
+        with np.load(io.BytesIO(read_data(path)), allow_pickle=False) as z:
             for k in z.files:
                 a = z[k]
                 if a.dtype.kind not in "fiub":

@@ -17,8 +17,10 @@ from dsl.data.tables import TableInfo, check_columns, label_classes, label_probl
 def _open(path: str) -> Any:
     import pyarrow.parquet as pq
 
+    from dsl.data.checks import open_data  # a regular file of bounded size, never a FIFO waited on
+
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(open_data(path))
     except Exception as exc:  # pyarrow raises its own error types for every kind of damage
         raise DataError(f"{path} is not a readable Parquet file ({type(exc).__name__}: {exc})", path) from None
 

@@ -24,7 +24,6 @@ and row in the message). Loading (pandas, then tensors) is
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import os
@@ -33,7 +32,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from dsl.data.files import DataError, _field_cols, _quoted_cols, resolve_path, text_lines
+from dsl.data.files import (
+    DataError,
+    _csv_fields,
+    _field_cols,
+    _quoted_cols,
+    resolve_path,
+    text_lines,
+)
 from dsl.data.params import SplitParams
 from dsl.data.registry import Source, register_source
 from dsl.language.shapes import Sym, TensorType
@@ -153,7 +159,10 @@ def _scan_csv(path: str, label: str, categorical: tuple[str, ...], classes: int 
     """Read every cell of a CSV once (pure Python): roles, vocabularies, and the first bad cell."""
     with text_lines(path) as lines:
         header_line = next(lines, "").rstrip("\r\n")
-        names = [h.strip() for h in next(csv.reader([header_line]), [])]
+        if "\r" in header_line:
+            raise DataError(f"{path} ends its lines with a lone carriage return (\\r); CSV lines end in \\n or "
+                            "\\r\\n", path, 1, header_line.index("\r") + 1)
+        names = [h.strip() for h in _csv_fields(header_line, path, 1)]
         if not names or names == [""]:
             raise DataError(f"{path} has no header row of column names", path, 1, 1)
         cols = _field_cols(header_line)
@@ -183,7 +192,7 @@ class _Scan:
         self.largest = 0
 
     def row(self, line: str, number: int) -> None:
-        fields = line.split(",") if '"' not in line else next(csv.reader([line]))
+        fields = line.split(",") if '"' not in line else _csv_fields(line, self.path, number)
         if len(fields) != len(self.names):
             cols = _field_cols(line) if '"' not in line else _quoted_cols(line, fields)
             col = cols[len(self.names)] if len(fields) > len(self.names) else len(line) + 1

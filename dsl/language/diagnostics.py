@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
+from dsl.language.files import read_bounded
+
 # Stable codes. The hundreds group the stage: 01xx syntax, 02xx names and
 # structure, 03xx shapes and dtypes, 04xx hyperparameters, 05xx train section,
 # 06xx build, 07xx YAML and files, 08xx limits.
@@ -51,6 +53,8 @@ CODES: dict[str, str] = {
     "E0701": "invalid YAML",
     "E0702": "file not found",
     "E0703": "invalid data file",
+    "E0704": "invalid run directory",
+    "E0705": "run directory in use",
     "E0801": "limit exceeded",
     "E0802": "model too large",
     "E0901": "plugin failed",
@@ -161,9 +165,8 @@ class SourceLines:
     def _read(self, file: str) -> list[str] | None:
         text = self.texts.get(file)
         if text is None:
-            try:
-                with open(file, encoding="utf-8") as fh:
-                    text = fh.read(MAX_SOURCE_CHARS + 1)
+            try:  # a regular file only: a FIFO or a device named by a span must not block the rendering
+                text = read_bounded(file, MAX_SOURCE_CHARS).decode("utf-8")
             except (OSError, ValueError):
                 return None
         return text.splitlines()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dsl.language.diagnostics import Diagnostic, render_all, sort_diagnostics
+from dsl.language.diagnostics import Diagnostic, Span, render_all, sort_diagnostics
 
 
 class DslError(Exception):
@@ -47,4 +47,21 @@ class InputError(DslError, ValueError):
 
 
 class RunError(DslError):
-    """A run that cannot start, go on or be read (a run directory, a data file, a checkpoint); the message says why."""
+    """A run that cannot start, go on or be read (a run directory, a data file, a checkpoint); the message says why.
+
+    With a ``code`` (a run directory's file that cannot be used, a directory another run holds)
+    it is shown as a diagnostic pointing at ``file``; without one, as one line."""
+
+    code: str | None = None
+
+    def __init__(self, message: str = "", code: str | None = None, file: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.file = file
+
+    def diagnostic(self) -> Diagnostic | None:
+        """The error as a diagnostic, when it has a code."""
+        if self.code is None:
+            return None
+        return Diagnostic(self.code, str(self), Span(file=self.file or "<input>"))

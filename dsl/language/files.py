@@ -16,6 +16,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 
 def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
@@ -29,12 +30,22 @@ def read_bounded(path: str, limit: int, what: str = "file") -> bytes:
         if st.st_size > limit:
             raise OSError(f"{what} `{path}` is {st.st_size:,} bytes; the limit is {limit:,}")
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = fh.read(limit + 1)
+            data = _read_upto(fh, st.st_size, limit)
     finally:
         os.close(fd)
     if len(data) > limit:
         raise OSError(f"{what} `{path}` is over {limit:,} bytes; the limit is {limit:,}")
     return data
+
+
+def _read_upto(fh: Any, size: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes; a buffer the file's size, not the limit's (``read(n)`` allocates n)."""
+    chunks = [fh.read(min(size, limit) + 1)]
+    total = len(chunks[0])
+    while chunks[-1] and total <= limit:  # the file grew after fstat
+        chunks.append(fh.read(min(2**20, limit + 1 - total)))
+        total += len(chunks[-1])
+    return b"".join(chunks)
 
 
 @functools.cache

@@ -48,7 +48,14 @@ def format_of(path: str) -> str:
 
 
 def read(text: str, format: str, file: str = "<input>") -> Spec:
-    return importlib.import_module(lookup(format).reader).read(text, file)
+    spec = importlib.import_module(lookup(format).reader).read(text, file)
+    from dsl.language.errors import SpecError
+    from dsl.language.reserved import reserved_names
+
+    problems = reserved_names(spec)  # the text grammar reads some reserved words as names
+    if problems:
+        raise SpecError(problems, {file: text})
+    return spec
 
 
 def write(spec: Spec, format: str) -> str:

@@ -75,6 +75,7 @@ from dsl.language.ir import (
     Use,
     Wildcard,
 )
+from dsl.language.reserved import RESERVED_WORDS
 
 MAX_NODES = 100_000  # YAML nodes visited, aliases expanded: stops alias bombs
 MAX_DEPTH = 64  # nesting of lists, block values and repeats
@@ -91,9 +92,7 @@ NODE_KEYS = tuple(dict.fromkeys(ASSIGN_KEYS + REPEAT_KEYS + INPUT_KEYS + OUTPUT_
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Words the text language reserves: a name spelled like one could not be printed back.
-RESERVED = frozenset(
-    {"param", "use", "block", "model", "input", "output", "repeat", "as", "train", "true", "false", "null"}
-)
+RESERVED = RESERVED_WORDS
 
 _TAG = "tag:yaml.org,2002:"
 _WRAPPED = re.compile(r"\$\{(.*)\}\Z", re.S)

@@ -16,14 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsl.data.preprocess import MAX_BYTES as PREPROCESS_MAX_BYTES
 from dsl.data.preprocess import PREPROCESS_FILE, Preprocessing
-from dsl.data.preprocess import read as read_preprocessing
+from dsl.data.preprocess import parse as parse_preprocessing
 from dsl.language import ir
 from dsl.language.errors import RunError, SpecError
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
 from dsl.training.checkpoint import load_into
-from dsl.training.rundir import BEST_FILE, MODEL_FILE, SPEC_FILE, RunDir
+from dsl.training.rundir import BEST_FILE, META_FILE, MODEL_FILE, RunDir, run_settings, run_spec
 from dsl.training.session import Options, Prepared, load_data, prepare
 
 TRAIN_KEYS = ("epochs", "seed")  # overrides of dsl.train that set train keys, as --epochs and --seed do
@@ -46,7 +47,7 @@ def locate(path: str | os.PathLike[str], best: bool = False) -> tuple[RunDir, st
     run = RunDir(path)
     if not os.path.isdir(path):
         raise RunError(f"{path}: no such run directory (nothing to load {name} from)")
-    if not os.path.isfile(run.file(name)):
+    if not os.path.lexists(run.file(name)) and not os.path.lexists(run.file(run.committed_file(name))):
         if name == BEST_FILE and os.path.isfile(run.file(MODEL_FILE)):
             raise RunError(f"{path} has no {BEST_FILE}: no epoch of the run was chosen on a validation split")
         raise RunError(f"{path}: no {name} (not a run directory, or no epoch finished)")
@@ -97,17 +98,14 @@ def _prepare_run(run: RunDir, meta: dict[str, Any], spec: ir.Spec | str | None,
                  overrides: Mapping[str, Any] | None, dims: Mapping[str, int] | None,
                  max_params: int | None) -> Prepared:
     if spec is None:
-        spec = meta.get("spec_file")
-        if not isinstance(spec, str) or not os.path.isfile(spec):  # moved or deleted: the run's own copy
-            spec = run.file(SPEC_FILE) if os.path.isfile(run.file(SPEC_FILE)) else None
-        if spec is None:
-            raise RunError(f"{run.path}: meta.json names no spec file that exists; give the spec (--spec)")
+        spec = run_spec(run, meta)  # the run's own copy: a path meta.json names is never opened (SECURITY.md)
     spec = load(spec) if isinstance(spec, str) else spec
     if isinstance(meta.get(DATA_EXPR), str):
         spec = with_data(spec, meta[DATA_EXPR])
     fields = _read_fields(meta.get(FIELDS), run.path) if FIELDS in meta else None
-    p = prepare(spec, {**_dict(meta.get("overrides")), **dict(overrides or {})},
-                {**_dict(meta.get("dims")), **dict(dims or {})}, {"seed": meta.get("seed")}, max_params, fields)
+    settings = run_settings(meta, run.file(META_FILE))  # type-checked: the directory is untrusted
+    p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
+                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params, fields)
     if p.analysis.fields is None:  # a source that declares its fields only when loaded (.pt)
         from dsl.training.session import with_loaded_fields
 
@@ -128,8 +126,8 @@ def _hint(meta: dict[str, Any]) -> str:
 
 def _preprocessing(run: RunDir, p: Prepared) -> Preprocessing:
     """As the run saved it; for a run from before ``preprocess.json``, recomputed from its source."""
-    if os.path.lexists(run.file(PREPROCESS_FILE)):
-        return read_preprocessing(run.file(PREPROCESS_FILE))
+    if os.path.lexists(run.file(PREPROCESS_FILE)):  # a regular file inside the run (RunDir.read_file), bounded
+        return parse_preprocessing(run.read_file(PREPROCESS_FILE, PREPROCESS_MAX_BYTES), run.file(PREPROCESS_FILE))
     if p.cfg.source is None:
         return Preprocessing()
     from dsl.data.preprocess import of_dataset

@@ -22,11 +22,15 @@ from dsl.language.ir import Spec
 from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
 from dsl.training.checkpoint import load_into
+from dsl.training.labels import check_labels
 from dsl.training.rundir import (
+    META_FILE,
     MODEL_FILE,
     ResumeError,
     RunDir,
     default_dir,
+    run_settings,
+    run_spec,
     spec_hash,
     spec_text,
     versions,
@@ -109,26 +113,36 @@ def latest_run(model_name: str) -> str | None:
 def run_dir(p: Prepared, out: str | None, resume: bool) -> tuple[RunDir, bool]:
     """The run directory and whether it resumes; RunError when it cannot be used."""
     name = p.spec.model.name if p.spec.model is not None else "model"
-    if resume:
-        path = out or latest_run(name)
-        if path is None or not RunDir(path).exists():
-            raise RunError(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}")
-        run = RunDir(path)
-        run.probe()
-        run.recover()  # finish or drop a checkpoint write that a kill interrupted
-        meta = run.read_meta()
-        if meta.get("spec_hash") != p.hash:
-            raise ResumeError(
-                f"refusing to resume {path}: the spec hash differs (checkpoint {str(meta.get('spec_hash'))[:12]}, "
-                f"now {p.hash[:12]}); the spec, its --set overrides or --dim sizes changed since that run. "
-                "Start a new run with a different --out"
-            )
-        return run, True
-    path = out or default_dir(name)
-    if RunDir(path).exists():
-        raise RunError(f"{path} already holds a run: pass --resume to continue it, or another --out")
-    RunDir(path).probe()  # an unwritable or full output directory fails here, before any training
-    return RunDir(path), False
+    path = (out or latest_run(name)) if resume else (out or default_dir(name))
+    if resume and (path is None or not RunDir(path).exists()):
+        raise RunError(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}")
+    assert path is not None
+    run = RunDir(path)
+    run.lock()  # one writer per directory, before anything is written (the caller unlocks)
+    try:
+        _check_run_dir(run, p, resume)
+    except BaseException:
+        run.unlock()
+        raise
+    return run, resume
+
+
+def _check_run_dir(run: RunDir, p: Prepared, resume: bool) -> None:
+    """A locked directory fit to start (a new run) or to resume (the same spec's checkpoint)."""
+    if not resume:
+        if run.exists():
+            raise RunError(f"{run.path} already holds a run: pass --resume to continue it, or another --out")
+        run.probe()  # an unwritable or full output directory fails here, before any training
+        return
+    run.probe()
+    run.recover()  # finish or drop a checkpoint write that a kill interrupted
+    meta = run.read_meta()
+    if meta.get("spec_hash") != p.hash:
+        raise ResumeError(
+            f"refusing to resume {run.path}: the spec hash differs (checkpoint {str(meta.get('spec_hash'))[:12]}, "
+            f"now {p.hash[:12]}); the spec, its --set overrides or --dim sizes changed since that run. "
+            "Start a new run with a different --out", file=run.file(META_FILE)
+        )
 
 
 def seed_everything(seed: int) -> None:
@@ -166,13 +180,24 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
     """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`.
 
     ``data``: a loaded dataset to train on instead of the train section's source."""
+
+    check_device(opts.device)
+    run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
+    try:
+        return _train_in(p, opts, run, resuming, rank, world, data)
+    finally:
+        if run is not None and rank == 0:
+            run.unlock()
+
+
+def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, rank: int, world: int,
+              data: Any) -> Any:
+    """:func:`train` once rank 0 holds the run directory."""
     import torch
 
     from dsl.building.model import build_for_training
     from dsl.training.trainer import Trainer
 
-    check_device(opts.device)
-    run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
     if world > 1:  # every rank learns rank 0's run directory
         path = _broadcast_path(run.path if run is not None else "")
         run = run if rank == 0 else RunDir(path)
@@ -180,6 +205,7 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
         torch.use_deterministic_algorithms(True, warn_only=True)
     data = load_data(p.cfg) if data is None else data
     p = with_loaded_fields(p, data)
+    check_labels(p.analysis, data)
     seed_everything(p.cfg.seed)
     model, step = build_for_training(p.analysis, guards=opts.guards)
     if not any(w.requires_grad for w in model.parameters()):
@@ -268,19 +294,21 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     from dsl.building.model import build_for_training
 
     run = RunDir(run_path)
-    if not os.path.exists(run.file(weights_file)):
+    if not os.path.lexists(run.file(weights_file)) and not os.path.lexists(run.file(run.committed_file(weights_file))):
         raise RunError(f"{run_path}: no {weights_file} (not a run directory?)")
     meta = run.read_meta() if run.exists() else {}
+    settings = run_settings(meta, run.file(META_FILE))
     if spec is None:
-        spec = meta.get("spec_file")
-        if not isinstance(spec, str):
-            raise RunError(f"{run_path}: meta.json names no spec file; give the spec")
-    p = prepare(spec, {**meta.get("overrides", {}), **dict(overrides or {})},
-                {**meta.get("dims", {}), **dict(dims or {})}, {"seed": meta.get("seed")}, max_params)
+        spec = run_spec(run, meta)  # the run's own copy: a path meta.json names is never opened
+    p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
+                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params)
     if p.analysis.fields is None:
         p = with_loaded_fields(p, load_data(p.cfg), p.dims)
     torch.manual_seed(p.cfg.seed)
     model, step = build_for_training(p.analysis)
     weights, _ = run.load_weights(weights_file)
-    load_into(model, weights, f"in {run_path}")
+    try:
+        load_into(model, weights, f"in {run_path}")
+    except RunError as exc:  # a diagnostic naming the file
+        raise RunError(str(exc), "E0704", run.file(weights_file)) from None
     return p, model, step, run

@@ -28,7 +28,7 @@ from dsl.language.errors import RunError
 from dsl.training.hooks import Hook, make_hooks
 from dsl.training.loggers import Loggers
 from dsl.training.metrics import SplitMetrics
-from dsl.training.rundir import BEST_FILE, ResumeError, RunDir
+from dsl.training.rundir import BEST_FILE, STATE_FILE, ResumeError, RunDir, check_state
 from dsl.training.schedules import Schedule
 
 
@@ -500,14 +500,19 @@ class Trainer:
             if self.run is not None:
                 self.run.truncate_metrics(0)
             return
-        st = run.load_state()
+        st = check_state(run.load_state(), run.file(STATE_FILE))
         weights, w_epoch = run.load_weights()
-        if w_epoch is not None and w_epoch != int(st["epoch"]):
+        committed = run.committed_epoch()
+        if {w_epoch, committed} - {None, int(st["epoch"])}:
             raise ResumeError(
                 f"the checkpoint in {run.path} is torn: weights are from epoch {w_epoch}, "
-                f"optimizer state from epoch {st['epoch']}"
+                f"optimizer state from epoch {st['epoch']}, meta.json commits epoch {committed}"
             )
-        self.load_state(st, weights)
+        try:
+            self.load_state(st, weights)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise ResumeError(f"the checkpoint in {run.path} does not fit this model and its optimizer "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
         if self.best and os.path.exists(run.file(BEST_FILE)):
             self.best_weights, _ = run.load_weights(BEST_FILE)
         if self.run is not None:

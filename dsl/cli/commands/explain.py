@@ -53,7 +53,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", default=None, metavar="OUT",
                         help="with --prototypes: draw each prototype's nearest examples (needs matplotlib)")
     parser.add_argument("--split", default=None, help="split that --input indexes (default: test)")
-    parser.add_argument("--spec", default=None, help="spec file (default: the one the run was trained from)")
+    parser.add_argument("--spec", default=None, help="spec file (default: the run's own copy, spec.dsl)")
     parser.add_argument("--set", action="append", default=[], metavar="K=V", help="override a param")
     parser.add_argument("--dim", action="append", default=[], metavar="N=34", help="bind a symbolic dim")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -88,48 +88,25 @@ def _problem(message: str) -> Exception:
     return RunError(message)
 
 
-def _spec_candidates(run_path: str, meta: dict[str, Any]) -> list[str]:
-    """The original spec file first (its folder resolves relative data paths), then the run's copy."""
-    from dsl.training.rundir import SPEC_FILE
-
-    found = [meta["spec_file"]] if meta.get("spec_file") and os.path.exists(meta["spec_file"]) else []
-    copy = os.path.join(run_path, SPEC_FILE)
-    return found + ([copy] if os.path.exists(copy) else [])
-
-
 def load_run(args: argparse.Namespace) -> Loaded:
     """The run's model (``model.safetensors``, eval mode) and data; ``args`` as ``register`` defines
-    them (``run``, ``spec``, ``set``, ``dim``, ``device``)."""
+    them (``run``, ``spec``, ``set``, ``dim``, ``device``). Without ``--spec`` the spec is the run's own
+    copy (``spec.dsl``): a path that ``meta.json`` names is never opened."""
     import torch
 
     from dsl.cli.main import parse_dims, parse_overrides
     from dsl.training.rundir import META_FILE, RunDir
-    from dsl.training.session import load_trained
+    from dsl.training.session import load_data, load_trained
 
-    rundir = RunDir(args.run)
-    if not os.path.isdir(args.run) or not os.path.exists(rundir.file(META_FILE)):
+    if not os.path.isdir(args.run) or not RunDir(args.run).exists():
         raise _problem(f"{args.run} is not a run directory (no {META_FILE}); train one with `dsl train SPEC --out DIR`")
-    meta = rundir.read_meta()
-    candidates = [args.spec] if args.spec else _spec_candidates(args.run, meta)
-    if not candidates:
-        raise _problem(f"{args.run}: the spec it was trained from is gone; pass it with --spec FILE")
-    for i, spec in enumerate(candidates):
-        last = i == len(candidates) - 1
-        try:
-            p, model, _, run_dir = load_trained(args.run, spec, parse_overrides(args.set or []),
-                                                parse_dims(args.dim or []))
-        except Exception:
-            if last:
-                raise
-            continue
-        # The original file may have been edited since training: then the run's own copy is the truth.
-        if p.hash == meta.get("spec_hash") or last:
-            break
+    p, model, _, run_dir = load_trained(args.run, args.spec, parse_overrides(args.set or []),
+                                        parse_dims(args.dim or []))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise _problem("--device cuda: no CUDA device is available")
     model.to(device).eval()
-    data = p.cfg.source.load(p.cfg.source_params, p.cfg.seed)
+    data = load_data(p.cfg)
     return Loaded(p, model, run_dir, data, device)
 
 

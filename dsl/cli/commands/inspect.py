@@ -54,25 +54,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_run(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(meta, epoch records) of a run directory."""
-    from dsl.training.rundir import META_FILE, METRICS_FILE
+    """(meta, epoch records) of a run directory, checked: the directory is untrusted, so a file of the
+    wrong shape is a RunError (E0704) naming it. Records past the epoch meta.json commits (a run
+    killed between the two writes) are left out, as ``--resume`` drops them."""
+    from dsl.training.rundir import META_FILE, RunDir
 
-    meta_file = os.path.join(path, META_FILE)
-    if not os.path.isfile(meta_file):
+    run = RunDir(path)
+    if not os.path.isdir(path) or not os.path.lexists(run.file(META_FILE)):
         raise InspectProblem(f"{path}: no {META_FILE} (not a run directory?)")
-    try:
-        with open(meta_file, encoding="utf-8") as fh:
-            meta = json.load(fh)
-        records: list[dict[str, Any]] = []
-        metrics = os.path.join(path, METRICS_FILE)
-        if os.path.isfile(metrics):
-            with open(metrics, encoding="utf-8") as fh:
-                records = [json.loads(line) for line in fh if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise InspectProblem(f"{path}: cannot read the run: {exc}") from None
-    if not isinstance(meta, dict) or not all(isinstance(r, dict) for r in records):
-        raise InspectProblem(f"{path}: meta.json or metrics.jsonl is not a run's")
-    return meta, records
+    meta = run.read_meta()
+    check_meta(meta, run.file(META_FILE))
+    committed = run.committed_epoch(meta)
+    return meta, [r for r in run.read_metrics() if r.get("epoch", 0) <= committed]
+
+
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str, type(None)), "spec_file": (str, type(None)), "spec_hash": (str, type(None)),
+    "data": (str, type(None)), "seed": (int, type(None)), "epochs": (int, type(None)), "overrides": (dict,),
+    "best": (dict,), "stopped_early": (bool,),
+}
+
+
+def check_meta(meta: dict[str, Any], path: str) -> None:
+    """The entries of meta.json that inspect shows have the types ``dsl train`` writes."""
+    for key, types in _META_TYPES.items():
+        if key in meta and not isinstance(meta[key], types):
+            _invalid(path, f"`{key}` is a JSON {type(meta[key]).__name__}")
+    best = meta.get("best") or {}
+    if "epoch" in best and type(best["epoch"]) is not int:
+        _invalid(path, "`best.epoch` is not an integer")
+
+
+def _invalid(path: str, what: str) -> None:
+    from dsl.language.errors import RunError
+
+    raise RunError(f"{path}: {what}, not what `dsl train` writes", "E0704", path)
 
 
 def pick(records: list[dict[str, Any]], epoch: int | None) -> dict[str, Any] | None:
@@ -101,9 +117,10 @@ def summary(meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, An
         "epochs": f"{meta.get('epoch', len(records))}/{meta.get('epochs', '?')}",
         "stopped_early": bool(meta.get("stopped_early", False)),
         "best": meta.get("best") or {},
-        "test": meta.get("test") or {},
+        "test": meta.get("test") if isinstance(meta.get("test"), dict) else {},
         "last": {k: v for k, v in last.items() if isinstance(v, dict) and k not in ("experts", "pruning")},
     }
+
 
 
 # --------------------------------------------------------------------------- showing
@@ -128,10 +145,11 @@ def _inspect(args: argparse.Namespace) -> int:
     from dsl.training.hooks.pruning import sparsity_table
 
     epoch = record.get("epoch")
-    for table in usage_tables(record.get("experts") or {}, title=f"expert usage, epoch {epoch}"):
+    experts, pruning = _escaped(record)
+    for table in usage_tables(experts, title=f"expert usage, epoch {epoch}"):
         console.print(table)
-    if record.get("pruning"):
-        console.print(sparsity_table(record["pruning"]))
+    if pruning:
+        console.print(sparsity_table(pruning))
     if not record.get("experts") and not record.get("pruning"):
         console.print(f"epoch {epoch}: no expert usage or pruning recorded")
     if args.plot:
@@ -140,33 +158,47 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _fmt(v: Any) -> str:
+    """A value for a table cell; text from the run is escaped (rich would read `[...]` as markup)."""
+    from rich.markup import escape
+
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
-    return str(v)
+    return escape(str(v))
+
+
+def _escaped(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The record's expert usage and pruning with their names escaped for rich."""
+    from rich.markup import escape
+
+    experts = {escape(k): {**u, "kind": escape(u["kind"])} for k, u in (record.get("experts") or {}).items()}
+    pruning = record.get("pruning")
+    if pruning:
+        pruning = {**pruning, "layers": {escape(k): v for k, v in pruning["layers"].items()}}
+    return experts, pruning
 
 
 def _summary_table(path: str, s: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    t = Table(title=f"run {path}", title_justify="left", show_header=False)
+    t = Table(title=f"run {_fmt(path)}", title_justify="left", show_header=False)
     t.add_column("", style="bold")
     t.add_column("")
     for key in ("model", "spec_file", "spec_hash", "data", "seed", "epochs"):
         t.add_row(key, _fmt(s[key]))
     if s["overrides"]:
-        t.add_row("overrides", ", ".join(f"{k}={v}" for k, v in s["overrides"].items()))
+        t.add_row("overrides", ", ".join(f"{_fmt(k)}={_fmt(v)}" for k, v in s["overrides"].items()))
     if s["stopped_early"]:
         t.add_row("stopped", "early (early_stop)")
     best = s["best"]
     if best:
-        t.add_row("best", f"{best.get('metric')} = {_fmt(best.get('value'))} at epoch {best.get('epoch')} "
-                          f"({best.get('split')})")
+        t.add_row("best", f"{_fmt(best.get('metric'))} = {_fmt(best.get('value'))} at epoch {best.get('epoch')} "
+                          f"({_fmt(best.get('split'))})")
     for split, values in s["last"].items():
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in values.items() if k != "throughput")
-        t.add_row(f"last {split}", shown)
+        shown = ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in values.items() if k != "throughput")
+        t.add_row(f"last {_fmt(split)}", shown)
     if s["test"]:
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in s["test"].items() if k not in ("epoch", "weights"))
-        t.add_row(f"test (epoch {s['test'].get('epoch')})", shown)
+        shown = ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in s["test"].items() if k not in ("epoch", "weights"))
+        t.add_row(f"test (epoch {_fmt(s['test'].get('epoch'))})", shown)
     return t
 
 
@@ -175,8 +207,9 @@ def curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int,
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in records:
         for split in ("train", "val", "graph"):
-            for key, value in (r.get(split) or {}).items():
-                if key != "throughput" and isinstance(value, (int, float)):
+            values = r.get(split)
+            for key, value in (values.items() if isinstance(values, dict) else ()):
+                if key != "throughput" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     out.setdefault(key, {}).setdefault(split, []).append((int(r.get("epoch", 0)), float(value)))
     return out
 
@@ -190,6 +223,10 @@ def _pyplot() -> Any:
     except ImportError:
         raise InspectProblem("--plot needs matplotlib: pip install 'dsl[plot]'") from None
     return plt
+
+
+def _title(text: str) -> str:
+    return text.replace("$", r"\$")  # no mathtext from the run
 
 
 def plot_run(records: list[dict[str, Any]], out: str) -> None:
@@ -206,7 +243,7 @@ def plot_run(records: list[dict[str, Any]], out: str) -> None:
     for ax, (key, by_split) in zip(axes[:, 0], lines.items(), strict=False):
         for split, points in by_split.items():
             ax.plot([e for e, _ in points], [v for _, v in points], marker="o", markersize=3, label=split)
-        ax.set_title(f"{key} per epoch")
+        ax.set_title(_title(f"{key} per epoch"))
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="small")
@@ -232,7 +269,7 @@ def _draw_load(ax: Any, path: str, points: list[tuple[int, list[float]]]) -> Non
         ax.plot(epochs, [load[i] if i < len(load) else float("nan") for _, load in points],
                 marker="o", markersize=3, label=f"expert {i}")
     ax.axhline(1.0 / n, color="grey", linestyle="--", linewidth=1, label="uniform")
-    ax.set_title(f"{path}: load fraction per expert")
+    ax.set_title(_title(f"{path}: load fraction per expert"))
     ax.set_xlabel("epoch")
     ax.set_ylabel("share of routed tokens")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -363,10 +363,21 @@ def make(trainer: Any) -> PushHook | None:
 
 
 def read_prototypes(run: Any) -> dict[str, Any] | None:
-    """``prototypes.json`` of a run directory, or None when the run never pushed."""
+    """``prototypes.json`` of a run directory, or None when the run never pushed (RunError, E0704,
+    when it is not what :func:`prototypes_json` writes: the directory is untrusted)."""
+    from dsl.training.rundir import INVALID, MAX_RECORDS_BYTES
+
     try:
-        with open(run.file(PROTOTYPES_FILE), encoding="utf-8") as fh:
-            return json.load(fh)
+        doc = run.read_json(PROTOTYPES_FILE, MAX_RECORDS_BYTES)
     except FileNotFoundError:
         return None
+    heads = doc.get("heads") if isinstance(doc, dict) else None
+    ok = isinstance(heads, dict) and all(
+        isinstance(h, dict) and isinstance(h.get("prototypes"), list)
+        and all(isinstance(p, dict) and type(p.get("index")) is int for p in h["prototypes"])
+        for h in heads.values())
+    if not ok:
+        path = run.file(PROTOTYPES_FILE)
+        raise RunError(f"{path} is not a run's record of pushed prototypes", INVALID, path)
+    return doc
 
