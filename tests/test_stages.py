@@ -149,3 +149,49 @@ def test_epochs_flag_is_refused_naming_stages(tmp_path: Path) -> None:
     path.write_text(spec())
     code, _, err = run_cli("train", str(path), "--epochs", "2", "--quiet", "--out", str(tmp_path / "run"))
     assert code == 1 and "--epochs cannot change a run with `stages`" in err
+
+
+def test_push_records_each_patch_and_its_box_in_the_input(tmp_path: Path) -> None:
+    """ProtoPNet's push.py keeps, per prototype, the image and the patch it came from with the
+    patch's receptive field (its bounding box in the input image)."""
+    import json
+
+    from dsl.checking.receptive import ReceptiveField
+
+    run = RunDir(str(tmp_path / "run"))
+    run.start("x", {})
+    t = trainer(spec("stages = [joint(epochs=1, push_every=1)]"), tmp_path, run)
+    t.fit()
+    doc = json.loads((tmp_path / "run" / "prototypes.json").read_text())["heads"]["logits"]
+    assert doc["input"] == "x"
+    # a 3x3 conv (padding 1), a 2x2 pool, a 1x1 conv: a 4-pixel field, 2 pixels apart
+    assert t.cfg.push_fields["logits"] == ReceptiveField((2.0, 2.0), (4.0, 4.0), (1.0, 1.0), "x")
+    x = t.data.splits["train"]["x"]
+    z = t.model.conv2d_1(torch.nn.functional.max_pool2d(torch.relu(t.model.conv2d(x)), 2)).sigmoid()
+    head = t.model.logits
+    for p in doc["prototypes"]:
+        h, w = p["position"]
+        assert p["box"] == [max(0, 2 * h - 1), min(8, 2 * h + 3), max(0, 2 * w - 1), min(8, 2 * w + 3)]
+        torch.testing.assert_close(head.prototypes[p["prototype"]].detach(), z[p["index"], :, h, w].detach())
+
+
+def test_a_push_without_one_label_per_embedding_is_a_check_error() -> None:
+    """The push cannot run when the head sees more rows than there are labels: said by dsl check,
+    not after the first epoch."""
+    text = """model M {
+    input x: [B, 64]
+    z = reshape(x, [B * 8, 8])
+    rows, dist = PrototypeHead(z, classes=10)
+    logits = mean(reshape(rows, [B, 8, 10]), dim=1)
+    output logits
+}
+
+train {
+    data       = digits(batch=32)
+    loss       = cross_entropy(logits, y)
+    push_every = 1
+}
+"""
+    diags = dsl.check(dsl.loads(text, file="spec.dsl"))
+    d = next(d for d in diags if "one class label per embedding" in d.message)
+    assert d.code == "E0501" and "8*B" in d.message and "push_every" in text.splitlines()[d.span.line - 1]

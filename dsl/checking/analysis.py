@@ -19,7 +19,7 @@ from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.objective import Objective, check_objective
 from dsl.checking.train.overrides import route_overrides
 from dsl.checking.train.prune import check_prune
-from dsl.checking.train.push import check_push
+from dsl.checking.train.push import check_push, check_push_rows
 from dsl.checking.train.section import bind_inputs, data_dims, data_fields, data_sizes, fresh_fields
 from dsl.checking.train.stages import check_stages
 from dsl.language import ir
@@ -156,3 +156,5 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
+    if result.objective is not None:
+        checker.diags.extend(check_push_rows(cfg, prog, {**fields, **result.objective.program.input_types()}))

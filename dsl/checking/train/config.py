@@ -161,6 +161,7 @@ class TrainConfig:
     stages: list[Stage] | None = None  # ProtoPNet's schedule (dsl/checking/train/stages.py)
     stages_span: Span = NO_SPAN
     stage_parts: Parts | None = None  # the model's parts the stages train, found by check_stages
+    push_fields: dict[str, Any] = field(default_factory=dict)  # head module -> ReceptiveField, by check_push
 
     def push_epochs(self) -> list[int] | None:
         """The epochs after which the prototypes are pushed when a joint stage says so, else None."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsl.checking.program import Program
+from dsl.checking.program import Program, arg_refs
+from dsl.checking.receptive import ReceptiveField, receptive_field
 from dsl.checking.train.config import TrainConfig
 from dsl.language.diagnostics import Diagnostic
 from dsl.language.ir import Call, Name
@@ -60,10 +61,51 @@ def uses_block(prog: Program, block: str) -> bool:
     return False
 
 
+def head_fields(prog: Program) -> dict[str, ReceptiveField]:
+    """The receptive field in the model input of each top-level head on a feature map, by module name:
+    where a pushed patch prototype came from (see :mod:`dsl.checking.receptive`)."""
+    fields: dict[str, ReceptiveField] = {}
+    for node in prog.nodes:
+        if node.decl is None or node.decl.name != HEAD_BLOCK or node.module is None:
+            continue
+        z = arg_refs(node.args)[:1]
+        rank = len(prog.type_of(z[0]).shape) if z else 0
+        if rank >= 3:
+            field = receptive_field(prog, z[0], rank - 2)
+            if field is not None:
+                fields[node.module] = field
+    return fields
+
+
+def check_push_rows(cfg: TrainConfig, prog: Program, label_types: dict[str, object]) -> list[Diagnostic]:
+    """The push needs one class label per embedding the head sees: a head on [B*T, D] with labels [B] cannot push."""
+    source = label_source(cfg)
+    if (cfg.push_every is None and cfg.push_epochs() is None) or source is None:
+        return []
+    label = label_types.get(source.label)
+    rows_label = prog.env.resolve(label.shape[0]) if getattr(label, "shape", None) else None  # type: ignore[union-attr]
+    out = []
+    for node in prog.nodes:
+        if node.decl is None or node.decl.name != HEAD_BLOCK or not arg_refs(node.args):
+            continue
+        z = prog.type_of(arg_refs(node.args)[0])
+        rows = prog.env.resolve(z.shape[0]) if z.shape else None
+        if rows is None or rows_label is None or rows == rows_label:
+            continue
+        if isinstance(rows, int) or isinstance(rows_label, int) or rows.name is None or rows_label.name is None:  # type: ignore[union-attr]
+            out.append(Diagnostic(
+                "E0501", f"the push needs one class label per embedding, and the PrototypeHead sees {rows} rows "
+                f"where the labels `{source.label}` have {rows_label}", cfg.push_span,
+                help="push a head that classifies one row per labelled example, or drop the push",
+            ).note(f"`{node.var or node.name}` is computed here", node.span))
+    return out
+
+
 def check_push(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
     """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
     if cfg.push_every is None and cfg.push_epochs() is None:
         return []
+    cfg.push_fields = head_fields(prog)
     out: list[Diagnostic] = []
     if not uses_block(prog, HEAD_BLOCK) and not cfg.stages:  # with stages, check_stages says it
         out.append(Diagnostic(

@@ -220,6 +220,9 @@ class HeadPush:
     classes: list[int]
     index: list[int]  # -1: the class had no training example, the prototype stayed
     moved: list[float]
+    position: list[list[int]] = field(default_factory=list)  # per prototype: its patch's (h, w) on a feature map
+    box: list[list[int]] = field(default_factory=list)  # per prototype: [top, bottom, left, right) in the input
+    input: str | None = None  # the model input the boxes lie in
 
     def summary(self) -> dict[str, Any]:
         moved = [m for m, i in zip(self.moved, self.index) if i >= 0]
@@ -230,8 +233,12 @@ class HeadPush:
         }
 
 
-def push_model(model: nn.Module, data: Any, labels: LabelSource, device: Any = "cpu") -> dict[str, HeadPush]:
-    """Push every PrototypeHead of ``model`` onto the training split; return what moved where."""
+def push_model(model: nn.Module, data: Any, labels: LabelSource, device: Any = "cpu",
+               fields: dict[str, Any] | None = None) -> dict[str, HeadPush]:
+    """Push every PrototypeHead of ``model`` onto the training split; return what moved where.
+
+    For a head on a feature map, each prototype's patch position is kept, and with its
+    receptive field (``fields``, by head) the box of input pixels the patch sees."""
     import torch
 
     from dsl.blocks.nn.prototype import push_prototypes
@@ -242,12 +249,35 @@ def push_model(model: nn.Module, data: Any, labels: LabelSource, device: Any = "
     for name, head in heads.items():
         cap = caps[name]
         before = head.prototypes.detach().clone()
-        local, _position = push_prototypes(head, cap.z.to(before.device), cap.labels)
+        local, position = push_prototypes(head, cap.z.to(before.device), cap.labels)
         found = local >= 0
         index = torch.where(found.cpu(), cap.index[local.clamp_min(0).cpu()], -1)
         moved = (head.prototypes.detach() - before).norm(dim=1)
-        result[name] = HeadPush(head.prototype_class.tolist(), index.tolist(), moved.tolist())
+        pushed = HeadPush(head.prototype_class.tolist(), index.tolist(), moved.tolist())
+        if cap.z.dim() > 2:
+            _place(pushed, position.tolist(), tuple(cap.z.shape[2:]), (fields or {}).get(name), data)
+        result[name] = pushed
     return result
+
+
+def _place(pushed: HeadPush, flat: list[int], grid: tuple[int, ...], field: Any, data: Any) -> None:
+    """Each prototype's patch position on the ``grid`` and, with a receptive field, its box in the input."""
+    for p in flat:
+        pos, rest = [], p
+        for size in reversed(grid):
+            pos.append(rest % size if p >= 0 else -1)
+            rest //= size
+        pushed.position.append(pos[::-1])
+    if field is None:
+        return
+    example = data.example().get(field.input) if hasattr(data, "example") else None
+    if example is None or example.dim() != len(grid) + 2:
+        return
+    lengths = tuple(int(n) for n in example.shape[2:])
+    pushed.input = field.input
+    for pos in pushed.position:
+        box = field.box(tuple(pos), lengths) if min(pos) >= 0 else []
+        pushed.box.append([x for pair in box for x in pair])
 
 
 def _broadcast(model: nn.Module) -> None:
@@ -264,9 +294,12 @@ def prototypes_json(epoch: int, labels: LabelSource, pushes: dict[str, HeadPush]
     for name, p in pushes.items():
         heads[name] = {
             "prototypes": [
-                {"prototype": j, "class": c, "index": i, "moved": m}
+                {"prototype": j, "class": c, "index": i, "moved": m,
+                 **({"position": p.position[j]} if p.position else {}),
+                 **({"box": p.box[j]} if p.box else {})}
                 for j, (c, i, m) in enumerate(zip(p.classes, p.index, p.moved))
             ],
+            **({"input": p.input} if p.input else {}),
             **p.summary(),
         }
     return {"epoch": epoch, "split": "train", "label": labels.label, "mask": labels.mask, "heads": heads}
@@ -296,7 +329,7 @@ class PushHook(Hook):
         """Push, re-evaluate, and note it all in ``record`` and ``prototypes.json``."""
         import torch
 
-        pushes = push_model(trainer.model, trainer.data, self.labels, trainer.device)
+        pushes = push_model(trainer.model, trainer.data, self.labels, trainer.device, trainer.cfg.push_fields)
         if trainer.world > 1:
             _broadcast(trainer.model)
         before = {s: record[s] for s in trainer.data.eval_splits if s in record}
