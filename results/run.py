@@ -84,8 +84,9 @@ def _train_row(row: Row, seed: int, epochs: int | None, root: str) -> dict[str, 
         return {"error": f"exit {code}: {err.strip()[-500:]}"}
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1])
+    meta = json.loads((out / "meta.json").read_text())
     record: dict[str, Any] = {
-        "value": last[row.split][row.metric],
+        "value": meta["test"][row.metric] if row.split == "test" else last[row.split][row.metric],
         "epochs": last["epoch"],
         "train_loss": last["train"]["loss"],
     }
@@ -99,8 +100,8 @@ def _extras(row: Row, seed: int, last: dict[str, Any], run_dir: str) -> dict[str
         push = last.get("push")
         if push is None:
             raise RuntimeError("the last epoch has no `push` record (is push_every wired?)")
-        out["before_push"] = push["before"][row.split][row.metric]
-        out["after_push"] = push["after"][row.split][row.metric]
+        out["before_push"] = push["before"]["val"][row.metric]  # pushes are measured on the validation split
+        out["after_push"] = push["after"]["val"][row.metric]
     needs_model = [e for e in row.extras if e in ("train_acc", "experts")]
     if needs_model:
         from results.measure import evaluate, expert_usage, load_run

@@ -10,7 +10,10 @@ model Classifier(classes: int = 10) {
 }
 
 train {
-    data = digits(batch=64)
-    loss = cross_entropy(logits, y)
-    epochs = 10
+    data      = digits(batch=32)
+    loss      = cross_entropy(logits, y)
+    metrics   = [accuracy(logits, y)]
+    optimizer = adamw(lr=0.01, weight_decay=0.1)
+    schedule  = cosine()
+    epochs    = 40
 }

@@ -148,7 +148,7 @@ CLI_CASES: list[tuple[str, list[str], tuple[str, int, int]]] = [
     ("max_params_check", ["check", "{spec}", "--max-params", "10"], ("E0802", 3, 9)),
     ("max_params_compile", ["compile", "{spec}", "--max-params", "10"], ("E0802", 3, 9)),
     ("max_params_train", ["train", "{train}", "--max-params", "10", "--out", "{tmp}/run"], ("E0802", 3, 14)),
-    ("set_on_train", ["train", "{train}", "--set", "lr=1", "--out", "{tmp}/run"], ("E0404", 0, 0)),
+    ("set_on_train", ["train", "{train}", "--set", "lrate=1", "--out", "{tmp}/run"], ("E0404", 0, 0)),
 ]
 
 # (name, arguments): argparse-level or CLI usage errors, exit 2

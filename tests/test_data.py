@@ -40,7 +40,7 @@ def test_declaring_sources_imports_no_torch() -> None:
 
 
 def test_every_builtin_source_is_listed() -> None:
-    assert set(SMALL) | {"file", "graphs"} == set(source_names())
+    assert set(SMALL) | {"file", "graphs", "table", "images", "pyg"} == set(source_names())
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -110,7 +110,21 @@ def test_karate_masks() -> None:
     g = src.load(src.params(per_class=2), 5).data
     assert g["x"].shape == (34, 34) and g["edge_index"].shape == (2, 156)
     assert g["y"][g["train_mask"]].bincount().tolist() == [2, 2, 2, 2]
-    assert not (g["train_mask"] & g["test_mask"]).any() and (g["train_mask"] | g["test_mask"]).all()
+    masks = torch.stack([g["train_mask"], g["val_mask"], g["test_mask"]]).long()
+    assert (masks.sum(0) == 1).all()  # every node in exactly one split
+    assert g["val_mask"].sum() == 13 and g["test_mask"].sum() == 13
+
+
+def test_a_graph_evaluates_each_split_on_its_own_nodes() -> None:
+    """Evaluating `val` (`test`) feeds every split mask as that split's, so a loss or metric written
+    with `mask=train_mask` or `mask=test_mask` counts the nodes of the split evaluated."""
+    data = lookup_source("karate").load(lookup_source("karate").params(), 0)
+    assert data.eval_splits == ("val", "test")
+    train = next(iter(data.batches("train")))
+    for split in ("val", "test"):
+        batch = next(iter(data.batches(split)))
+        for mask in ("train_mask", "val_mask", "test_mask"):
+            assert torch.equal(batch[mask], train[f"{split}_mask"]), (split, mask)
 
 
 def test_dictionary_lookup_labels_follow_the_keys() -> None:

@@ -150,8 +150,8 @@ def test_push_lands_every_prototype_on_a_training_embedding_of_its_class(tmp_pat
     summary = last["push"]["heads"]["logits"]
     assert summary["moved_mean"] >= 0 and summary["moved_max"] >= summary["moved_mean"]
     assert summary["unpushed"] == 0
-    assert last["push"]["after"]["test"] == last["test"]  # the record describes the saved weights
-    assert set(last["push"]["before"]["test"]) == {"loss", "accuracy(logits, y)"}
+    assert last["push"]["after"]["val"] == last["val"]  # the record describes the saved weights
+    assert set(last["push"]["before"]["val"]) == {"loss", "accuracy"}
     # the hook state keeps the same indices for resume
     state = RunDir(run).load_state()["hooks"]["push"]
     assert state["last_push"] == 3 and state["count"] == 2

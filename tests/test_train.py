@@ -12,7 +12,10 @@ from helpers import command_args, prepared
 from torch import nn
 
 from dsl.blocks.nn import losses as L
+from dsl.checking.train.metrics import METRICS
+from dsl.checking.train.objective import MetricUse
 from dsl.cli.training import cmd_eval, cmd_predict, cmd_train
+from dsl.language.diagnostics import NO_SPAN
 from dsl.training import metrics as M
 from dsl.training.rundir import RunDir
 
@@ -63,12 +66,14 @@ def test_run_directory_and_same_seed_same_metrics(spec_file, tmp_path) -> None:
     for name in ("spec.dsl", "model.safetensors", "state.pt", "metrics.jsonl", "meta.json"):
         assert os.path.exists(os.path.join(a, name)), name
     ra, rb = RunDir(a).read_metrics(), RunDir(b).read_metrics()
-    assert len(ra) == 4 and "accuracy(logits, y)" in ra[-1]["test"]
+    assert len(ra) == 4 and "accuracy" in ra[-1]["val"] and "test" not in ra[-1]  # test: once, at the end
     assert strip(ra) == strip(rb)
     meta = RunDir(a).read_meta()
     assert meta["epoch"] == 4 and meta["seed"] == 0 and len(meta["spec_hash"]) == 64 and meta["dims"] == {"F": 4}
-    assert "torch" in meta["versions"] and meta["best"]["metric"] == "accuracy(logits, y)"
-    assert ra[-1]["val"]["accuracy(logits, y)"] > 0.6  # it learns
+    assert "torch" in meta["versions"] and meta["best"]["metric"] == "accuracy"
+    assert meta["test"]["epoch"] == meta["best"]["epoch"] and meta["test"]["weights"] == "best"
+    assert meta["test"] == RunDir(b).read_meta()["test"]
+    assert ra[-1]["val"]["accuracy"] > 0.6  # it learns
 
 
 def test_resume_matches_straight_run(spec_file, tmp_path) -> None:
@@ -103,13 +108,13 @@ def test_eval_and_predict(spec_file, tmp_path, capsys) -> None:
     import numpy as np
 
     out = str(tmp_path / "e")
-    assert cmd_train(ns(file=spec_file, out=out, epochs=2)) == 0
+    assert cmd_train(ns(file=spec_file, out=out, epochs=1)) == 0  # one epoch: the best is the last
     capsys.readouterr()
     assert cmd_eval(argparse.Namespace(file=spec_file, ckpt=out, set=[], dim=[], device="cpu", json=True,
                                        debug=False)) == 0
     res = json.loads(capsys.readouterr().out)
-    last = RunDir(out).read_metrics()[-1]["test"]
-    assert res["test"]["accuracy(logits, y)"] == pytest.approx(last["accuracy(logits, y)"])
+    tested = RunDir(out).read_meta()["test"]
+    assert res["test"]["accuracy"] == pytest.approx(tested["accuracy"])
     data = tmp_path / "in.npz"
     np.savez(data, x=np.random.rand(7, 4).astype(np.float32))
     pred = str(tmp_path / "pred.npz")
@@ -129,7 +134,7 @@ def test_seed_flag_overrides_the_train_section_and_eval_reads_it_back(spec_file,
     assert cmd_eval(argparse.Namespace(file=spec_file, ckpt=b, set=[], dim=[], device="cpu", json=True,
                                        debug=False)) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["test"]["accuracy(logits, y)"] == pytest.approx(last["test"]["accuracy(logits, y)"])
+    assert res["test"]["accuracy"] == pytest.approx(RunDir(b).read_meta()["test"]["accuracy"])
 
 
 def test_early_stop_stops(spec_file, tmp_path) -> None:
@@ -197,8 +202,10 @@ def test_masked_losses_and_metrics() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     y = torch.tensor([0, 0, 1])
     mask = torch.tensor([True, True, False])
-    value, n = M.accuracy(logits, y, mask=mask)
-    assert n == 2 and float(value) == 0.5
+    use = MetricUse("accuracy", METRICS["accuracy"], ["m.logits", "m.target", "m.mask"], {}, True, NO_SPAN)
+    split = M.SplitMetrics([use], torch.device("cpu"))
+    split.update({"loss": torch.tensor(1.0), "m.logits": logits, "m.target": y, "m.mask": mask}, 3)
+    assert split.compute()["accuracy"] == 0.5  # the masked-out third row does not count
     ce = L.cross_entropy(logits, y, mask=mask)
     assert torch.allclose(ce, torch.nn.functional.cross_entropy(logits[:2], y[:2]))
     empty = L.cross_entropy(logits, y, mask=torch.zeros(3, dtype=torch.bool))

@@ -136,7 +136,7 @@ def test_early_stop_names_a_metric() -> None:
     assert codes(diags) == ["E0503"] and "accuracy" in (diags[0].help or "")
     cfg = analyse(spec_with(GOOD + "\nearly_stop = early_stop(metric=accuracy)")).config
     assert cfg.early_stop is not None and cfg.early_stop.mode == "max"
-    assert cfg.early_stop.metric == "accuracy(logits, y)"
+    assert cfg.early_stop.metric == "accuracy"
 
 
 def test_batch_key_overrides_source_and_is_rejected_for_full_graphs() -> None:

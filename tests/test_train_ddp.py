@@ -49,9 +49,21 @@ def test_two_process_ddp_cpu(tmp_path) -> None:
     assert meta["world_size"] == 2 and meta["epoch"] == 2
     records = RunDir(out).read_metrics()
     assert len(records) == 2
-    # metrics are reduced over both ranks: the whole test split (30 rows) is counted
-    acc = records[-1]["test"]["accuracy(logits, y)"]
-    assert abs(acc * 30 - round(acc * 30)) < 1e-6
+    # torchmetrics synchronises the ranks: the whole val and test splits (30 rows each) are counted
+    for acc in (records[-1]["val"]["accuracy"], meta["test"]["accuracy"]):
+        assert abs(acc * 30 - round(acc * 30)) < 1e-6
+    # and the two ranks' test equals one process's, on the weights validation chose
+    import torch
+
+    from dsl.training.session import load_data, load_trained
+    from dsl.training.trainer import Trainer
+
+    p, model, step, run = load_trained(out)
+    model.load_state_dict(run.load_weights("best.safetensors")[0])
+    single = Trainer(model, step, p.cfg, p.analysis.objective.metrics, load_data(p.cfg), verbose=False)
+    tested = single.evaluate("test")
+    assert tested["accuracy"] == meta["test"]["accuracy"]
+    assert torch.isclose(torch.tensor(tested["loss"]), torch.tensor(meta["test"]["loss"]), atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the launcher (issue 27)

@@ -17,14 +17,15 @@ from dsl.checking.checker import Checker
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.objective import Objective, check_objective
+from dsl.checking.train.overrides import route_overrides
 from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push, check_push_rows
-from dsl.checking.train.section import bind_inputs, data_dims, data_fields, fresh_fields
+from dsl.checking.train.section import bind_inputs, data_dims, data_fields, data_sizes, fresh_fields
 from dsl.checking.train.stages import check_stages
 from dsl.language import ir
 from dsl.language.diagnostics import Diagnostic, sort_diagnostics
 from dsl.language.registry import plugin_diagnostics
-from dsl.language.resolve import Resolved, resolve
+from dsl.language.resolve import ParamValue, Resolved, resolve
 from dsl.language.shapes import TensorType
 from dsl.language.source import gc_paused
 
@@ -71,15 +72,18 @@ def analyse(
 ) -> Analysis:
     """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
 
-    ``dims`` binds symbolic dims; ``overrides`` replaces params; ``max_params``
-    bounds the parameter count (default 1e9); ``train_overrides`` replaces train
-    keys (``epochs``, ``seed``); ``fields`` gives the data's fields when its source
-    cannot declare them (a ``.pt`` file, read when training starts); ``loader`` reads
-    the files the spec ``use``s (default: from disk; an editor passes its unsaved texts).
+    ``dims`` binds symbolic dims; ``overrides`` replaces params, and train keys
+    and optimizer, schedule or data arguments (:mod:`dsl.checking.train.overrides`);
+    ``max_params`` bounds the parameter count (default 1e9); ``train_overrides``
+    replaces train keys (``epochs``, ``seed``); ``fields`` gives the data's fields
+    when its source cannot declare them (a ``.pt`` file, read when training starts);
+    ``loader`` reads the files the spec ``use``s (default: from disk; an editor
+    passes its unsaved texts).
     """
     with gc_paused():
-        res = resolve(spec, dict(overrides or {}), loader)
-        result = Analysis(spec, res, diagnostics=list(res.diagnostics))
+        spec, params, routed = route_overrides(spec, dict(overrides or {}), _param_names(spec, loader))
+        res = resolve(spec, params, loader)
+        result = Analysis(spec, res, diagnostics=[*res.diagnostics, *routed])
         if spec.train is not None:
             _train_constants(result, dict(train_overrides or {}), fields)
         checker = Checker(res, dict(dims or {}), result.feature_dims)
@@ -94,6 +98,19 @@ def analyse(
     return result
 
 
+def _param_names(spec: ir.Spec, loader: Callable[[str], ir.Spec] | None) -> Callable[[], set[str]]:
+    """A lazy set of every param name (the spec's, its model's, those of files it uses)."""
+    names: list[set[str]] = []
+
+    def get() -> set[str]:
+        if not names:
+            res = resolve(spec, None, loader)
+            names.append(set(res.params) | {p.name for p in (spec.model.params if spec.model else ())})
+        return names[0]
+
+    return get
+
+
 def _train_constants(result: Analysis, train_overrides: dict[str, Any],
                      fields: Mapping[str, TensorType] | None) -> None:
     """The train section's config and its data's fields, and the sizes they give the model's dims."""
@@ -101,8 +118,24 @@ def _train_constants(result: Analysis, train_overrides: dict[str, Any],
     result.config = cfg
     result.diagnostics.extend(diags)
     result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)
+    if result.fields is not None:
+        _bind_sizes(result, data_sizes(cfg, result.diagnostics))
     result.data_dims = data_dims(result.resolved.model, result.fields, result.constants)
     result.feature_dims = data_dims(result.resolved.model, result.fields, result.constants, features_only=True)
+
+
+def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
+    """Sizes the data declares (``N_color``: the categories of a column) become constants of the model."""
+    cfg = result.config
+    assert cfg is not None
+    for name, size in sizes.items():
+        if name in result.resolved.params or name in result.resolved.model_args:
+            source = f"`{cfg.source.name}()`" if cfg.source else "the data"
+            result.diagnostics.append(Diagnostic(
+                "E0203", f"`{name}` is a param of this spec and a size that {source} declares",
+                cfg.data_span, help=f"rename the param: the data sets `{name}` = {size}"))
+            continue
+        result.resolved.params[name] = ParamValue(size, cfg.data_span, "data")
 
 
 def _train_section(result: Analysis, checker: Checker) -> None:

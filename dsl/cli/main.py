@@ -36,6 +36,14 @@ def _add_common(p: argparse.ArgumentParser, files: str | None = "+", file_help: 
                    help="refuse a model with more parameters (default 1e9)")
 
 
+def _device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (argparse: other values exit 2)."""
+    kind, colon, index = text.partition(":")
+    if text in ("cpu", "cuda") or (kind == "cuda" and colon and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
 def _count(text: str) -> int:
     """A positive count such as 5000000, 5e6 or 5_000_000 (argparse: bad values exit 2)."""
     try:
@@ -67,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guards", action="store_true", help="skip the per-call input checks (dsl.building.guards)")
     p.add_argument("--epochs", type=int, default=None, help="override the train section's epochs")
     p.add_argument("--seed", type=int, default=None, help="override the train section's seed")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--out", default=None, help="run directory")
+    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
+    p.add_argument("--out", default=None, help="run directory (a sweep: the folder of its runs)")
+    p.add_argument("--logger", action="append", default=[], choices=["csv", "tensorboard"],
+                   help="log per step and per epoch (added to the train section's loggers)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--nproc", type=int, default=1, help="processes for DistributedDataParallel")
     p.add_argument("--quiet", action="store_true", help="plain lines, no progress bar")
@@ -86,9 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the spec's test split")
     p.add_argument("--out", required=True, help="where to write: .npz, .csv, .parquet or .pt")
 
-    p = sub.add_parser("blocks", help="the block catalogue")
+    p = sub.add_parser("blocks", help="the block catalogue (or the train section's data, losses, metrics, optimizers)")
     p.add_argument("name", nargs="?", help="one block or function")
     p.add_argument("--json", action="store_true")
+    lists = p.add_mutually_exclusive_group()
+    for flag, what in (("data", "data sources"), ("losses", "loss functions"), ("metrics", "metrics"),
+                       ("optimizers", "optimizers and schedules")):
+        lists.add_argument(f"--{flag}", dest="listing", action="store_const", const=flag,
+                           help=f"list the train section's {what}")
     p.add_argument("--debug", action="store_true")
     _add_plugin_commands(sub)
     return parser
@@ -98,7 +113,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", default=None, help="run directory (the older form: dsl eval SPEC --ckpt RUN)")
     p.add_argument("--spec", default=None, help="use this spec instead of the run's")
     p.add_argument("--best", action="store_true", help="the weights the validation split chose (best.safetensors)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
 
 
 def _add_plugin_commands(sub: Any) -> None:
@@ -282,6 +297,10 @@ def _python_to_stdout(args: argparse.Namespace, prog: Any, model: Any) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
+    if getattr(args, "listing", None):
+        from dsl.tools.train_catalogue import show_listing
+
+        return show_listing(args.listing, args.json)
     from dsl.tools.catalogue import show_blocks
 
     return show_blocks(args.name, args.json)

@@ -14,7 +14,14 @@ import socket
 import sys
 from typing import Any
 
-from dsl.cli.main import UsageError, emit_diagnostics, emit_error, parse_dims, parse_overrides
+from dsl.cli.main import (
+    UsageError,
+    emit_diagnostics,
+    emit_error,
+    parse_assignments,
+    parse_dims,
+    parse_overrides,
+)
 from dsl.language.errors import DslError, SpecError
 from dsl.training.labels import check_labels
 from dsl.training.rundir import default_dir
@@ -73,7 +80,13 @@ def _guarded(fn: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dsl.training.sweep import is_sweep
+
     nproc = int(getattr(args, "nproc", 1) or 1)
+    if is_sweep(list(parse_assignments(args.set or [], "--set").items())):
+        from dsl.cli.sweep import run_sweep
+
+        return _guarded(run_sweep, args)
     if nproc > 1 and "RANK" not in os.environ:
         return _guarded(_spawn, args)
     return _guarded(_train, args)
@@ -83,7 +96,7 @@ def _options(args: argparse.Namespace) -> Options:
     return Options(out=getattr(args, "out", None), resume=bool(getattr(args, "resume", False)),
                    device=getattr(args, "device", "cpu") or "cpu", quiet=bool(getattr(args, "quiet", False)),
                    guards=not getattr(args, "no_guards", False), torch_compile=bool(getattr(args, "compile", False)),
-                   max_params=getattr(args, "max_params", None))
+                   max_params=getattr(args, "max_params", None), loggers=list(getattr(args, "logger", None) or []))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -111,7 +124,7 @@ def _finish(args: argparse.Namespace, trainer: Any) -> None:
     run = trainer.run
     if getattr(args, "json", False):
         print(json.dumps({"run_dir": run.path if run else None, "last": trainer.history[-1] if trainer.history else None,
-                          "best": trainer.best}, default=str))
+                          "best": trainer.best, "test": trainer.test}, default=str))
         return
     # Hooks with something to show at the end (expert usage, final sparsity) define summary().
     show_summary(trainer, hooks=not getattr(args, "quiet", False))

@@ -103,14 +103,24 @@ class TableDataset(Dataset):
             yield {k: v[idx] for k, v in data.items()}
 
 
+SPLIT_MASKS = ("train_mask", "val_mask", "test_mask")
+
+
 class GraphDataset(Dataset):
-    """One full graph: every step sees the whole graph; masks select the rows."""
+    """One full graph: every step sees the whole graph; masks select the rows.
+
+    Its evaluation splits are ``val`` and ``test`` when it has ``val_mask`` and
+    ``test_mask``: evaluating one feeds the graph with every split mask replaced
+    by that split's, so the loss and metrics, whichever split mask they were
+    written with, count the nodes of the split evaluated. Without them there is
+    one evaluation pass, ``graph``, on the masks as they are.
+    """
 
     kind = "graph"
-    eval_splits = ("graph",)
 
     def __init__(self, data: Batch):
         self.data = data
+        self.eval_splits = tuple(s for s in ("val", "test") if f"{s}_mask" in data) or ("graph",)
 
     def num_items(self, split: str) -> int:
         return 1
@@ -119,7 +129,11 @@ class GraphDataset(Dataset):
         return 1
 
     def batches(self, split: str, epoch: int = 0, rank: int = 0, world: int = 1) -> Iterator[Batch]:
-        yield dict(self.data)
+        batch = dict(self.data)
+        mask = batch.get(f"{split}_mask") if split in ("val", "test") else None
+        if mask is not None:
+            batch.update({name: mask for name in SPLIT_MASKS if name in batch})
+        yield batch
 
 
 def collate_graphs(graphs: Sequence[Batch], node_fields: Sequence[str], edge_fields: Sequence[str] = ("edge_index",)) -> Batch:

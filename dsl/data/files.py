@@ -9,11 +9,13 @@ training starts instead (``file_fields`` returns None).
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import io
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 from dsl.language.diagnostics import Span
@@ -154,11 +156,7 @@ def scan_csv(path: str, label: str, limit: int | None = None, require_label: boo
     ``require_label=False`` accepts a file without the label column (``dsl predict``)."""
     import math
 
-    from dsl.data.checks import open_data
-
-    fh = open_data(path)  # decoded line by line, so a bad byte has a line and column
-    with fh:
-        lines = _lines(fh, path)
+    with text_lines(path) as lines:
         header_line = next(lines, "")
         if "\r" in header_line.rstrip("\r\n"):
             raise DataError(f"{path} ends its lines with a lone carriage return (\\r); CSV lines end in \\n or "
@@ -215,6 +213,16 @@ def _row_error(line: str, fields: list[str], names: list[str], li: int, path: st
         if j == li and (value != int(value) or abs(value) > MAX_LABEL):
             raise DataError(f"label column `{names[li]}` holds {text.strip()}; labels are class "
                             "numbers 0, 1, 2, ...", *where)
+
+
+@contextlib.contextmanager
+def text_lines(path: str) -> Iterator[Iterator[str]]:
+    """The lines of a data file (a regular file of bounded size), decoded one by one so that a bad
+    byte has a line and column."""
+    from dsl.data.checks import open_data
+
+    with open_data(path) as fh:
+        yield _lines(fh, path)
 
 
 def _csv_fields(line: str, path: str, number: int) -> list[str]:

@@ -212,15 +212,27 @@ def load_karate(p: Any, seed: int) -> GraphDataset:
     data = KarateClub()[0]
     s = seed if p.seed is None else p.seed
     train = _labelled_masks(data.y, p.per_class, s)
+    val = _half_of_the_rest(train, s)
     return GraphDataset(
         {
             "x": data.x.float(),
             "edge_index": data.edge_index.long(),
             "y": data.y.long(),
             "train_mask": train,
-            "test_mask": ~train,
+            "val_mask": val,
+            "test_mask": ~train & ~val,
         }
     )
+
+
+def _half_of_the_rest(train: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded half of the nodes outside ``train``: the validation mask."""
+    g = torch.Generator().manual_seed(seed + 1)
+    rest = (~train).nonzero().flatten()
+    rest = rest[torch.randperm(rest.numel(), generator=g)]
+    val = torch.zeros_like(train)
+    val[rest[: rest.numel() // 2]] = True
+    return val
 
 
 def load_sbm(p: Any, seed: int) -> GraphDataset:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dsl.language.shapes import TensorType
 
-Kind = Literal["table", "graph", "graphs", "bags", "episodes"]
+Kind = Literal["table", "graph", "graphs", "bags", "episodes", "images"]
 
 
 class SourceParams(BaseModel):
@@ -27,6 +27,7 @@ class SourceParams(BaseModel):
 
 
 FieldsFn = Callable[[Any], dict[str, TensorType]]
+SizesFn = Callable[[Any], dict[str, int]]
 LoadFn = Callable[[Any, int], Any]  # (params, seed) -> Dataset
 
 
@@ -41,6 +42,7 @@ class Source:
     load: LoadFn
     doc: str = ""
     positional: tuple[str, ...] = ()  # params that may be given positionally
+    sizes: SizesFn | None = None  # sizes it declares besides its fields (N_color), model constants
 
     def field_types(self, params: Any) -> dict[str, TensorType]:
         return self.fields(params)
@@ -55,8 +57,8 @@ def register_source(src: Source) -> Source:
 
 
 def _ensure_loaded() -> None:
-    # Importing the declarations module registers the built-in sources.
-    from dsl.data import sources  # noqa: F401
+    # Importing the declaration modules registers the built-in sources.
+    from dsl.data import images, pyg, sources, tables  # noqa: F401
 
 
 def lookup_source(name: str) -> Source | None:

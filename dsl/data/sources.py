@@ -125,6 +125,7 @@ def _karate_fields(p: KarateParams) -> dict[str, TensorType]:
         "edge_index": _t(2, 156, dtype="long"),
         "y": _t(34, dtype="long"),
         "train_mask": _t(34, dtype="bool"),
+        "val_mask": _t(34, dtype="bool"),
         "test_mask": _t(34, dtype="bool"),
     }
 
@@ -143,7 +144,7 @@ register_source(
         _karate_fields,
         _karate_load,
         doc="Zachary's karate club (PyG KarateClub): 34 nodes, 4 classes; `per_class` seeded "
-        "labelled nodes per class form train_mask, all others test_mask",
+        "labelled nodes per class form train_mask, a seeded half of the others val_mask, the rest test_mask",
     )
 )
 

@@ -78,6 +78,10 @@ def file_batches(path: str, opened: Any) -> list[dict[str, Tensor]]:
             from dsl.data.graphfiles import graph_batches
 
             return graph_batches(path, int(getattr(cfg.source_params, "batch", 32)))
+        if cfg.source is not None and cfg.source.name == "table":  # text categories -> the training indices
+            from dsl.data.table_load import input_tensors
+
+            return [input_tensors(path, cfg.source_params, dict(opened.preprocessing.vocabularies))]
         return [_read_tensors(path, cfg.source_params, inputs_only=True)]
     except DataError as exc:
         raise SpecError([Diagnostic(exc.code, exc.message, exc.span or Span(file=path))]) from None

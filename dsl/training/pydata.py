@@ -4,8 +4,9 @@ Each item is a dict of tensors (or numbers, or numpy arrays) by field name, as t
 inputs and loss name them. One dataset is split 60/20/20 into train/val/test, seeded by the
 run's seed, as the tables are; a dict ``{"train": ..., "val": ..., "test": ...}`` gives the
 splits itself (``val`` and ``test`` may be left out). Batches are the items stacked
-(``default_collate``), floats as float32 and integers as int64, shuffled each epoch like
-every other source. The fields are read from the first item, so the spec is checked against
+(``default_collate``), floats as float32 and integers as int64, by a
+``torch.utils.data.DataLoader`` (:class:`~dsl.data.loading.LoaderDataset`: shuffled each
+epoch like every other source, ``DistributedSampler`` under DDP). The fields are read from the first item, so the spec is checked against
 them before anything trains.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from dsl.data.base import ListDataset
+from dsl.data.loading import LoaderDataset
 from dsl.language.errors import RunError
 from dsl.language.shapes import Sym, TensorType
 
@@ -67,7 +68,7 @@ def _first_split(dataset: Any) -> Any:
     return dataset
 
 
-def adapt(dataset: Any, batch: int | None, seed: int) -> ListDataset:
+def adapt(dataset: Any, batch: int | None, seed: int) -> LoaderDataset:
     """The dsl dataset of a Python one: its splits, batched and shuffled like the other sources."""
     _first_split(dataset)
     if isinstance(dataset, Mapping):
@@ -77,8 +78,7 @@ def adapt(dataset: Any, batch: int | None, seed: int) -> ListDataset:
 
         parts = random_split(dataset, FRACTIONS, generator=torch.Generator().manual_seed(seed))
         splits = dict(zip(SPLITS, parts, strict=True))
-    data = ListDataset(splits, batch or DEFAULT_BATCH, seed, collate, kind="table")
-    data.eval_splits = tuple(s for s in ("val", "test") if s in splits and len(splits[s]) > 0)
+    data = LoaderDataset(splits, batch or DEFAULT_BATCH, seed, collate=collate)
     if not data.eval_splits:
         raise RunError("data=: no validation or test items to evaluate on")
     return data

@@ -206,10 +206,11 @@ def show_summary(trainer: Any, console: Any = None, hooks: bool = True) -> None:
 
     from rich.console import Console
 
-    from dsl.training.trainer import final_table
+    from dsl.training.trainer import final_table, selection_note
 
     console = console or Console(file=sys.stdout)
-    console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best))
+    console.print(final_table(trainer.history, trainer.data.eval_splits, trainer.best, trainer.test))
+    console.print(selection_note(trainer), highlight=False)
     floor = getattr(trainer.data, "info", {}).get("entropy_val")
     if floor is not None:
         console.print(f"the generated corpus's entropy, the lowest loss possible: {floor:.4f} nats per character (val)")

@@ -69,6 +69,7 @@ class Options:
     torch_compile: bool = False
     max_params: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more entries for meta.json
+    loggers: list[str] = field(default_factory=list)  # --logger, added to the train section's loggers
 
 
 def prepare(spec: Spec | str, overrides: dict[str, Any] | None = None, dims: dict[str, int] | None = None,
@@ -179,10 +180,8 @@ def train(p: Prepared, opts: Options, rank: int = 0, world: int = 1, data: Any =
     """Train ``p`` as rank ``rank`` of ``world`` processes; the :class:`~dsl.training.trainer.Trainer`.
 
     ``data``: a loaded dataset to train on instead of the train section's source."""
-    import torch
 
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"--device {opts.device}: no CUDA device is available")
+    check_device(opts.device)
     run, resuming = run_dir(p, opts.out, opts.resume) if rank == 0 else (None, opts.resume)
     try:
         return _train_in(p, opts, run, resuming, rank, world, data)
@@ -235,7 +234,7 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
     assert p.analysis.objective is not None
     trainer = Trainer(model, step, p.cfg, p.analysis.objective.metrics, data, run=run if rank == 0 else None,
                       meta=meta, device=device, quiet=opts.quiet, rank=rank, world=world,
-                      torch_compile=opts.torch_compile)
+                      torch_compile=opts.torch_compile, loggers=[*p.cfg.loggers, *opts.loggers])
     if resuming:
         trainer.resume()
     elif rank == 0 and run is not None:
@@ -243,6 +242,20 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         save_preprocessing(run, data)
     trainer.fit()
     return trainer
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` naming a device that is there; RunError otherwise."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise RunError(f"--device {device}: no CUDA device is available")
+    index = device.partition(":")[2]
+    if index and int(index) >= torch.cuda.device_count():
+        raise RunError(f"--device {device}: there are {torch.cuda.device_count()} CUDA device(s), "
+                       f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
 
 
 def save_preprocessing(run: RunDir, data: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -25,8 +26,10 @@ from dsl.checking.train.objective import LOSS, MetricUse
 from dsl.data.base import Dataset
 from dsl.language.errors import RunError
 from dsl.training.hooks import Hook, make_hooks
-from dsl.training.metrics import metric_value
+from dsl.training.loggers import Loggers
+from dsl.training.metrics import SplitMetrics
 from dsl.training.rundir import BEST_FILE, STATE_FILE, ResumeError, RunDir, check_state
+from dsl.training.schedules import Schedule
 
 
 class NonFiniteLoss(RunError):
@@ -50,21 +53,23 @@ def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
     name, p = cfg.optimizer
     if name == "sgd":
         return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=p.nesterov)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=p.lr, alpha=p.alpha, eps=p.eps, momentum=p.momentum,
+                                   weight_decay=p.weight_decay, centered=p.centered)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
     return torch.optim.Adam(params, lr=p.lr, betas=p.betas, eps=p.eps, weight_decay=p.weight_decay)
 
 
-def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> Any:
-    """A per-epoch learning-rate schedule, or None."""
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch: int = 1,
+                  mode: str = "min") -> Schedule | None:
+    """The learning-rate schedule (:mod:`dsl.training.schedules`), or None."""
     if cfg.schedule is None:
         return None
-    name, p = cfg.schedule
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.t_max or cfg.epochs, eta_min=p.eta_min)
-    if name == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=p.step_size, gamma=p.gamma)
-    return torch.optim.lr_scheduler.LinearLR(opt, start_factor=p.start_factor, end_factor=1.0, total_iters=p.epochs)
+    return Schedule(cfg, opt, steps_per_epoch, mode)
+
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Reporter:
@@ -145,7 +150,7 @@ class _TermLog:
                     terms[key] = names[key].item()
             if tr.world > 1 or not all(map(math.isfinite, terms.values())):
                 tr._stop_if_not_finite(terms, self.epoch, step)  # before the step: the weights stay good
-            self._count(terms)
+            self._count(terms, step)
             return
         keys = ("loss", *(k for k in self.aux_keys if k in names))
         # float64, as float(...) would read them: the sums below are then the same additions.
@@ -173,13 +178,15 @@ class _TermLog:
                 first = (step, bad[0], bad[1])
             rows.append(terms)
         self.trainer._stop_at_first_not_finite(first, self.epoch)
-        for terms in rows:
-            self._count(terms)
+        for (step, _, _), terms in zip(pending, rows, strict=True):
+            self._count(terms, step)
 
-    def _count(self, terms: dict[str, float]) -> None:
+    def _count(self, terms: dict[str, float], step: int) -> None:
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
         self.report.step_terms(self.epoch + 1, terms)
+        if self.trainer.loggers.active:
+            self.trainer.log_step(self.epoch, step, terms)
 
 
 class Trainer:
@@ -199,6 +206,7 @@ class Trainer:
         world: int = 1,
         torch_compile: bool = False,
         verbose: bool = True,
+        loggers: list[str] | None = None,
     ):
         self.cfg = cfg
         self.metrics = metrics
@@ -219,9 +227,12 @@ class Trainer:
             # Unused parameters are normal here (experts a gate did not pick).
             self.net = DDP(self.step, find_unused_parameters=True)
         self.fwd: Any = torch.compile(self.net) if torch_compile else self.net
-        # Batches come from the CPU: moving them is a no-op there, and bf16 autocast is CUDA only.
+        # Batches come from the CPU: moving them is a no-op there.
         self._move = self.device.type != "cpu"
-        self._amp = self.device.type == "cuda"
+        self._amp = AUTOCAST.get(cfg.precision)  # autocast only when the spec asks (precision = "bf16"/"fp16")
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise RunError('precision = "fp16" needs a CUDA device; on the CPU use "bf16" or "32"')
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
         # Steps between reads of the loss terms (and NaN/inf checks). Reading a CPU tensor is
         # free, so a single CPU process reads every step and stops *before* a bad step's update.
         # On a GPU each read stalls the launch queue and under DDP each check is a collective:
@@ -232,29 +243,39 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # A model without weights (nearest-centroid) can still be evaluated.
         self.opt: Any = make_optimizer(cfg, trainable) if trainable else None
-        self.sched = make_schedule(cfg, self.opt) if self.opt is not None else None
+        self.val_split = "val" if "val" in data.eval_splits and data.num_items("val") > 0 else None
+        self.test_split = "test" if "test" in data.eval_splits and data.num_items("test") > 0 else None
+        self.steps_per_epoch = -(-data.num_batches("train", world) // cfg.accumulate)
+        mon = self.monitor()
+        self.sched = (make_schedule(cfg, self.opt, self.steps_per_epoch, mon[1] if mon else "min")
+                      if self.opt is not None else None)
         # Loss terms a hook adds for a while (the last-layer stage's L1), each a no-argument callable.
         self.extra_losses: list[Any] = []
         self.inputs = input_names(self.step)
         self.epoch = 0
+        self.global_step = 0
         self.best: dict[str, Any] = {}
+        self.best_weights: dict[str, Tensor] | None = None  # a CPU copy of the weights the validation chose
+        self.test: dict[str, Any] = {}  # the test split's numbers once the run is over
         self.bad_epochs = 0
         self.stopped = False
         self.history: list[dict[str, Any]] = []
+        self.logger_names = list(cfg.loggers if loggers is None else loggers)
+        self.loggers = Loggers([], None)  # opened by fit, on rank 0 of a run with a directory
         self.hooks: list[Hook] = make_hooks(self)
 
     # ------------------------------------------------------------------ steps
 
     def _autocast(self) -> Any:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self._amp is not None:
+            return torch.autocast(self.device.type, dtype=self._amp)
         return nullcontext()
 
     def _forward(self, module: Any, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The step's results on one batch: the loss, the metrics' tensors, the auxiliary losses."""
         if self._move:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        if self._amp:
+        if self._amp is not None:
             with self._autocast():
                 return module(**{k: batch[k] for k in self.inputs})
         return module(**{k: batch[k] for k in self.inputs})
@@ -265,30 +286,89 @@ class Trainer:
 
     def train_epoch(self, epoch: int, report: Reporter) -> dict[str, float]:
         """One pass over the training split; the mean of each loss term, and the throughput."""
+        if self.cfg.accumulate > 1 or self.scaler is not None:
+            return self._train_epoch_accumulating(epoch, report)
         self.net.train()
         aux = list(self.aux_weights.items())
         log = _TermLog(self, epoch, report)
         steps, rows, t0 = 0, 0, time.perf_counter()
         for batch in self.data.batches("train", epoch, self.rank, self.world):
-            names = self._forward(self.fwd, batch)
-            loss = names[LOSS]
-            total = loss
-            for key, weight in aux:
-                if key in names:
-                    total = total + weight * names[key]
-            for term in self.extra_losses:
-                total = total + term()
+            names, loss, total = self._losses(batch, aux)
             log.add(steps, loss, names)  # reads and checks the terms every `sync_every` steps
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
-            for hook in self.hooks:
-                hook.after_step(self, epoch, steps)
+            self._after_optimizer_step(epoch, steps)
             steps += 1
             rows += self._rows(batch)
         log.flush()
+        return self._epoch_terms(log, steps, rows, t0)
+
+    def _losses(self, batch: dict[str, Tensor], aux: list[tuple[str, float]]) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """The step's outputs, its loss, and the loss plus the weighted auxiliary losses."""
+        names = self._forward(self.fwd, batch)
+        loss = names[LOSS]
+        total = loss
+        for key, weight in aux:
+            if key in names:
+                total = total + weight * names[key]
+        for term in self.extra_losses:
+            total = total + term()
+        return names, loss, total
+
+    def _after_optimizer_step(self, epoch: int, step: int) -> None:
+        self.global_step += 1
+        if self.sched is not None:
+            self.sched.after_step()
+        for hook in self.hooks:
+            hook.after_step(self, epoch, step)
+
+    def _train_epoch_accumulating(self, epoch: int, report: Reporter) -> dict[str, float]:
+        """:meth:`train_epoch` with ``accumulate`` batches to an optimizer step, or fp16 loss scaling."""
+        self.net.train()
+        aux = list(self.aux_weights.items())
+        log = _TermLog(self, epoch, report)
+        every = self.cfg.accumulate
+        total_batches = self.data.num_batches("train", self.world)
+        batches, rows, t0 = 0, 0, time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        for batch in self.data.batches("train", epoch, self.rank, self.world):
+            last = (batches + 1) % every == 0 or batches + 1 == total_batches
+            # Under DDP only the batch before an optimizer step averages the gradients across ranks.
+            with self.net.no_sync() if self.world > 1 and not last else nullcontext():
+                names, loss, total = self._losses(batch, aux)
+                log.add(batches, loss, names)
+                share = total / every if every > 1 else total
+                (self.scaler.scale(share) if self.scaler is not None else share).backward()
+            if last:
+                self._optimizer_step()
+                self._after_optimizer_step(epoch, batches // every)
+            batches += 1
+            rows += self._rows(batch)
+        log.flush()
+        return self._epoch_terms(log, batches, rows, t0)
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            if self.cfg.grad_clip is not None:
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            if self.cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def log_step(self, epoch: int, batch: int, terms: dict[str, float]) -> None:
+        """Per-step events to the loggers (``batch`` counts the epoch's batches from 0)."""
+        step = epoch * self.steps_per_epoch + batch // self.cfg.accumulate + 1
+        self.loggers.step(terms, float(self.opt.param_groups[0]["lr"]), epoch + 1, step)
+
+    def _epoch_terms(self, log: _TermLog, steps: int, rows: int, t0: float) -> dict[str, float]:
         out = {k: v / max(steps, 1) for k, v in log.sums.items()}
         out = self._reduce_mean(out)
         elapsed = time.perf_counter() - t0
@@ -297,24 +377,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
-        """The loss and every metric on ``split``, aggregated exactly over batches and ranks."""
+        """The loss and every metric on ``split`` (torchmetrics, synchronised across ranks)."""
         self.step.eval()
-        names_ = ["loss"] + [m.name for m in self.metrics]
-        acc = torch.zeros(2 * len(names_), dtype=torch.float64)
+        values = SplitMetrics(self.metrics, self.device, self.world)
         for batch in self.data.batches(split, 0, self.rank, self.world):
-            out = self._forward(self.step, batch)
-            n = self._rows(batch)
-            acc[0] += float(out[LOSS]) * n
-            acc[1] += n
-            for i, m in enumerate(self.metrics, start=1):
-                value, count = metric_value(m, out, n)
-                acc[2 * i] += float(value) * count
-                acc[2 * i + 1] += count
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(acc)
-        return {k: (float(acc[2 * i] / acc[2 * i + 1]) if acc[2 * i + 1] > 0 else math.nan) for i, k in enumerate(names_)}
+            values.update(self._forward(self.step, batch), self._rows(batch))
+        return values.compute()
 
     def _stop_if_not_finite(self, terms: dict[str, float], epoch: int, step: int) -> None:
         """Stop on a NaN/inf term of one step (every rank together)."""
@@ -369,7 +437,8 @@ class Trainer:
     # ------------------------------------------------------------------ monitoring
 
     def monitor(self) -> tuple[str, str] | None:
-        """(metric name, "max"|"min") that picks the best epoch and drives early stopping."""
+        """(metric name, "max"|"min") that picks the best epoch on the validation split and drives
+        early stopping and the plateau schedule."""
         es = self.cfg.early_stop
         if es is not None:
             return es.metric, es.mode or "min"
@@ -392,6 +461,8 @@ class Trainer:
             "epoch": self.epoch,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict() if self.sched is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "global_step": self.global_step,
             "rng": torch.get_rng_state(),
             "best": dict(self.best),
             "bad_epochs": self.bad_epochs,
@@ -412,9 +483,12 @@ class Trainer:
         self.opt.load_state_dict(st["optimizer"])
         if self.sched is not None and st.get("scheduler"):
             self.sched.load_state_dict(st["scheduler"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         torch.set_rng_state(st["rng"])
         if "cuda_rng" in st and self.device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+        self.global_step = int(st.get("global_step", self.epoch * self.steps_per_epoch))
         self.best = dict(st.get("best") or {})
         self.bad_epochs = int(st.get("bad_epochs", 0))
         self.stopped = bool(st.get("stopped", False))
@@ -439,6 +513,8 @@ class Trainer:
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
             raise ResumeError(f"the checkpoint in {run.path} does not fit this model and its optimizer "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+        if self.best and os.path.exists(run.file(BEST_FILE)):
+            self.best_weights, _ = run.load_weights(BEST_FILE)
         if self.run is not None:
             self.run.truncate_metrics(self.epoch)
             self.history = self.run.read_metrics()
@@ -458,11 +534,15 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def fit(self, stop_after: int | None = None) -> list[dict[str, Any]]:
-        """Train from ``self.epoch`` to ``cfg.epochs`` (or ``stop_after`` epochs in total)."""
+        """Train from ``self.epoch`` to ``cfg.epochs`` (or ``stop_after`` epochs in total); a run that
+        ends (its last epoch, or an early stop) then evaluates the test split once (:meth:`final_test`)."""
         last = self.cfg.epochs if stop_after is None else min(self.cfg.epochs, stop_after)
         steps = self.data.num_batches("train", self.world)
         report = Reporter(self.verbose, self.quiet, max(last - self.epoch, 0), steps)
         mon = self.monitor()
+        self._needs_validation()
+        if self.run is not None and self.logger_names:
+            self.loggers = Loggers(self.logger_names, self.run.path, self.epoch, self.global_step)
         for hook in self.hooks:
             hook.on_fit_start(self)
         try:
@@ -471,72 +551,133 @@ class Trainer:
                 self.history.append(record)
                 if self.run is not None:
                     self.run.append_metrics(record)
+                self.loggers.epoch(record, self.global_step)
                 self.checkpoint()
                 report.epoch(self._line(record, last))
             for hook in self.hooks:
                 hook.on_fit_end(self)
+            if self.epoch >= self.cfg.epochs or self.stopped:
+                self.final_test()
         finally:
             report.close()
+            self.loggers.close()
         return self.history
+
+    def _needs_validation(self) -> None:
+        """early_stop and the plateau schedule watch the validation split: refuse to run without one."""
+        if self.val_split is not None:
+            return
+        if self.cfg.early_stop is not None:
+            raise RunError("early_stop watches the validation split, and this data has none (give the source "
+                           "val > 0, or drop early_stop)")
+        if self.cfg.schedule is not None and self.cfg.schedule[0] == "plateau":
+            raise RunError("schedule = plateau(...) watches the validation split, and this data has none "
+                           "(give the source val > 0, or use another schedule)")
 
     def _one_epoch(self, report: Reporter, mon: tuple[str, str] | None) -> dict[str, Any]:
         epoch = self.epoch
         t0 = time.perf_counter()
         for hook in self.hooks:
             hook.on_epoch_start(self, epoch)
-        train = self.train_epoch(epoch, report)
         lr = self.opt.param_groups[0]["lr"]
-        if self.sched is not None:
-            self.sched.step()
+        train = self.train_epoch(epoch, report)
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train": train}
-        for split in self.data.eval_splits:
-            record[split] = self.evaluate(split)
+        watched = self.val_split or ("graph" if "graph" in self.data.eval_splits else None)
+        if watched is not None:
+            record[watched] = self.evaluate(watched)
         self.epoch = epoch + 1
         for hook in self.hooks:
             hook.on_epoch_end(self, record)
         record["time"] = time.perf_counter() - t0
-        if mon is not None:
-            value = record[self.data.eval_splits[0]].get(mon[0], math.nan)
-            if self._improved(value, mon[1]):
-                self.best = {"metric": mon[0], "split": self.data.eval_splits[0], "value": value, "epoch": self.epoch}
-                self.bad_epochs = 0
-                if self.run is not None:
-                    self.run.save_weights(self.model.state_dict(), self.epoch, BEST_FILE)
-            else:
-                self.bad_epochs += 1
-            es = self.cfg.early_stop
-            if es is not None and self.bad_epochs >= es.patience:
-                self.stopped = True
+        value = record[watched].get(mon[0], math.nan) if mon is not None and watched is not None else math.nan
+        if self.sched is not None:
+            self.sched.after_epoch(value)
+        if mon is not None and self.val_split is not None:
+            self._track_best(value, mon)
         return record
+
+    def _track_best(self, value: float, mon: tuple[str, str]) -> None:
+        if self._improved(value, mon[1]):
+            self.best = {"metric": mon[0], "split": self.val_split, "value": value, "epoch": self.epoch}
+            self.bad_epochs = 0
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.run is not None:
+                self.run.save_weights(self.best_weights, self.epoch, BEST_FILE)
+        else:
+            self.bad_epochs += 1
+        es = self.cfg.early_stop
+        if es is not None and self.bad_epochs >= es.patience:
+            self.stopped = True
+
+    def final_test(self) -> dict[str, Any]:
+        """The test split, once, on the weights of the best validation epoch (the last epoch's without a
+        validation split). Written to ``meta.json`` under ``test``; the model goes back to the last
+        epoch's weights (those of ``model.safetensors``)."""
+        if self.test_split is None:
+            return {}
+        chosen = "best" if self.best_weights is not None else "last"
+        last = None
+        if self.best_weights is not None:
+            last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_weights)
+        epoch = int(self.best.get("epoch", self.epoch)) if chosen == "best" else self.epoch
+        self.test = {"epoch": epoch, "weights": chosen, **self.evaluate(self.test_split)}
+        if last is not None:
+            self.model.load_state_dict(last)
+        self.loggers.epoch({"epoch": epoch, "test": {k: v for k, v in self.test.items()
+                                                     if k not in ("epoch", "weights")}}, self.global_step)
+        if self.run is not None:
+            self.meta.update(test=self.test, epoch=self.epoch)
+            self.run.write_meta(self.meta)
+        return self.test
 
     def _line(self, r: dict[str, Any], last: int) -> str:
         parts = [f"epoch {r['epoch']}/{last}"]
         parts += [f"{k} {_fmt(v)}" for k, v in r["train"].items() if k != "throughput"]
-        for split in self.data.eval_splits:
-            parts += [f"{split} {k} {_fmt(v)}" for k, v in r[split].items()]
+        for split in ("val", "graph"):
+            if r.get(split):
+                parts.append(f"{split}: " + " ".join(f"{k} {_fmt(v)}" for k, v in r[split].items()))
         parts.append(f"{r['train']['throughput']:.0f} ex/s")
         if self.stopped:
             parts.append("(early stop)")
         return "  ".join(parts)
 
 
-def final_table(history: list[dict[str, Any]], splits: tuple[str, ...], best: dict[str, Any]) -> Any:
-    """A rich table of the last epoch's numbers per split, and the best epoch."""
+def final_table(history: list[dict[str, Any]], splits: tuple[str, ...], best: dict[str, Any],
+                test: dict[str, Any] | None = None) -> Any:
+    """A rich table: the training loss of the last epoch, the validation numbers of the epoch they
+    chose, and the test split's on those weights; narrow enough for 80 columns."""
     from rich.table import Table
 
-    table = Table(title="results")
-    table.add_column("split")
     last = history[-1] if history else {}
+    chosen = next((r for r in history if r.get("epoch") == best.get("epoch")), last) if best else last
+    rows: list[tuple[str, dict[str, Any]]] = [("train", last.get("train", {}))]
+    rows += [(s, chosen[s]) for s in ("val", "graph") if s in chosen]
+    if test:
+        rows.append(("test", {k: v for k, v in test.items() if k not in ("epoch", "weights")}))
     keys: list[str] = []
-    for s in ("train",) + splits:
-        for k in last.get(s, {}):
-            if k not in keys and k != "throughput":
-                keys.append(k)
+    for _, values in rows:
+        keys += [k for k in values if k not in keys and k != "throughput"]
+    table = Table(title="results", title_justify="left")
+    table.add_column("split")
+    table.add_column("epoch", justify="right")
     for k in keys:
-        table.add_column(k, justify="right")
-    for s in ("train",) + splits:
-        row = last.get(s, {})
-        table.add_row(s, *[_fmt(row[k]) if k in row else "" for k in keys])
-    if best:
-        table.caption = f"best {best['metric']} = {_fmt(best['value'])} at epoch {best['epoch']} ({best['split']})"
+        table.add_column(k, justify="right", overflow="fold")
+    epochs = {"train": last.get("epoch"), "val": chosen.get("epoch"), "graph": chosen.get("epoch"),
+              "test": (test or {}).get("epoch")}
+    for name, values in rows:
+        table.add_row(name, str(epochs.get(name) or ""), *[_fmt(values[k]) if k in values else "" for k in keys])
     return table
+
+
+def selection_note(trainer: Trainer) -> str:
+    """Which weights the test split saw, in one line."""
+    best = trainer.best
+    if best and trainer.test:
+        return (f"test: once, on epoch {best['epoch']}'s weights (best val {best['metric']} "
+                f"{best['value']:.4f})")
+    if trainer.test:
+        return "test: once, on the last epoch's weights (this data has no validation split)"
+    if trainer.val_split is None:
+        return "this data has no validation split and no test split"
+    return f"best val {best['metric']} at epoch {best['epoch']}" if best else ""

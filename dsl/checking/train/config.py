@@ -11,10 +11,11 @@ checker.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dsl.checking.train.prune import Prune, resolve_prune
 from dsl.checking.train.stages import Parts, Stage, resolve_stages, total_epochs
@@ -25,7 +26,9 @@ from dsl.language.ir import Call, Expr, ListExpr, Name, Spec, Str, TrainEntry
 from dsl.language.printer import expr_to_text
 
 KEYS = ("data", "loss", "metrics", "optimizer", "schedule", "epochs", "seed", "batch", "grad_clip", "early_stop",
-        "push_every", "prune", "stages")
+        "push_every", "prune", "stages", "accumulate", "precision", "loggers")
+PRECISIONS = ("32", "bf16", "fp16")
+LOGGERS = ("csv", "tensorboard")
 
 
 class _Strict(BaseModel):
@@ -37,6 +40,13 @@ class SGD(_Strict):
     momentum: float = Field(0.0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     nesterov: bool = False
+
+    @field_validator("nesterov")
+    @classmethod
+    def _needs_momentum(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and not info.data.get("momentum"):
+            raise ValueError("nesterov=true needs momentum > 0")
+        return v
 
 
 class Adam(_Strict):
@@ -50,19 +60,54 @@ class AdamW(Adam):
     weight_decay: float = Field(0.01, ge=0)
 
 
+class RMSprop(_Strict):
+    lr: float = Field(0.01, gt=0)
+    alpha: float = Field(0.99, gt=0, lt=1, description="smoothing constant of the squared-gradient average")
+    eps: float = Field(1e-8, gt=0)
+    momentum: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    centered: bool = Field(False, description="normalise by the gradient's estimated variance")
+
+
 class Cosine(_Strict):
-    t_max: int | None = Field(None, gt=0, description="epochs of one half-cosine (default: all epochs)")
-    eta_min: float = Field(0.0, ge=0)
+    """Per step: half a cosine from the optimizer's lr down to ``eta_min``, after ``warmup`` epochs."""
+
+    t_max: int | None = Field(None, gt=0, description="epochs of one half-cosine (default: all epochs after warmup)")
+    eta_min: float = Field(0.0, ge=0, description="the lr at the end")
+    warmup: float = Field(0.0, ge=0, description="epochs of linear warmup from 0 first")
 
 
 class Step(_Strict):
+    """Per epoch: multiply the lr by ``gamma`` every ``step_size`` epochs."""
+
     step_size: int = Field(gt=0, description="epochs between decays")
     gamma: float = Field(0.1, gt=0)
 
 
 class Warmup(_Strict):
-    epochs: int = Field(5, gt=0, description="epochs of linear warmup, then constant")
+    """Per step: linear from ``start_factor`` times the lr up to the lr over ``epochs`` epochs, then constant."""
+
+    epochs: float = Field(5, gt=0, description="epochs of linear warmup, then constant")
     start_factor: float = Field(0.1, gt=0, le=1)
+
+
+class OneCycle(_Strict):
+    """Per step: Smith's one-cycle policy over the whole run (torch's OneCycleLR)."""
+
+    max_lr: float | None = Field(None, gt=0, description="the peak lr (default: the optimizer's lr)")
+    pct_start: float = Field(0.3, gt=0, lt=1, description="share of the run spent rising")
+    div_factor: float = Field(25.0, gt=0, description="the first lr is max_lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0, description="the last lr is the first / final_div_factor")
+    anneal: Literal["cos", "linear"] = "cos"
+
+
+class Plateau(_Strict):
+    """Per epoch: multiply the lr by ``factor`` when the monitored validation value stops improving."""
+
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0, description="epochs without improvement before a cut")
+    threshold: float = Field(1e-4, ge=0, description="relative change that counts as an improvement")
+    min_lr: float = Field(0.0, ge=0)
 
 
 class EarlyStopArgs(_Strict):
@@ -72,14 +117,16 @@ class EarlyStopArgs(_Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
-OPTIMIZERS: dict[str, type[_Strict]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-SCHEDULES: dict[str, type[_Strict]] = {"cosine": Cosine, "step": Step, "warmup": Warmup}
+OPTIMIZERS: dict[str, type[_Strict]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+SCHEDULES: dict[str, type[_Strict]] = {"cosine": Cosine, "step": Step, "warmup": Warmup, "onecycle": OneCycle,
+                                       "plateau": Plateau}
+PER_EPOCH_SCHEDULES = ("step", "plateau")  # the others advance after every optimizer step
 
 
 @dataclass
 class Metric:
-    name: str  # the expression's text, as written
-    expr: Call
+    name: str  # its short key: `name=`, else the function's name (`top5_accuracy` for accuracy(top_k=5))
+    expr: Call  # the call without `name=`
 
 
 @dataclass
@@ -108,6 +155,9 @@ class TrainConfig:
     push_every: int | None = None  # ProtoPNet push every n epochs (dsl/training/hooks/push.py)
     push_span: Span = NO_SPAN
     prune: Prune | None = None  # gradual magnitude pruning (dsl/training/hooks/pruning.py)
+    accumulate: int = 1  # batches whose gradients add up to one optimizer step
+    precision: str = "32"  # "32" | "bf16" | "fp16": autocast dtype of the forward pass
+    loggers: list[str] = field(default_factory=list)  # "csv", "tensorboard"
     stages: list[Stage] | None = None  # ProtoPNet's schedule (dsl/checking/train/stages.py)
     stages_span: Span = NO_SPAN
     stage_parts: Parts | None = None  # the model's parts the stages train, found by check_stages
@@ -194,7 +244,7 @@ def resolve_config(
             ctx.err("E0203", f"train key `{e.key}` given twice", key_span(e))
         else:
             seen[e.key] = e
-    for key in ("epochs", "seed", "batch", "grad_clip", "push_every"):
+    for key in ("epochs", "seed", "batch", "grad_clip", "push_every", "accumulate"):
         if key in seen:
             _scalar(ctx, cfg, seen[key])
     for key, value in (train_overrides or {}).items():
@@ -220,6 +270,10 @@ def resolve_config(
         _early_stop(ctx, cfg, seen["early_stop"])
     if "prune" in seen:
         cfg.prune = resolve_prune(ctx, seen["prune"])
+    if "precision" in seen:
+        _precision(ctx, cfg, seen["precision"])
+    if "loggers" in seen:
+        cfg.loggers = _loggers(ctx, seen["loggers"])
     if "stages" in seen:
         _stages(ctx, cfg, seen, train_overrides or {})
     return cfg, ctx.diags
@@ -311,7 +365,58 @@ def _metrics(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
         if not isinstance(item, Call):
             ctx.err("E0501", "each metric must be a call such as accuracy(logits, y)", item.span)
             continue
-        cfg.metrics.append(Metric(expr_to_text(item), item))
+        key = _metric_key(ctx, item)
+        if key is None:
+            continue
+        call = item.model_copy(update={"kwargs": tuple(k for k in item.kwargs if k.name != "name")})
+        if key in [m.name for m in cfg.metrics] or key == "loss":
+            ctx.err("E0203", f"two values are reported as `{key}`", item.span,
+                    help=f'give this metric its own key: {item.func}(..., name="{item.func}_2")')
+            continue
+        cfg.metrics.append(Metric(key, call))
+
+
+def _metric_key(ctx: Constants, call: Call) -> str | None:
+    """The metric's short key: its `name=`, else its function (``top5_accuracy`` for ``top_k=5``)."""
+    named = next((k for k in call.kwargs if k.name == "name"), None)
+    if named is not None:
+        value = ctx.const(named.value, "`name` of a metric")
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value):
+            if value is not None:
+                ctx.err("E0401", "a metric's `name` must be a word such as \"test_accuracy\"", named.value.span,
+                        label=f"found {value!r}")
+            return None
+        return value
+    top_k = next((k for k in call.kwargs if k.name == "top_k"), None)
+    if call.func == "accuracy" and top_k is not None:
+        k = ctx.const(top_k.value, "`top_k` of `accuracy`")
+        if isinstance(k, int) and not isinstance(k, bool) and k > 1:
+            return f"top{k}_accuracy"
+    return call.func
+
+
+def _precision(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
+    value = e.value.id if isinstance(e.value, Name) else ctx.const(e.value, "`precision`")
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text not in PRECISIONS:
+        if value is not None:
+            ctx.err("E0501", f"`precision` must be one of {', '.join(map(repr, PRECISIONS))}", e.value.span,
+                    label=f"found {value!r}", help='"bf16" on a recent GPU or the CPU, "fp16" on older GPUs')
+        return
+    cfg.precision = text
+
+
+def _loggers(ctx: Constants, e: TrainEntry) -> list[str]:
+    items = e.value.items if isinstance(e.value, ListExpr) else (e.value,)
+    out: list[str] = []
+    for item in items:
+        name = item.id if isinstance(item, Name) else item.value if isinstance(item, Str) else None
+        if name not in LOGGERS:
+            ctx.err("E0501", f"unknown logger `{expr_to_text(item)}`", item.span,
+                    help=did_you_mean(str(name), LOGGERS) or f"loggers: {', '.join(LOGGERS)}")
+        elif name not in out:
+            out.append(name)
+    return out
 
 
 def _choice(ctx: Constants, e: TrainEntry, table: dict[str, type[_Strict]], what: str) -> tuple[str, Any] | None:
@@ -355,10 +460,14 @@ def _early_stop(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
 
 
 def _find_metric(ctx: Constants, cfg: TrainConfig, wanted: str, span: Span) -> str | None:
-    """`early_stop(metric=...)` names a metric by its text, its function name, or `loss`."""
+    """`early_stop(metric=...)` names a metric by its key (``val/`` in front allowed), its text, or `loss`."""
+    wanted = wanted.removeprefix("val/")
     if wanted == "loss":
         return "loss"
-    exact = [m.name for m in cfg.metrics if m.name.replace(" ", "") == wanted.replace(" ", "")]
+    by_key = [m.name for m in cfg.metrics if m.name == wanted]
+    if by_key:
+        return by_key[0]
+    exact = [m.name for m in cfg.metrics if expr_to_text(m.expr).replace(" ", "") == wanted.replace(" ", "")]
     if exact:
         return exact[0]
     by_fn = [m.name for m in cfg.metrics if m.expr.func == wanted]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dsl.checking.program import PNode, Program, Ref, arg_refs
 from dsl.checking.scope import POISON, Poison, Scope, TensorVal
 from dsl.checking.train.config import TrainConfig
-from dsl.checking.train.metrics import METRICS, MetricDecl, lookup_metric
+from dsl.checking.train.metrics import AVERAGES, METRICS, MetricDecl, lookup_metric
 from dsl.language import ir
 from dsl.language.constants import ConstError, eval_const
 from dsl.language.diagnostics import Span, did_you_mean
@@ -46,6 +46,7 @@ class MetricUse:
     consts: dict[str, Any]
     higher_is_better: bool
     span: Span
+    classes: int | None = None  # the class dim of its scores, when the checker knows it
 
 
 @dataclass
@@ -172,7 +173,7 @@ def _add_input(obj: Program, scope: Scope, name: str, t: TensorType, span: Span)
 
 
 def _loss(checker: Checker, expr: ir.Expr, scope: Scope, obj: Program) -> None:
-    metric = _metric_call_in(expr)
+    metric = _metric_call_in(expr, checker.registry)
     if metric is not None:
         fspan = metric.func_span if metric.func_span.known else metric.span
         checker.error("E0501", f"`{metric.func}` is a metric, not a loss: it has no gradient to train on", fspan,
@@ -194,10 +195,11 @@ def _loss(checker: Checker, expr: ir.Expr, scope: Scope, obj: Program) -> None:
     obj.outputs[LOSS] = value.ref
 
 
-def _metric_call_in(expr: ir.Expr) -> ir.Call | None:
-    """A call of a declared metric anywhere in ``expr`` (metrics have no gradient)."""
+def _metric_call_in(expr: ir.Expr, functions: Any) -> ir.Call | None:
+    """A call of a declared metric anywhere in ``expr`` (metrics have no gradient), unless
+    the metric is also a loss function (``mse``)."""
     for node in expr.walk():
-        if isinstance(node, ir.Call) and node.func in METRICS:
+        if isinstance(node, ir.Call) and node.func in METRICS and node.func not in functions:
             return node
     return None
 
@@ -243,7 +245,14 @@ def _metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope
         key = f"metric{index}.{arg}"
         obj.outputs[key] = value.ref
         outputs.append(key)
-    return MetricUse(name, decl, outputs, consts, decl.higher_is_better, call.span)
+    scores = checker.env.resolve_type(inputs[decl.args[0].name].type)
+    classes = scores.shape[-1] if decl.args[0].pattern.endswith("C") and scores.shape else None
+    if isinstance(classes, int) and consts.get("top_k", 1) > classes:
+        checker.error("E0401", f"`top_k` of `accuracy` is {consts['top_k']}, but there are {classes} classes",
+                      next(k.value.span for k in call.kwargs if k.name == "top_k"))
+        return None
+    return MetricUse(name, decl, outputs, consts, decl.higher_is_better, call.span,
+                     classes if isinstance(classes, int) else None)
 
 
 def _loss_as_metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope,
@@ -277,6 +286,13 @@ def _const(checker: Checker, kw: ir.Keyword, scope: Scope, func: str, decl: Metr
     if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
         want = " or ".join(t.__name__ for t in types)
         checker.error("E0401", f"`{kw.name}` of `{func}` must be {want}", kw.value.span, label=f"found {v!r}")
+        return POISON
+    if kw.name == "average" and v not in AVERAGES:
+        checker.error("E0401", f"`average` of `{func}` must be one of {', '.join(AVERAGES)}", kw.value.span,
+                      label=f"found {v!r}")
+        return POISON
+    if kw.name == "top_k" and v < 1:
+        checker.error("E0401", "`top_k` of `accuracy` must be at least 1", kw.value.span, label=f"found {v!r}")
         return POISON
     return v
 

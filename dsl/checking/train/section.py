@@ -36,6 +36,18 @@ def data_fields(cfg: TrainConfig, diags: list[Diagnostic]) -> dict[str, TensorTy
     return None
 
 
+def data_sizes(cfg: TrainConfig, diags: list[Diagnostic]) -> dict[str, int]:
+    """Sizes the source declares besides its fields (``N_<column>``: a column's categories)."""
+    if cfg.source is None or cfg.source.sizes is None:
+        return {}
+    try:
+        return cfg.source.sizes(cfg.source_params)
+    except (ValueError, OSError) as exc:  # its fields were read: a problem here is rare (the file changed)
+        diags.append(Diagnostic(getattr(exc, "code", "E0703"), f"bad data file: {exc}",
+                                getattr(exc, "span", None) or cfg.data_span))
+        return {}
+
+
 def data_dims(model: ir.BlockDef | None, fields: dict[str, TensorType] | None,
               consts: dict[str, Const], features_only: bool = False) -> dict[str, int]:
     """Concrete sizes the data gives the model inputs' symbolic dims, by symbol name.

@@ -8,8 +8,10 @@ Reads the run directory's ``meta.json`` and ``metrics.jsonl`` and shows:
   last epoch, or ``--epoch N``, as tables with a bar chart of each expert's load;
 * the sparsity per layer when the run pruned (``dsl.training.hooks.pruning``).
 
-``--plot OUT.png`` draws each router's load fraction per expert over the
-epochs (one panel per router; needs matplotlib: ``pip install 'dsl[plot]'``).
+``--plot OUT.png`` draws the learning curves (the training and validation
+loss, and each validation metric, over the epochs) and, below them, each
+router's load fraction per expert (one panel per router); it needs
+matplotlib: ``pip install 'dsl[plot]'``.
 ``--json`` prints the summary and the chosen epoch's record as JSON.
 
 Exit codes: 0; 1 when RUN is not a run directory, records no such epoch, has
@@ -25,7 +27,7 @@ import sys
 from typing import Any
 
 NAME = "inspect"
-HELP = "show a run's summary, expert usage and pruning; plot expert load over epochs"
+HELP = "show a run's summary, expert usage and pruning; plot learning curves and expert load"
 
 
 class InspectProblem(Exception):
@@ -36,7 +38,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory (written by dsl train)")
     parser.add_argument("--epoch", type=int, default=None, metavar="N", help="show this epoch (default: the last)")
     parser.add_argument("--plot", default=None, metavar="OUT.png",
-                        help="plot each expert's load fraction over epochs (needs matplotlib)")
+                        help="plot the learning curves and each expert's load over epochs (needs matplotlib)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
@@ -115,6 +117,7 @@ def summary(meta: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, An
         "epochs": f"{meta.get('epoch', len(records))}/{meta.get('epochs', '?')}",
         "stopped_early": bool(meta.get("stopped_early", False)),
         "best": meta.get("best") or {},
+        "test": meta.get("test") if isinstance(meta.get("test"), dict) else {},
         "last": {k: v for k, v in last.items() if isinstance(v, dict) and k not in ("experts", "pruning")},
     }
 
@@ -127,7 +130,7 @@ def _inspect(args: argparse.Namespace) -> int:
     meta, records = read_run(args.run)
     record = pick(records, args.epoch)
     if args.plot:
-        plot_load(records, args.plot)
+        plot_run(records, args.plot)
     if args.json:
         print(json.dumps({"run": args.run, "summary": summary(meta, records), "record": record}, default=str))
         return 0
@@ -193,38 +196,87 @@ def _summary_table(path: str, s: dict[str, Any]) -> Any:
     for split, values in s["last"].items():
         shown = ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in values.items() if k != "throughput")
         t.add_row(f"last {_fmt(split)}", shown)
+    if s["test"]:
+        shown = ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in s["test"].items() if k not in ("epoch", "weights"))
+        t.add_row(f"test (epoch {_fmt(s['test'].get('epoch'))})", shown)
     return t
 
 
-def plot_load(records: list[dict[str, Any]], out: str) -> None:
-    """One panel per router: each expert's load fraction against the epoch."""
-    series: dict[str, list[tuple[int, list[float]]]] = {}
+def curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Per quantity (``loss``, then each metric), per split: (epoch, value) points."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for r in records:
-        for path, u in (r.get("experts") or {}).items():
-            series.setdefault(path, []).append((int(r.get("epoch", 0)), list(u.get("load") or [])))
-    if not series:
-        raise InspectProblem("the run recorded no expert usage: nothing to plot (it has no MoE or Gate)")
+        for split in ("train", "val", "graph"):
+            values = r.get(split)
+            for key, value in (values.items() if isinstance(values, dict) else ()):
+                if key != "throughput" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    out.setdefault(key, {}).setdefault(split, []).append((int(r.get("epoch", 0)), float(value)))
+    return out
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise InspectProblem("--plot needs matplotlib: pip install 'dsl[plot]'") from None
-    fig, axes = plt.subplots(len(series), 1, figsize=(8, 3.2 * len(series)), squeeze=False)
-    for ax, (path, points) in zip(axes[:, 0], series.items(), strict=True):
-        epochs = [e for e, _ in points]
-        n = max(len(load) for _, load in points)
-        for i in range(n):
-            ax.plot(epochs, [load[i] if i < len(load) else float("nan") for _, load in points],
-                    marker="o", markersize=3, label=f"expert {i}")
-        ax.axhline(1.0 / n, color="grey", linestyle="--", linewidth=1, label="uniform")
-        ax.set_title(f"{path}: load fraction per expert".replace("$", r"\$"))  # no mathtext from the run
+    return plt
+
+
+def _title(text: str) -> str:
+    return text.replace("$", r"\$")  # no mathtext from the run
+
+
+def plot_run(records: list[dict[str, Any]], out: str) -> None:
+    """The learning curves, one panel per quantity, then each router's expert load."""
+    lines = curves(records)
+    loads = _load_series(records)
+    if not lines and not loads:
+        raise InspectProblem("the run recorded no epoch yet: nothing to plot")
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    panels = len(lines) + len(loads)
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3.0 * panels), squeeze=False)
+    for ax, (key, by_split) in zip(axes[:, 0], lines.items(), strict=False):
+        for split, points in by_split.items():
+            ax.plot([e for e, _ in points], [v for _, v in points], marker="o", markersize=3, label=split)
+        ax.set_title(_title(f"{key} per epoch"))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("share of routed tokens")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize="small")
+    for ax, (path, points) in zip(axes[len(lines):, 0], loads.items(), strict=True):
+        _draw_load(ax, path, points)
+    _save(fig, plt, out)
+
+
+def _load_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, list[float]]]]:
+    series: dict[str, list[tuple[int, list[float]]]] = {}
+    for r in records:
+        for path, u in (r.get("experts") or {}).items():
+            series.setdefault(path, []).append((int(r.get("epoch", 0)), list(u.get("load") or [])))
+    return series
+
+
+def _draw_load(ax: Any, path: str, points: list[tuple[int, list[float]]]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [e for e, _ in points]
+    n = max(len(load) for _, load in points)
+    for i in range(n):
+        ax.plot(epochs, [load[i] if i < len(load) else float("nan") for _, load in points],
+                marker="o", markersize=3, label=f"expert {i}")
+    ax.axhline(1.0 / n, color="grey", linestyle="--", linewidth=1, label="uniform")
+    ax.set_title(_title(f"{path}: load fraction per expert"))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("share of routed tokens")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def _save(fig: Any, plt: Any, out: str) -> None:
     fig.tight_layout()
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):

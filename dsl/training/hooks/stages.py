@@ -54,6 +54,7 @@ class StagesHook(Hook):
         import torch
 
         from dsl.blocks.nn.prototype import last_layer_l1
+        from dsl.training.schedules import EpochSchedule
 
         p = stage.params
         parts = self._groups()
@@ -72,7 +73,7 @@ class StagesHook(Hook):
                   for part, (lr, wd) in rates.items() if parts[part]]
         trainer = self.trainer
         trainer.opt = torch.optim.Adam(groups)
-        trainer.sched = (torch.optim.lr_scheduler.StepLR(trainer.opt, step_size=p.lr_step, gamma=0.1)
+        trainer.sched = (EpochSchedule(torch.optim.lr_scheduler.StepLR(trainer.opt, step_size=p.lr_step, gamma=0.1))
                          if isinstance(p, Joint) and p.lr_step else None)
         trainer.extra_losses = ([lambda: p.l1 * torch.stack([last_layer_l1(h) for h in self.heads]).sum()]
                                 if isinstance(p, LastLayer) and p.l1 > 0 else [])
