@@ -217,3 +217,26 @@ def test_hopfield_pooling_of_the_mil_spec(tmp_path) -> None:
         assert sum(e["weight"] for e in listed) == pytest.approx(1.0, abs=1e-5)
     code, _, err = explain(run, "--prototypes")
     assert code == 1 and "no PrototypeHead" in err and "--hopfield" in err
+
+
+def test_png_of_patch_prototypes_boxes_the_region_each_came_from(tmp_path) -> None:
+    """ProtoPNet's picture of a prototype: the training image it was pushed onto, in raw pixels,
+    with the patch's receptive field boxed (prototypes.json names the image, patch and box)."""
+    from PIL import Image
+
+    spec = tmp_path / "proto.dsl"
+    text = (SPECS / "protopnet_digits.dsl").read_text()
+    spec.write_text(text.replace("stages    = [warm(epochs=5), joint(epochs=20, push_every=10), last_layer(epochs=5)]",
+                                 "stages    = [joint(epochs=1, push_every=1)]"))
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", str(spec), "--quiet", "--out", str(run))
+    assert code == 0, err
+    doc = json.loads((run / "prototypes.json").read_text())["heads"]["logits"]
+    assert doc["input"] == "x" and all(len(p["box"]) == 4 for p in doc["prototypes"])
+    out = tmp_path / "protos.png"
+    code, stdout, err = run_cli("explain", str(run), "--prototypes", "--png", str(out))
+    assert code == 0, err
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape[1] == 10 * 128  # ten prototypes a row (30 in all)
+    red = (image[..., 0] > 200) & (image[..., 1] < 60) & (image[..., 2] < 60)
+    assert red.sum() > 30 * 50  # a box around every prototype's patch

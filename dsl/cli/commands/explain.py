@@ -51,7 +51,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--top", type=int, default=5, metavar="K",
                         help="nearest examples / prototypes / patterns to list (default 5)")
     parser.add_argument("--png", default=None, metavar="OUT",
-                        help="with --prototypes: draw each prototype's nearest examples (needs matplotlib)")
+                        help="with --prototypes: draw each prototype: a patch prototype as the boxed region of "
+                             "the training image it came from, a vector prototype as its nearest examples "
+                             "(needs matplotlib)")
     parser.add_argument("--split", default=None, help="split that --input indexes (default: test)")
     parser.add_argument("--spec", default=None, help="spec file (default: the run's own copy, spec.dsl)")
     parser.add_argument("--set", action="append", default=[], metavar="K=V", help="override a param")
@@ -280,6 +282,43 @@ def write_png(report: dict[str, Any], caps: dict[str, Any], path: str) -> list[s
     return written
 
 
+def write_patch_png(ld: Loaded, path: str) -> dict[str, str]:
+    """Per head on a feature map whose push recorded boxes: a PNG of each prototype as the training
+    image it was pushed onto, in raw (unstandardised) pixels, with its patch's receptive field boxed.
+    Returns the files written by head."""
+    from dsl.tools.prototype_png import Tile, render
+    from dsl.training.hooks.push import ordered_batches, read_prototypes
+    from dsl.training.rundir import atomic_write
+
+    doc = read_prototypes(ld.run) or {}
+    heads = {name: h for name, h in (doc.get("heads") or {}).items() if h.get("input") and h["prototypes"]
+             and "box" in h["prototypes"][0]}
+    written: dict[str, str] = {}
+    for n, (name, head) in enumerate(heads.items()):
+        field = head["input"]
+        rows = [batch[field] for batch in ordered_batches(ld.data, "train") if field in batch]
+        if not rows:
+            continue
+        import torch
+
+        images = torch.cat(rows)
+        mean, std = (getattr(ld.data, "scaling", None) or {}).get(field, (None, None))
+        if mean is not None:
+            images = images * std + mean  # back to the pixels as they were read
+        tiles = [Tile(images[p["index"]].numpy(), p["box"], f"p{p['prototype']} c{p['class']} #{p['index']}")
+                 for p in head["prototypes"] if p["index"] >= 0 and p.get("box")]
+        png = render(tiles, f"{name}: each prototype is the boxed patch of a training image (epoch {doc['epoch']})")
+        out = path if n == 0 else _suffixed(path, name)
+
+        def write(tmp: str, data: bytes = png) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+
+        atomic_write(out, write)
+        written[name] = out
+    return written
+
+
 def _suffixed(path: str, name: str) -> str:
     base, ext = os.path.splitext(path)
     return f"{base}-{name}{ext or '.png'}"
@@ -484,7 +523,10 @@ def _explain(args: argparse.Namespace) -> int:
         caps = _capture(ld, "train", use_mask=True)
         result["prototypes"] = prototype_report(ld, args.top, caps)
         if args.png:
-            result["png"] = write_png(result["prototypes"], caps, args.png)
+            patches = write_patch_png(ld, args.png)  # patch prototypes: the image regions they came from
+            rest = {k: v for k, v in result["prototypes"].items() if k not in patches}
+            result["png"] = list(patches.values()) + (write_png(rest, caps, _suffixed(args.png, "nearest")
+                                                                if patches else args.png) if rest else [])
     if args.input is not None and (args.prototypes or not args.hopfield):
         result["input"] = input_report(ld, split, args.input, args.top)
     if args.hopfield:
