@@ -64,6 +64,14 @@ def extra_text(row: Row, recs: list[dict[str, Any]]) -> str:
             parts.append(f"expert-load CV {_pm([e['cv'] for e in ex], 2)}, busiest expert "
                          f"{_pm([100 * e['max_share'] for e in ex], 0)} % of assignments, "
                          f"idle experts {_pm([e['idle'] for e in ex], 1)}")
+    if "stages" in row.extras:
+        parts.append(f"val accuracy before the last push {_pm([r['before_push'] for r in recs])}, after it "
+                     f"{_pm([r['after_push'] for r in recs])}, after the last-layer stage "
+                     f"{_pm([r['after_last_layer'] for r in recs])}")
+    if "entropy" in row.extras:
+        parts.append(f"the corpus's entropy (the floor) {_pm([r['entropy'] for r in recs])} nats per character")
+    if "nonzero" in row.extras:
+        parts.append(f"non-zero weights {_pm([r['nonzero'] for r in recs], 0)}")
     if "push" in row.extras:
         parts.append(f"last push: before {_pm([r['before_push'] for r in recs])}, "
                      f"after {_pm([r['after_push'] for r in recs])}")
@@ -92,8 +100,9 @@ def table(raw: dict[str, dict[str, Any]]) -> str:
             continue
         if row.group != group:
             group = row.group
+            measure = "test loss per character, nats" if row.metric == "loss" else row.metric
             out += ["", f"### {group}", "",
-                    "| model | accuracy (mean ± std) | seeds | also measured | wall / run | command |",
+                    f"| model | {measure} (mean ± std) | seeds | also measured | wall / run | command |",
                     "|---|---|---|---|---|---|"]
         out.append(row_line(row, runs))
     return "\n".join(out).strip() + "\n"

@@ -35,6 +35,9 @@ FEWSHOT = "ProtoNet vs nearest-centroid on held-out digit classes (5-way)"
 MOE = "MoE vs a dense MLP on digits"
 PROTO = "PrototypeHead vs a linear head on digits"
 KARATE = "Graph attention on karate()"
+PROTOPNET = "ProtoPNet (patch prototypes, the paper's stages) vs the same backbone with a linear head, 8x8 digits"
+LM = "Character language models on chars(): loss per character at equal steps, against the corpus's entropy"
+PRUNE = "Gradual pruning: large-sparse vs small-dense at about equal non-zero weights"
 
 ROWS: tuple[Row, ...] = (
     Row("gatv2-lookup", GATV2, "GATv2, 100 epochs", "specs/gatv2_lookup.dsl",
@@ -60,6 +63,29 @@ ROWS: tuple[Row, ...] = (
     Row("proto-head", PROTO, "PrototypeHead + ProtoPNet costs, no push", "specs/proto_digits.dsl"),
     Row("proto-push", PROTO, "PrototypeHead, push every 5 epochs", "specs/proto_push_digits.dsl",
         extras=("push",)),
+    Row("protopnet-stages", PROTOPNET, "ProtoPNet: warm 5, joint 20 (push every 10), last layer 5",
+        "specs/protopnet_digits.dsl", extras=("stages",)),
+    Row("conv-linear", PROTOPNET, "same conv backbone and add-on layers, linear head, 30 epochs",
+        "specs/baselines/conv_linear_digits.dsl"),
+    Row("protonet-conv4-1shot", FEWSHOT, "ProtoNet, the paper's conv4 encoder, 1-shot", "specs/protonet_conv4.dsl"),
+    Row("protonet-conv4-5shot", FEWSHOT, "ProtoNet, the paper's conv4 encoder, 5-shot", "specs/protonet_conv4.dsl",
+        sets=("shots=5",)),
+    Row("switch-lm", LM, "Switch Transformer LM (8 experts, capacity 1.25), 20 epochs", "specs/switch_lm.dsl",
+        metric="loss", extras=("entropy",), epochs=20),
+    Row("dense-lm", LM, "the same LM with one dense MLP per layer (same FLOPs per token), 20 epochs",
+        "specs/baselines/dense_lm.dsl", metric="loss", extras=("entropy",), epochs=20),
+    Row("lstm-moe", LM, "LSTM-MoE (Shazeer et al.; 8 experts, k = 2), 20 epochs", "specs/lstm_moe.dsl",
+        metric="loss", extras=("entropy",), epochs=20),
+    Row("lstm-lm", LM, "the same two LSTMs without the MoE, 20 epochs", "specs/baselines/lstm_lm.dsl",
+        metric="loss", extras=("entropy",), epochs=20),
+    Row("prune-gat-large", PRUNE, "GAT, 4 heads x 32, pruned to 90% (karate)", "specs/prune_gat_karate.dsl",
+        extras=("nonzero",)),
+    Row("prune-gat-small", PRUNE, "GAT, 4 heads x 3, dense (karate)", "specs/prune_gat_karate.dsl",
+        sets=("hidden=3", "sparsity=0"), extras=("nonzero",)),
+    Row("prune-lstm-large", PRUNE, "LSTM LM, d = 128, pruned to 75% (chars; loss per character)",
+        "specs/prune_lstm_chars.dsl", metric="loss", extras=("nonzero", "entropy")),
+    Row("prune-lstm-small", PRUNE, "LSTM LM, d = 48, dense (chars; loss per character)",
+        "specs/prune_lstm_chars.dsl", sets=("d=48", "sparsity=0"), metric="loss", extras=("nonzero", "entropy")),
     Row("protogat-karate", KARATE, "ProtoGAT (DESIGN §2), 200 epochs", "specs/protogat.dsl"),
     Row("gat-karate", KARATE, "2-layer GAT, 100 epochs", "specs/gat_karate.dsl"),
 )

@@ -27,7 +27,7 @@ def train_args(row: Row, seed: int | str, epochs: int | None = None, root: str =
     for s in row.sets:
         args += ["--set", s]
     epochs = epochs if epochs is not None else row.epochs
-    if epochs is not None:
+    if epochs is not None and "stages" not in row.extras:  # a run with stages lasts their sum: --epochs is refused
         args += ["--epochs", str(epochs)]
     return args + ["--quiet", "--out", out_dir(row, seed, root)]
 
@@ -94,8 +94,29 @@ def _train_row(row: Row, seed: int, epochs: int | None, root: str) -> dict[str, 
     return record
 
 
+def _stage_numbers(row: Row, run_dir: str) -> dict[str, Any]:
+    """ProtoPNet's stages: validation accuracy before and after the joint stage's last push, and
+    after the last-layer stage (the run's last epoch)."""
+    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    pushes = [r["push"] for r in records if r.get("stage") == "joint" and "push" in r]
+    if not pushes:
+        raise RuntimeError("the joint stage recorded no push")
+    return {"before_push": pushes[-1]["before"]["val"][row.metric], "after_push": pushes[-1]["after"]["val"][row.metric],
+            "after_last_layer": records[-1]["val"][row.metric]}
+
+
 def _extras(row: Row, seed: int, last: dict[str, Any], run_dir: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if "stages" in row.extras:
+        out.update(_stage_numbers(row, run_dir))
+    if "entropy" in row.extras:
+        meta = json.loads((Path(run_dir) / "meta.json").read_text())
+        out["entropy"] = meta["data_info"]["entropy_test"]
+    if "nonzero" in row.extras:
+        from dsl.training.rundir import RunDir
+
+        weights, _ = RunDir(run_dir).load_weights()
+        out["nonzero"] = int(sum(int((w != 0).sum()) for k, w in weights.items() if w.dim() >= 2 and "weight" in k))
     if "push" in row.extras:
         push = last.get("push")
         if push is None:
