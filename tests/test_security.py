@@ -121,7 +121,8 @@ def test_every_builtin_block_declares_a_count():
 SPEC_DIMS = {"siamese.dsl": {"F": 12}}
 
 
-@pytest.mark.parametrize("path", sorted(SPECS.glob("*.dsl")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(SPECS.glob("*.dsl")) + sorted((SPECS / "gallery").glob("*.dsl")),
+                         ids=lambda p: str(p.relative_to(SPECS)))
 def test_example_spec_estimate_is_exact(path: Path):
     analysis = analyse(dsl.load(path), SPEC_DIMS.get(path.name, {}))
     prog, diags = analysis.program, analysis.diagnostics
