@@ -65,7 +65,7 @@ def expert_usage(model: torch.nn.Module, data: Any, split: str = "test") -> dict
         counts[id(module)] += torch.bincount(idx.reshape(-1), minlength=module.gate.experts).double()
 
     handles = [m.register_forward_pre_hook(hook) for m in layers]
-    inputs = input_names(model, data.example())
+    inputs = input_names(model)
     model.eval()
     try:
         with torch.no_grad():

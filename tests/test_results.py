@@ -118,3 +118,14 @@ def test_results_rows_name_existing_specs_and_aggregate():
     text = res.report.table(raw)
     assert "| GATv2, 100 epochs | 1.000 ± 0.000 (1 failed) | 1 (0, 1) |" in text
     assert "`dsl train specs/gatv2_lookup.dsl --seed S --quiet" in text
+
+
+def test_expert_usage_counts_every_token_of_the_split():
+    import dsl
+    from dsl.training.session import load_data, prepare
+
+    measure = _results_package().measure
+    prepared = prepare(str(SPECS / "moe_digits.dsl"))
+    model = dsl.compile(prepared.analysis.spec)
+    usage = measure.expert_usage(model, load_data(prepared.cfg), "test")
+    assert set(usage) >= {"cv", "max_share", "idle"} and 0 < usage["max_share"] <= 1
