@@ -13,6 +13,14 @@ import dsl
 TRAINABLE = sorted(p for p in SPECS.glob("*.dsl") if dsl.load(p).train is not None)
 
 
+# What one short run of a paper's spec must reach on its validation split: better than chance
+# (10 digit classes, 5-way episodes) or than a uniform guess over 96 characters (ln 96 = 4.56).
+FLOORS = {
+    "protopnet_digits.dsl": ("accuracy", ">", 0.3),
+    "protonet_conv4.dsl": ("accuracy", ">", 0.3),
+    "switch_lm.dsl": ("loss", "<", 4.0),
+    "lstm_moe.dsl": ("loss", "<", 3.6),
+}
 SHORT_STAGES = "stages = [warm(epochs=1), joint(epochs=1, push_every=1), last_layer(epochs=1)]"
 
 
@@ -34,6 +42,10 @@ def test_spec_trains_one_epoch(path, tmp_path):
     record = json.loads(lines[0])
     assert record["epoch"] in (0, 1)
     assert (out / "model.safetensors").exists() and (out / "meta.json").exists()
+    if path.name in FLOORS:
+        key, op, bound = FLOORS[path.name]
+        value = json.loads(lines[-1])["val"][key]
+        assert value > bound if op == ">" else value < bound, (path.name, key, value)
     if epochs == 3:
         assert [json.loads(line)["stage"] for line in lines] == ["warm", "joint", "last_layer"]
         assert "push" in json.loads(lines[1])
