@@ -287,3 +287,19 @@ def test_generated_class_names_never_shadow_inlined_or_imported_names(write, tmp
     text = target.read_text()
     assert "class F_2(nn.Module):" in text and "class Tensor_2(nn.Module):" in text
     assert "import torch.nn.functional as F" in text and "__all__ = ['Tensor_2']" in text
+
+
+# The constructs of the real architectures (convolution and patch prototypes, causal masks with
+# tied weights and sizes read from the inputs, recurrence): every format, checked numerically.
+ARCHITECTURES = ["protopnet_digits.dsl", "gallery/gpt_chars.dsl", "gallery/lstm_chars.dsl"]
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+@pytest.mark.parametrize("fmt", ["python", "pt2", "onnx"])
+def test_architectures_export_to_every_format(name: str, fmt: str, tmp_path: Path) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxscript")
+    out = tmp_path / f"model.{'py' if fmt == 'python' else fmt}"
+    code, stdout, err = run_cli("compile", str(SPECS / name), "--emit", fmt, "-o", str(out))
+    assert code == 0, err
+    assert out.exists() and "max abs diff" in stdout + err
