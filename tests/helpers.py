@@ -1,6 +1,6 @@
 """Shared test helpers: run a block's shape rule or builder on types written as
 text (``"[N, 16]"``, ``"[2, E] long"``, ``"[..., 8]"``), and build the CLI's
-argument namespaces."""
+argument namespaces, and the small data sets and specs that several test files share."""
 
 from __future__ import annotations
 
@@ -136,3 +136,43 @@ def trainer_for(spec: Any, model: Any = None, step: Any = None, **overrides: Any
     if model is None:
         model, step = build_for_training(p.analysis)
     return Trainer(model, step, p.cfg, p.analysis.objective.metrics, load_data(p.cfg), verbose=False)
+
+
+# --------------------------------------------------------------------------- shared data and specs
+
+
+def graph_list(count: int = 10, seed: int = 0) -> list:
+    """``count`` small ring graphs (3–6 nodes, 5 node features, 3 edge features, label ``i % 2``)."""
+    import torch
+    from torch_geometric.data import Data
+
+    g = torch.Generator().manual_seed(seed)
+    graphs = []
+    for i in range(count):
+        n = 3 + i % 4
+        src = torch.arange(n)
+        ring = torch.stack([torch.cat([src, (src + 1) % n]), torch.cat([(src + 1) % n, src])])
+        graphs.append(Data(x=torch.randn(n, 5, generator=g), edge_index=ring,
+                           edge_attr=torch.randn(2 * n, 3, generator=g), y=torch.tensor([i % 2]),
+                           w=torch.randn(n, generator=g), name=f"g{i}"))
+    return graphs
+
+
+def graph_classifier_spec(source: str, batch: int) -> str:
+    """A GAT graph classifier trained one epoch on the graph list file ``source``."""
+    return f"""
+model G(classes: int = 2) {{
+    input x: [N, F]
+    input edge_index: [2, E] long
+    input batch: [N] long
+    h = relu(GAT(x, edge_index, out=8))
+    logits = Linear(global_mean_pool(h, batch), out=classes)
+    output logits: [G, classes]
+}}
+train {{
+    data    = graphs("{source}", batch={batch})
+    loss    = cross_entropy(logits, y)
+    metrics = [accuracy(logits, y)]
+    epochs  = 1
+}}
+"""

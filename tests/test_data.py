@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import graph_classifier_spec, graph_list
 
 from dsl.data import lookup_source, source_names
 from dsl.data.base import collate_graphs
@@ -277,23 +278,9 @@ def test_predict_standardises_like_training(tmp_path) -> None:
 # --------------------------------------------------------------------------- PyG graph lists
 
 
-def _graph_list(count: int = 10, seed: int = 0) -> list:
-    from torch_geometric.data import Data
-
-    g = torch.Generator().manual_seed(seed)
-    graphs = []
-    for i in range(count):
-        n = 3 + i % 4
-        src = torch.arange(n)
-        ring = torch.stack([torch.cat([src, (src + 1) % n]), torch.cat([(src + 1) % n, src])])
-        graphs.append(Data(x=torch.randn(n, 5, generator=g), edge_index=ring, edge_attr=torch.randn(2 * n, 3, generator=g),
-                           y=torch.tensor([i % 2]), w=torch.randn(n, generator=g), name=f"g{i}"))
-    return graphs
-
-
 def test_graph_list_fields_are_read_without_torch(tmp_path) -> None:
     path = tmp_path / "mols.pt"
-    torch.save(_graph_list(), path)
+    torch.save(graph_list(), path)
     code = (
         "import sys\n"
         "from dsl.data import lookup_source\n"
@@ -312,7 +299,7 @@ def test_graph_list_fields_are_read_without_torch(tmp_path) -> None:
 def test_graph_list_batches_are_pyg_batches(tmp_path) -> None:
     from torch_geometric.data import Batch
 
-    graphs = _graph_list(20)
+    graphs = graph_list(20)
     path = tmp_path / "mols.pt"
     torch.save(graphs, path)
     src = lookup_source("graphs")
@@ -337,24 +324,9 @@ def test_graph_list_batches_are_pyg_batches(tmp_path) -> None:
 def test_graph_list_spec_binds_dims_and_trains(tmp_path) -> None:
     from conftest import run_cli
 
-    torch.save(_graph_list(20), tmp_path / "mols.pt")
+    torch.save(graph_list(20), tmp_path / "mols.pt")
     spec = tmp_path / "g.dsl"
-    spec.write_text("""
-model G(classes: int = 2) {
-    input x: [N, F]
-    input edge_index: [2, E] long
-    input batch: [N] long
-    h = relu(GAT(x, edge_index, out=8))
-    logits = Linear(global_mean_pool(h, batch), out=classes)
-    output logits: [G, classes]
-}
-train {
-    data    = graphs("mols.pt", batch=8)
-    loss    = cross_entropy(logits, y)
-    metrics = [accuracy(logits, y)]
-    epochs  = 1
-}
-""")
+    spec.write_text(graph_classifier_spec("mols.pt", batch=8))
     code, out, err = run_cli("compile", str(spec))  # F = 5 comes from the file, read statically
     assert code == 0, err
     assert "[N, 5]" in out
@@ -370,12 +342,12 @@ def test_graph_list_refuses_foreign_objects(tmp_path) -> None:
 
     src = lookup_source("graphs")
     foreign = tmp_path / "foreign.pt"
-    torch.save([*_graph_list(2), fractions.Fraction(1, 3)], foreign)
+    torch.save([*graph_list(2), fractions.Fraction(1, 3)], foreign)
     assert read_graph_metas(str(foreign)) is None  # the inert static read gives up, runs nothing
     with pytest.raises(DataError, match="refused"):
         src.load(src.params(path=str(foreign)), 0)
     mixed = tmp_path / "mixed.pt"
-    torch.save([*_graph_list(2), {"x": torch.zeros(1)}], mixed)
+    torch.save([*graph_list(2), {"x": torch.zeros(1)}], mixed)
     with pytest.raises(DataError, match="list of torch_geometric Data"):
         src.load(src.params(path=str(mixed)), 0)
     with pytest.raises(DataError, match="edge_index"):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
+from helpers import graph_classifier_spec, graph_list
 from test_train import SPEC
 
 import dsl
@@ -225,28 +226,12 @@ def test_a_checkpoint_that_does_not_fit_the_spec_says_what_differs(iris_run, tmp
 
 
 def test_predict_on_a_file_of_graphs(tmp_path: Path) -> None:
-    from test_data import _graph_list
-
-    torch.save(_graph_list(12), tmp_path / "mols.pt")
+    torch.save(graph_list(12), tmp_path / "mols.pt")
     spec = tmp_path / "g.dsl"
-    spec.write_text("""
-model G(classes: int = 2) {
-    input x: [N, F]
-    input edge_index: [2, E] long
-    input batch: [N] long
-    h = relu(GAT(x, edge_index, out=8))
-    logits = Linear(global_mean_pool(h, batch), out=classes)
-    output logits: [G, classes]
-}
-train {
-    data   = graphs("mols.pt", batch=4)
-    loss   = cross_entropy(logits, y)
-    epochs = 1
-}
-""")
+    spec.write_text(graph_classifier_spec("mols.pt", batch=4))
     run = dsl.train(spec, out=tmp_path / "run", quiet=True)
     new = tmp_path / "new.pt"
-    torch.save(_graph_list(8, seed=5), new)
+    torch.save(graph_list(8, seed=5), new)
     code, _, err = run_cli("predict", run.dir, "--data", str(new), "--out", str(tmp_path / "p.npz"))
     assert code == 0, err
     z = np.load(tmp_path / "p.npz")
