@@ -242,7 +242,8 @@ def test_a_negative_epoch_in_the_state_is_refused_and_keeps_the_history(run_copy
 
 
 @pytest.mark.parametrize("state", [{"epoch": 2}, {"epoch": 2, "optimizer": [], "rng": torch.zeros(3)}, [1, 2],
-                                   {"epoch": 2, "optimizer": {}, "rng": torch.get_rng_state(), "best": {"x": 1}}])
+                                   {"epoch": 2, "optimizer": {}, "rng": torch.get_rng_state(), "best": {"x": 1}},
+                                   {"epoch": 2, "optimizer": {}, "rng": torch.get_rng_state(), "watched": "0.5"}])
 def test_a_state_of_the_wrong_shape_is_refused(run_copy, state: object) -> None:
     spec, run = run_copy
     torch.save(state, run / STATE_FILE)

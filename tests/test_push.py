@@ -167,6 +167,16 @@ def test_push_lands_every_prototype_on_a_training_embedding_of_its_class(tmp_pat
         assert torch.allclose(head.prototypes[entry["prototype"]], z[entry["index"]], atol=1e-6)
 
 
+def test_the_best_epoch_is_a_push_epoch(tmp_path) -> None:
+    """Between pushes the prototypes drift off the training embeddings: those weights are never the best."""
+    text = SPEC.replace("epochs     = 3", "epochs     = 5")
+    spec, run = write(tmp_path, text), str(tmp_path / "run")
+    assert cmd_train(ns(file=spec, out=run)) == 0
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    pushed = [r["epoch"] for r in RunDir(run).read_metrics() if "push" in r]
+    assert pushed == [2, 4, 5] and meta["best"]["epoch"] in pushed
+
+
 def test_resume_matches_a_straight_run(tmp_path) -> None:
     spec = write(tmp_path, SPEC.replace("epochs     = 3", "epochs     = 4"))
     straight, split = str(tmp_path / "s"), str(tmp_path / "k")
@@ -252,3 +262,16 @@ def test_on_a_graph_only_training_nodes_become_prototypes(tmp_path) -> None:
     doc = _assert_on_own_class_embeddings(run, spec)
     assert doc["mask"] == "train_mask"
     assert {e["index"] for e in doc["heads"]["logits"]["prototypes"]} <= train_nodes
+
+
+def test_early_stop_watches_every_epoch_while_the_best_waits_for_a_push(tmp_path) -> None:
+    """Patience counts epochs between pushes too; the best weights still come from a pushed epoch."""
+    text = SPEC.replace("adam(lr=0.05)", "sgd(lr=1e-12)").replace("epochs     = 3", "epochs = 10\n"
+                        "    early_stop = early_stop(metric=accuracy, patience=1)").replace(
+        "push_every = 2", "push_every = 5")
+    spec, run = write(tmp_path, text), str(tmp_path / "es")
+    assert cmd_train(ns(file=spec, out=run)) == 0
+    meta = RunDir(run).read_meta()
+    assert meta["stopped_early"] is True and meta["epoch"] < 5  # before the first scheduled push
+    assert not meta["best"]  # no epoch ran validation on pushed weights: the last (pushed) ones are tested
+    assert meta["test"]["weights"] == "last"

@@ -195,3 +195,14 @@ train {
     diags = dsl.check(dsl.loads(text, file="spec.dsl"))
     d = next(d for d in diags if "one class label per embedding" in d.message)
     assert d.code == "E0501" and "8*B" in d.message and "push_every" in text.splitlines()[d.span.line - 1]
+
+
+def test_the_best_epoch_is_one_whose_prototypes_are_pushed_patches(tmp_path: Path) -> None:
+    run = RunDir(str(tmp_path / "run"))
+    run.start("x", {})
+    t = trainer(spec(), tmp_path, run)
+    t.fit()
+    records = run.read_metrics()
+    eligible = [r["epoch"] for r in records if "push" in r or r["stage"] == "last_layer"]
+    assert eligible == [2, 3, 4]  # the joint stage's two pushes, then the last-layer stage
+    assert t.best["epoch"] in eligible

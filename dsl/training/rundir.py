@@ -552,6 +552,8 @@ def check_state(state: Any, path: str) -> dict[str, Any]:
         problem = "has a best epoch of the wrong shape"
     elif type(state.get("bad_epochs", 0)) is not int or type(state.get("stopped", False)) is not bool:
         problem = "has an early-stop count of the wrong type"
+    elif state.get("watched") is not None and not _number(state["watched"]):
+        problem = "has an early-stop value of the wrong type"
     if problem is not None:
         raise RunError(f"{path} {problem}: it is not a dsl checkpoint", INVALID, path)
     return state

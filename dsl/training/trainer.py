@@ -255,6 +255,7 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.best: dict[str, Any] = {}
+        self.watched: float | None = None  # the best validation value of any epoch (early stopping's)
         self.best_weights: dict[str, Tensor] | None = None  # a CPU copy of the weights the validation chose
         self.test: dict[str, Any] = {}  # the test split's numbers once the run is over
         self.bad_epochs = 0
@@ -447,11 +448,10 @@ class Trainer:
             return m.name, "max" if m.higher_is_better else "min"
         return "loss", "min"
 
-    def _improved(self, value: float, mode: str) -> bool:
-        if not self.best or math.isnan(value):
+    def _improved(self, value: float, mode: str, best: float | None) -> bool:
+        if best is None or math.isnan(value):
             return not math.isnan(value)
         delta = self.cfg.early_stop.min_delta if self.cfg.early_stop else 0.0
-        best = self.best["value"]
         return value > best + delta if mode == "max" else value < best - delta
 
     # ------------------------------------------------------------------ state
@@ -465,6 +465,7 @@ class Trainer:
             "global_step": self.global_step,
             "rng": torch.get_rng_state(),
             "best": dict(self.best),
+            "watched": self.watched,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
             "hooks": {h.name: h.state_dict() for h in self.hooks},
@@ -490,6 +491,8 @@ class Trainer:
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
         self.global_step = int(st.get("global_step", self.epoch * self.steps_per_epoch))
         self.best = dict(st.get("best") or {})
+        watched = st.get("watched", self.best.get("value"))  # a state from before `watched`: the best's value
+        self.watched = float(watched) if watched is not None else None
         self.bad_epochs = int(st.get("bad_epochs", 0))
         self.stopped = bool(st.get("stopped", False))
 
@@ -593,18 +596,21 @@ class Trainer:
         if self.sched is not None:
             self.sched.after_epoch(value)
         if mon is not None and self.val_split is not None:
-            self._track_best(value, mon)
+            self._track_best(value, mon, all(h.selectable(self, record) for h in self.hooks))
         return record
 
-    def _track_best(self, value: float, mon: tuple[str, str]) -> None:
-        if self._improved(value, mon[1]):
+    def _track_best(self, value: float, mon: tuple[str, str], selectable: bool) -> None:
+        """Early stopping watches every epoch; the best weights come from the epochs the hooks
+        allow (a run that pushes prototypes: only weights whose prototypes are training patches)."""
+        if self._improved(value, mon[1], self.watched):
+            self.watched, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        if selectable and self._improved(value, mon[1], self.best.get("value")):
             self.best = {"metric": mon[0], "split": self.val_split, "value": value, "epoch": self.epoch}
-            self.bad_epochs = 0
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             if self.run is not None:
                 self.run.save_weights(self.best_weights, self.epoch, BEST_FILE)
-        else:
-            self.bad_epochs += 1
         es = self.cfg.early_stop
         if es is not None and self.bad_epochs >= es.patience:
             self.stopped = True

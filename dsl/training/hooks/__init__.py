@@ -34,6 +34,10 @@ class Hook:
     def on_fit_end(self, trainer: Any) -> None:
         """After the last epoch (also after an early stop)."""
 
+    def selectable(self, trainer: Any, record: dict[str, Any]) -> bool:
+        """Whether this epoch's weights may be chosen as the run's best (after :meth:`on_epoch_end`)."""
+        return True
+
     def summary(self, trainer: Any) -> list[Any]:
         """Rich renderables (or strings) shown after the final table of ``dsl train``."""
         return []

@@ -24,6 +24,12 @@ What we do (decisions):
   them from the loss rather than a fixed data field ``y`` means the push uses
   exactly the rows and labels the model is trained on: on a graph
   (``mask=train_mask``) only training nodes can become prototypes.
+* Best epoch: only weights whose prototypes are training patches may be
+  chosen as the run's best (and so be what ``dsl eval``, ``predict``,
+  ``export --best`` and the test split see): the epoch of a push, and the
+  epochs after it that leave the prototypes as pushed (ProtoPNet's
+  last-layer stage). Until the first push no epoch is selectable; a run whose
+  validation never ran on pushed weights is tested on its last (pushed) ones.
 * Record: after a push the epoch's evaluation is redone, so the metrics of
   the epoch describe the saved (pushed) weights; the record's ``push`` key
   holds the metrics before and after and, per head, the mean and largest L2
@@ -317,6 +323,7 @@ class PushHook(Hook):
         self.last_push = 0  # the epoch (1-based) of the last push; 0 = none yet
         self.count = 0
         self.index: dict[str, Any] = {}  # head name -> LongTensor [P] of example indices
+        self.pushed: dict[str, Any] = {}  # head name -> its prototypes as the last push left them
 
     def _due(self, trainer: Any) -> bool:
         epoch = trainer.epoch
@@ -342,6 +349,7 @@ class PushHook(Hook):
         }
         self.last_push, self.count = trainer.epoch, self.count + 1
         self.index = {n: torch.tensor(p.index, dtype=torch.long) for n, p in pushes.items()}
+        self.pushed = _prototypes(trainer.model)
         if trainer.run is not None:
             from dsl.training.rundir import atomic_text
 
@@ -351,6 +359,14 @@ class PushHook(Hook):
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         if self._due(trainer):
             self.push(trainer, record)
+
+    def selectable(self, trainer: Any, record: dict[str, Any]) -> bool:
+        if "push" in record:
+            return True
+        if not self.pushed:
+            return False
+        now = _prototypes(trainer.model)
+        return now.keys() == self.pushed.keys() and all(now[n].equal(p) for n, p in self.pushed.items())
 
     def on_fit_end(self, trainer: Any) -> None:
         # An early stop ends the run before its last epoch: push once more so the
@@ -374,12 +390,19 @@ class PushHook(Hook):
         return [f"prototypes pushed {self.count} time(s), last after epoch {last['epoch']}: {moved}{where}"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_push": self.last_push, "count": self.count, "index": dict(self.index)}
+        return {"last_push": self.last_push, "count": self.count, "index": dict(self.index),
+                "pushed": dict(self.pushed)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_push = int(state.get("last_push", 0))
         self.count = int(state.get("count", 0))
         self.index = dict(state.get("index") or {})
+        self.pushed = dict(state.get("pushed") or {})
+
+
+def _prototypes(model: nn.Module) -> dict[str, Tensor]:
+    """A CPU copy of every head's prototypes, by head name."""
+    return {n: h.prototypes.detach().to("cpu", copy=True) for n, h in named_heads(model).items()}
 
 
 def make(trainer: Any) -> PushHook | None:
