@@ -23,7 +23,7 @@ Kind = Literal["table", "graph", "graphs", "bags", "episodes", "images"]
 class SourceParams(BaseModel):
     """Base of a source's hyperparameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 FieldsFn = Callable[[Any], dict[str, TensorType]]
@@ -56,13 +56,23 @@ def register_source(src: Source) -> Source:
     return src
 
 
-def _ensure_loaded() -> None:
-    # Importing the declaration modules registers the built-in sources.
-    from dsl.data import images, pyg, sources, tables  # noqa: F401
+#: built-in sources declared in a module of their own, imported when a spec names them: a check
+#: of a spec on ``digits`` does not pay for the table, image and PyG readers
+_OWN_MODULE = {"table": "tables", "images": "images", "pyg": "pyg"}
+
+
+def _ensure_loaded(name: str | None = None) -> None:
+    """Import the declaration modules that register ``name`` (every built-in source when None)."""
+    import importlib
+
+    importlib.import_module("dsl.data.sources")
+    for source, module in _OWN_MODULE.items():
+        if name is None or name == source:
+            importlib.import_module(f"dsl.data.{module}")
 
 
 def lookup_source(name: str) -> Source | None:
-    _ensure_loaded()
+    _ensure_loaded(name)
     return _SOURCES.get(name)
 
 

@@ -18,7 +18,7 @@ from dsl.language.diagnostics import NO_SPAN, Span
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     span: Span = NO_SPAN
 
     def children(self) -> Iterator[Node]:

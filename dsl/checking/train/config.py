@@ -32,7 +32,7 @@ LOGGERS = ("csv", "tensorboard")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class SGD(_Strict):

@@ -30,7 +30,7 @@ METHODS = ("magnitude",)
 class MagnitudeArgs(BaseModel):
     """The constant arguments of ``magnitude(...)``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     sparsity: float = Field(ge=0, lt=1, description="final sparsity s_f of each pruned layer")
     initial: float = Field(0.0, ge=0, lt=1, description="sparsity s_i of the first pruning step")
@@ -46,7 +46,7 @@ class MagnitudeArgs(BaseModel):
 class LayerArgs(BaseModel):
     """The arguments of one entry of ``layers``: ``logits(sparsity=0.5)``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     sparsity: float = Field(ge=0, lt=1, description="final sparsity of this layer's weights")
 

@@ -49,7 +49,7 @@ ADD_ON = frozenset({"Conv1d", "Conv2d", "Linear"})
 
 
 class _Stage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     epochs: int = Field(gt=0, description="epochs of this stage")
 
