@@ -113,6 +113,15 @@ def test_one_tiny_benchmark_quick(tmp_path: Path) -> None:
     assert "µs/node" in text and "Cost per node" in text
 
 
+def test_guards_benchmark_quick() -> None:
+    """The guards benchmark reaches the model's guard through its public methods only."""
+    from benchmarks import bench_guards
+
+    ctx = Context(quick=True, repeats=2, warmup=0)
+    rows = bench_guards.run(ctx)
+    assert {r.case for r in rows} >= {"classifier, batch 8", "classifier, batch 256", "the guard alone, classifier"}
+    assert any("the guard alone" in note and "per call" in note for note in ctx.notes)
+
 
 def test_moe_target_part_has_the_package_readme_configuration() -> None:
     """The MoE target is judged at the mixture-of-experts package's README example (dim 512,
