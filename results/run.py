@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def display_command(row: Row) -> str:
     """The command of a row as the docs show it, ``S`` standing for the seed."""
     if row.mode == "eval":
         return f"python -m results --only {row.id} --seeds S"
-    return "dsl " + " ".join(train_args(row, "S"))
+    return "dsl " + " ".join(shlex.quote(a) for a in train_args(row, "S"))
 
 
 def run_row(row: Row, seed: int, epochs: int | None = None, root: str = RUNS) -> dict[str, Any]:

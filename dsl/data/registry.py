@@ -56,19 +56,19 @@ def register_source(src: Source) -> Source:
     return src
 
 
-#: built-in sources declared in a module of their own, imported when a spec names them: a check
-#: of a spec on ``digits`` does not pay for the table, image and PyG readers
-_OWN_MODULE = {"table": "tables", "images": "images", "pyg": "pyg"}
-
-
 def _ensure_loaded(name: str | None = None) -> None:
-    """Import the declaration modules that register ``name`` (every built-in source when None)."""
-    import importlib
+    """Import the declaration modules that register ``name`` (every built-in source when None).
 
-    importlib.import_module("dsl.data.sources")
-    for source, module in _OWN_MODULE.items():
-        if name is None or name == source:
-            importlib.import_module(f"dsl.data.{module}")
+    ``table``, ``images`` and ``pyg`` live in modules of their own, imported when a spec names
+    them: a check of a spec on ``digits`` does not pay for the table, image and PyG readers."""
+    from dsl.data import sources  # noqa: F401
+
+    if name in (None, "table"):
+        from dsl.data import tables  # noqa: F401
+    if name in (None, "images"):
+        from dsl.data import images  # noqa: F401
+    if name in (None, "pyg"):
+        from dsl.data import pyg  # noqa: F401
 
 
 def lookup_source(name: str) -> Source | None:
