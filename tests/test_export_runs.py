@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,7 +134,8 @@ def test_export_takes_the_best_weights_and_names_the_default_file(runs, tmp_path
     assert all(torch.equal(written[f"model.{k}"], v) for k, v in best.items())
 
 
-def test_a_failed_check_removes_every_file_and_names_the_output(runs, tmp_path: Path) -> None:
+def test_a_failed_check_removes_every_file_and_names_the_output(runs, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from dsl.exporting.formats import ExportError
     from dsl.exporting.runs import export_trained
     from dsl.training.runs import open_run
@@ -150,6 +152,7 @@ def test_a_failed_check_removes_every_file_and_names_the_output(runs, tmp_path: 
         return {k: v + 1 if k.endswith("logits.bias") else v for k, v in original(*args, **kwargs).items()}
 
     module.state_dict = shifted  # type: ignore[method-assign]
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as where PYTHONDONTWRITEBYTECODE is unset
     with pytest.raises(ExportError) as info:
         export_trained(module, prog, opened.preprocessing, "python", str(out))
     assert "at output `logits`" in str(info.value) and "max abs diff 1" in str(info.value)

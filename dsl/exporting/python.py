@@ -836,8 +836,12 @@ def load_generated(path: str, class_name: str) -> type[nn.Module]:
     import importlib.machinery
     import importlib.util
 
+    class NoBytecodeLoader(importlib.machinery.SourceFileLoader):
+        def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+            """Write no bytecode: the check must leave no ``__pycache__`` in the user's folder."""
+
     # An explicit source loader: the path need not end in .py (-o model.txt works too).
-    loader = importlib.machinery.SourceFileLoader(f"_dsl_generated_{abs(hash(path))}", path)
+    loader = NoBytecodeLoader(f"_dsl_generated_{abs(hash(path))}", path)
     spec = importlib.util.spec_from_loader(loader.name, loader)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
