@@ -291,6 +291,27 @@ def test_a_second_writer_is_refused_at_once_naming_the_first(trained, tmp_path: 
     assert ".lock" not in os.listdir(out)
 
 
+@pytest.mark.skipif(not hasattr(os, "pread"), reason="POSIX locks")
+def test_a_writer_refused_between_the_holders_lock_and_its_pid_still_names_it(tmp_path: Path) -> None:
+    """The holder writes its pid just after taking the lock; a contender arriving in between
+    waits for the line instead of saying "another process" (seen in a two-writer race)."""
+    import fcntl
+    import threading
+
+    from dsl.training.rundir import LOCK_FILE, RunInUse
+
+    run = tmp_path / "busy"
+    run.mkdir()
+    fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the holder has the lock, its pid not yet written
+        threading.Timer(0.05, os.write, (fd, b"4242\n")).start()
+        with pytest.raises(RunInUse, match="process 4242"):
+            RunDir(str(run)).lock()
+    finally:
+        os.close(fd)
+
+
 def test_a_second_resume_is_refused(run_copy) -> None:
     spec, run = run_copy
     holder = RunDir(str(run))

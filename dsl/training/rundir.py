@@ -183,9 +183,9 @@ class RunDir:
                     raise RunError(f"{path} is not a regular file", INVALID, path)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                holder = _holder_pid(fd)
                 os.close(fd)
-                who = f"process {holder}" if holder.isdigit() else "another process"
+                who = f"process {holder}" if holder else "another process"
                 raise RunInUse(f"{self.path} is in use by {who} (a `dsl train` writing it); wait for it to "
                                "finish, or pass another --out", file=self.path) from None
             except BaseException:
@@ -509,6 +509,19 @@ def check_record(r: Any, n: int, path: str) -> None:
         problem = "has `pruning` that is not a sparsity record"
     if problem is not None:
         raise RunError(f"{path}: record {n} {problem}, not what `dsl train` writes", INVALID, path)
+
+
+def _holder_pid(fd: int, wait: float = 0.2) -> str:
+    """The pid the lock's holder wrote, "" when it wrote none. The holder writes it right after
+    taking the lock: a contender that comes in between waits a moment for the whole line."""
+    deadline = time.monotonic() + wait
+    while True:
+        raw = os.pread(fd, 32, 0)
+        if raw.endswith(b"\n") and raw.strip().isdigit():
+            return raw.strip().decode("ascii")
+        if time.monotonic() >= deadline:
+            return ""
+        time.sleep(0.002)
 
 
 def _number(v: Any) -> bool:
