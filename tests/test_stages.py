@@ -206,3 +206,13 @@ def test_the_best_epoch_is_one_whose_prototypes_are_pushed_patches(tmp_path: Pat
     eligible = [r["epoch"] for r in records if "push" in r or r["stage"] == "last_layer"]
     assert eligible == [2, 3, 4]  # the joint stage's two pushes, then the last-layer stage
     assert t.best["epoch"] in eligible
+
+
+def test_a_joint_stage_pushes_at_its_end_without_push_every(tmp_path: Path) -> None:
+    """The paper pushes after every joint phase; push_every only adds pushes inside one."""
+    run = RunDir(str(tmp_path / "run"))
+    run.start("x", {})
+    text = spec("stages  = [warm(epochs=1), joint(epochs=2, lr_step=0), last_layer(epochs=1), "
+                "joint(epochs=1, lr_step=0), last_layer(epochs=1)]")
+    trainer(text, tmp_path, run).fit()
+    assert [r["epoch"] for r in run.read_metrics() if "push" in r] == [3, 5]

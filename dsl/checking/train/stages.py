@@ -60,7 +60,8 @@ class Warm(_Stage):
 
 
 class Joint(_Stage):
-    push_every: int | None = Field(None, gt=0, description="push the prototypes every n epochs of the stage")
+    push_every: int | None = Field(None, gt=0, description="push the prototypes every n epochs of the stage "
+                                                          "(they are always pushed at its end)")
     backbone_lr: float = Field(1e-4, gt=0, description="learning rate of the backbone")
     add_on_lr: float = Field(3e-3, gt=0, description="learning rate of the add-on layers")
     prototype_lr: float = Field(3e-3, gt=0, description="learning rate of the prototypes")
@@ -88,11 +89,11 @@ class Stage:
         return self.first_epoch + self.params.epochs - 1
 
     def push_epochs(self) -> list[int]:
-        """The run's epochs after which the joint stage pushes: every push_every, and its last."""
-        every = getattr(self.params, "push_every", None)
-        if every is None:
+        """The run's epochs after which a joint stage pushes: its last, and every push_every."""
+        if not isinstance(self.params, Joint):
             return []
-        epochs = {self.first_epoch - 1 + n for n in range(every, self.params.epochs + 1, every)}
+        every = self.params.push_every
+        epochs = {self.first_epoch - 1 + n for n in range(every, self.params.epochs + 1, every)} if every else set()
         return sorted(epochs | {self.last_epoch})
 
 
