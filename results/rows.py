@@ -44,6 +44,10 @@ PRUNE = "Gradual pruning: large-sparse vs small-dense at about equal non-zero we
 SCRATCH_STAGES = ("stages=[warm(epochs=5), joint(epochs=20, push_every=10, backbone_lr=0.003, lr_step=0), "
                   "last_layer(epochs=5)]")
 
+#: the same rates in the reference's alternation (main.py): each push is followed by last-layer training
+ALTERNATING_STAGES = ("stages=[warm(epochs=5), joint(epochs=10, backbone_lr=0.003, lr_step=0), last_layer(epochs=5), "
+                      "joint(epochs=5, backbone_lr=0.003, lr_step=0), last_layer(epochs=5)]")
+
 ROWS: tuple[Row, ...] = (
     Row("gatv2-lookup", GATV2, "GATv2, 100 epochs", "specs/gatv2_lookup.dsl",
         extras=("train_acc",)),
@@ -77,6 +81,9 @@ ROWS: tuple[Row, ...] = (
     Row("protopnet-scratch", PROTOPNET, "ProtoPNet, 10 prototypes per class (the paper's number), stage learning "
         "rates for a backbone trained from scratch (joint: backbone 3e-3, no decay)", "specs/protopnet_digits.dsl",
         sets=("per_class=10", SCRATCH_STAGES), extras=("stages",)),
+    Row("protopnet-alternating", PROTOPNET, "ProtoPNet, the same rates and prototypes, stages alternated as the "
+        "reference does (warm 5, joint 10 + push, last layer 5, joint 5 + push, last layer 5)",
+        "specs/protopnet_digits.dsl", sets=("per_class=10", ALTERNATING_STAGES), extras=("stages",)),
     Row("conv-linear", PROTOPNET, "same conv backbone and add-on layers, linear head, 30 epochs",
         "specs/baselines/conv_linear_digits.dsl"),
     Row("switch-lm", LM, "Switch Transformer LM (8 experts, capacity 1.25), 20 epochs", "specs/switch_lm.dsl",
