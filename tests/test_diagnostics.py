@@ -191,6 +191,13 @@ def test_file_not_found():
     assert [d.code for d in dsl.check("/nonexistent/spec.dsl")] == ["E0702"]
 
 
+def test_spec_text_where_a_path_belongs_says_to_use_loads():
+    text = "model M {\n    input x: [B, 4]\n    output x\n}\n"
+    (d,) = dsl.check(text)
+    assert d.code == "E0702" and "spec text" in d.message and "dsl.loads" in (d.help or "")
+    assert dsl.check(dsl.loads(text)) == []
+
+
 def test_plugin_failure_is_reported_not_fatal(monkeypatch):
     from importlib.metadata import EntryPoint
 

@@ -70,6 +70,10 @@ def read_source(path: str) -> str:
 def load(path: str | os.PathLike[str]) -> Spec:
     """Load a ``.dsl`` or ``.yaml`` spec from a file."""
     path = os.fspath(path)
+    if isinstance(path, str) and "\n" in path:  # spec text where a path belongs (no path holds a newline)
+        raise SpecError([Diagnostic("E0702", "expected a spec file's path, got spec text", Span(file="<input>"),
+                                    help="parse text with dsl.loads(text) (format=\"dsl\" or \"yaml\") and pass "
+                                         "the Spec it returns")])
     text = read_source(path)
     try:
         return loads(text, formats.format_of(path), file=path)
