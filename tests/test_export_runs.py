@@ -85,6 +85,8 @@ def test_pt2_and_python_exports_equal_predict_on_raw_rows(name: str, runs, raw, 
     code, _, err = run_cli("export", str(runs[name]), "--to", "python", "-o", str(tmp_path / "model.py"))
     assert code == 0, err
     assert (tmp_path / "model.safetensors").is_file()
+    mode = (tmp_path / "model.py").stat().st_mode & 0o777
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == mode  # shareable as the .py is
     text = (tmp_path / "model.py").read_text()
     tree = ast.parse(text)
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
@@ -160,6 +162,20 @@ def test_a_failed_check_removes_every_file_and_names_the_output(runs, tmp_path: 
     assert os.listdir(tmp_path) == []
 
 
+def test_an_emitted_file_is_checked_from_its_source_not_a_pycache_beside_it(tmp_path: Path) -> None:
+    import importlib.util
+    import py_compile
+
+    from dsl.exporting.python import load_generated
+
+    path = tmp_path / "model.py"
+    path.write_text("class Model:\n    tag = 'planted'\n")
+    py_compile.compile(str(path), cfile=importlib.util.cache_from_source(str(path)),
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    path.write_text("class Model:\n    tag = 'written'\n")  # the planted .pyc is never checked against it
+    assert load_generated(str(path), "Model").tag == "written"
+
+
 MOE_CAPACITY = """
 model M {
     input x: [B, 16]
@@ -194,3 +210,13 @@ def test_moe_pt2_equals_eager_at_every_batch_size(runs) -> None:
                 eager, exported = model(x=x), program(x=x)
             for name in eager:
                 assert torch.equal(eager[name], exported[name]), (rows, name)
+
+
+def test_flat_rows_for_a_model_trained_on_images_say_which_shape_to_give() -> None:
+    from dsl.building.preprocess import Standardize
+    from dsl.language.errors import InputError
+
+    standardize = Standardize("x", torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1))
+    with pytest.raises(InputError, match=r"images of rank 4, \[N, 1, H, W\]"):
+        standardize(torch.zeros(8, 64))
+    assert standardize(torch.zeros(2, 1, 8, 8)).shape == (2, 1, 8, 8)

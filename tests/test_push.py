@@ -234,8 +234,8 @@ def test_early_stop_ends_on_a_push(tmp_path) -> None:
     doc = _assert_on_own_class_embeddings(run, spec)
     assert doc["epoch"] == meta["epoch"]
     # early stopping watched the epochs before the first scheduled push; the best weights wait for
-    # a push, and none came before the stop: the last (pushed) weights are the ones tested
-    assert not meta["best"] and meta["test"]["weights"] == "last"
+    # a push: the one after the stop is offered, chosen and tested
+    assert meta["best"]["epoch"] == meta["epoch"] and meta["test"]["weights"] == "best"
 
 
 KARATE = """

@@ -95,7 +95,8 @@ def test_learning_rates_are_the_papers_by_default(tmp_path: Path) -> None:
 
 def test_last_layer_stage_adds_the_l1_of_wrong_class_connections(tmp_path: Path) -> None:
     """ProtoPNet's last_only stage: the wrong-class weights (-0.5 at the start) shrink towards 0."""
-    t = trainer(spec("stages = [last_layer(epochs=3, lr=0.01, l1=0.1)]"), tmp_path)
+    # the joint stage leaves the last layer alone (ProtoPNet's joint trains everything but it)
+    t = trainer(spec("stages = [joint(epochs=1, lr_step=0), last_layer(epochs=3, lr=0.01, l1=0.1)]"), tmp_path)
     head = t.model.logits
     wrong = ~head.own_class_mask()
     before = head.last_layer.weight.detach()[wrong].abs().sum()
@@ -125,6 +126,7 @@ def test_resume_across_a_stage_boundary_matches_a_straight_run(tmp_path: Path) -
     ("stages  = [warmup(epochs=1)]", "", "unknown stage `warmup`", "warmup"),
     ("stages  = [warm()]", "", "`warm` needs argument `epochs`", "warm()"),
     ("stages  = [joint(epochs=2, push=1)]", "", "`joint` has no argument `push`", "push=1"),
+    ("stages  = [warm(epochs=2), last_layer(epochs=2)]", "", "the prototypes are never pushed", "stages"),
 ])
 def test_stage_diagnostics(stages: str, extra: str, words: str, marker: str) -> None:
     text = spec(stages, extra)
@@ -216,3 +218,27 @@ def test_a_joint_stage_pushes_at_its_end_without_push_every(tmp_path: Path) -> N
                 "joint(epochs=1, lr_step=0), last_layer(epochs=1)]")
     trainer(text, tmp_path, run).fit()
     assert [r["epoch"] for r in run.read_metrics() if "push" in r] == [3, 5]
+
+
+def test_an_early_stop_inside_a_joint_stage_pushes_and_offers_the_pushed_weights_as_best(tmp_path: Path) -> None:
+    run = RunDir(str(tmp_path / "run"))
+    run.start("x", {})
+    text = spec("stages  = [warm(epochs=1), joint(epochs=3, lr_step=0), last_layer(epochs=1)]",
+                "early_stop = early_stop(metric=accuracy, patience=1, min_delta=1.0)")  # stops at epoch 2
+    t = trainer(text, tmp_path, run)
+    t.fit()
+    assert t.stopped and [(r["epoch"], "push" in r) for r in run.read_metrics()] == [(1, False), (2, True)]
+    assert t.best["epoch"] == 2 and t.test["weights"] == "best"  # the pushed weights, chosen and tested
+
+
+def test_a_checkpoint_with_push_state_of_the_wrong_type_is_refused_at_resume(tmp_path: Path) -> None:
+    from dsl.language.errors import RunError
+
+    run = RunDir(str(tmp_path / "run"))
+    run.start("x", {})
+    trainer(spec(), tmp_path, run).fit(stop_after=3)
+    state = run.load_state()
+    state["hooks"]["push"]["pushed"] = {"logits": 1}
+    run.save_state(state)
+    with pytest.raises(RunError, match="push state"):
+        trainer(spec(), tmp_path, RunDir(str(tmp_path / "run"))).resume()

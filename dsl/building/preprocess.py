@@ -45,8 +45,12 @@ class Standardize(nn.Module):
                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}", self.field)
         if x.dim() < len(stats) or any(s not in (1, d) for s, d in zip(stats, x.shape[x.dim() - len(stats):],
                                                                        strict=True)):
+            hint = ""
+            if len(stats) > 2 and x.dim() < len(stats):  # flat rows (a CSV) where images belong
+                hint = (f"; give it images of rank {len(stats)}, [N, {stats[1]}, H, W] (a table row is flat: "
+                        "use an .npz or .pt array of that shape)")
             raise InputError(f"input `{self.field}` is {list(x.shape)} but training standardised {_what(stats)} "
-                             f"(statistics of shape {list(stats)})", self.field, expected=stats,
+                             f"(statistics of shape {list(stats)}){hint}", self.field, expected=stats,
                              actual=tuple(x.shape))
 
 

@@ -837,8 +837,14 @@ def load_generated(path: str, class_name: str) -> type[nn.Module]:
     import importlib.util
 
     class NoBytecodeLoader(importlib.machinery.SourceFileLoader):
+        """Reads the file's source every time and writes no bytecode: a ``__pycache__`` beside it
+        (stale, or planted) is never run, and the check leaves none in the user's folder."""
+
+        def get_code(self, fullname: str) -> Any:
+            return self.source_to_code(self.get_data(self.path), self.path)
+
         def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
-            """Write no bytecode: the check must leave no ``__pycache__`` in the user's folder."""
+            pass
 
     # An explicit source loader: the path need not end in .py (-o model.txt works too).
     loader = NoBytecodeLoader(f"_dsl_generated_{abs(hash(path))}", path)

@@ -39,7 +39,7 @@ from dsl.exporting.formats import (
     write_onnx,
 )
 from dsl.exporting.python import comment_text, emit_python, load_generated
-from dsl.language.files import atomic_text
+from dsl.language.files import atomic_text, atomic_write
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "python": ".py"}
 TOLERANCE = 1e-4
@@ -128,7 +128,7 @@ def _verdict(done: Exported, path: str) -> None:
 
 def _write_python(module: fx.GraphModule, prog: Program, path: str, source: str | None, files: list[str],
                   inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     weights = companion(path, ".safetensors")
     trained = TrainedPython(prep_of(module), os.path.basename(weights))
@@ -136,7 +136,9 @@ def _write_python(module: fx.GraphModule, prog: Program, path: str, source: str 
     files.append(weights)
     atomic_text(path, text)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    save_file(tensors, weights)
+    data = save(tensors)
+    # Written by us, not by save_file (which makes a 0600 file): the mode the .py file gets.
+    atomic_write(weights, lambda tmp: _write_bytes(tmp, data))
     try:
         loaded = load_generated(path, "load")()
         with torch.no_grad():
@@ -236,3 +238,8 @@ def _load_function(made: str) -> str:
         "    model.load_state_dict(load_file(path))\n"
         "    return model.eval()"
     )
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)

@@ -70,7 +70,7 @@ def read_source(path: str) -> str:
 def load(path: str | os.PathLike[str]) -> Spec:
     """Load a ``.dsl`` or ``.yaml`` spec from a file."""
     path = os.fspath(path)
-    if isinstance(path, str) and "\n" in path:  # spec text where a path belongs (no path holds a newline)
+    if isinstance(path, str) and "\n" in path and not os.path.lexists(path):  # spec text where a path belongs
         raise SpecError([Diagnostic("E0702", "expected a spec file's path, got spec text", Span(file="<input>"),
                                     help="parse text with dsl.loads(text) (format=\"dsl\" or \"yaml\") and pass "
                                          "the Spec it returns")])

@@ -606,14 +606,27 @@ class Trainer:
             self.watched, self.bad_epochs = value, 0
         else:
             self.bad_epochs += 1
-        if selectable and self._improved(value, mon[1], self.best.get("value")):
+        if selectable:
+            self._offer_best(value, mon)
+        es = self.cfg.early_stop
+        if es is not None and self.bad_epochs >= es.patience:
+            self.stopped = True
+
+    def _offer_best(self, value: float, mon: tuple[str, str]) -> None:
+        if self._improved(value, mon[1], self.best.get("value")):
             self.best = {"metric": mon[0], "split": self.val_split, "value": value, "epoch": self.epoch}
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             if self.run is not None:
                 self.run.save_weights(self.best_weights, self.epoch, BEST_FILE)
-        es = self.cfg.early_stop
-        if es is not None and self.bad_epochs >= es.patience:
-            self.stopped = True
+
+    def reconsider_best(self, record: dict[str, Any]) -> None:
+        """A hook rewrote the last epoch's ``record`` and weights after the loop (the push after an
+        early stop): offer them as the best, without counting the epoch again for early stopping."""
+        mon = self.monitor()
+        if mon is None or self.val_split is None or self.val_split not in record:
+            return
+        if all(h.selectable(self, record) for h in self.hooks):
+            self._offer_best(record[self.val_split].get(mon[0], math.nan), mon)
 
     def final_test(self) -> dict[str, Any]:
         """The test split, once, on the weights of the best validation epoch (the last epoch's without a
@@ -682,6 +695,8 @@ def selection_note(trainer: Trainer) -> str:
     if best and trainer.test:
         return (f"test: once, on epoch {best['epoch']}'s weights (best val {best['metric']} "
                 f"{best['value']:.4f})")
+    if trainer.test and trainer.val_split is not None:
+        return "test: once, on the last epoch's weights (no epoch the validation could choose from)"
     if trainer.test:
         return "test: once, on the last epoch's weights (this data has no validation split)"
     if trainer.val_split is None:

@@ -300,6 +300,6 @@ def check_prune(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
         out.append(Diagnostic(
             "E0501", "the push moves the prototypes onto training embeddings, so they cannot also be pruned",
             p.arg_spans["prototypes"], label="prototypes=true masks them",
-            help="drop prototypes=true (the prototypes stay dense), or the push",
+            help="drop prototypes=true (the prototypes stay dense), or the push (`push_every`, `stages`)",
         ))
     return out

@@ -96,13 +96,15 @@ def check_push_rows(cfg: TrainConfig, prog: Program, label_types: dict[str, obje
             out.append(Diagnostic(
                 "E0501", f"the push needs one class label per embedding, and the PrototypeHead sees {rows} rows "
                 f"where the labels `{source.label}` have {rows_label}", cfg.push_span,
-                help="push a head that classifies one row per labelled example, or drop the push",
+                help="push a head that classifies one row per labelled example, or drop the push "
+                     "(`push_every`, or the `stages` whose joint stages push)",
             ).note(f"`{node.var or node.name}` is computed here", node.span))
     return out
 
 
 def check_push(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
-    """Diagnostics for ``push_every``: the model needs a PrototypeHead and the loss class labels."""
+    """Diagnostics for the push (``push_every``, or ``stages``, whose joint stages push): the model
+    needs a PrototypeHead and the loss class labels."""
     if cfg.push_every is None and cfg.push_epochs() is None:
         return []
     cfg.push_fields = head_fields(prog)
@@ -113,8 +115,9 @@ def check_push(cfg: TrainConfig, prog: Program) -> list[Diagnostic]:
             help="remove `push_every`, or classify with `logits, dist = PrototypeHead(z, classes=...)`",
         ))
     if label_source(cfg) is None:
+        what = "a joint stage's push" if cfg.stages else "`push_every`"
         out.append(Diagnostic(
-            "E0501", "`push_every` needs class labels, and neither the loss nor an accuracy metric names them",
+            "E0501", f"{what} needs class labels, and neither the loss nor an accuracy metric names them",
             cfg.push_span, help=f"the push takes the target of the first {', '.join(LABEL_TERMS)} term of the loss",
         ))
     return out

@@ -129,6 +129,11 @@ def resolve_stages(ctx: Any, expr: Expr) -> list[Stage] | None:
     if ok and not stages:
         ctx.err("E0501", "`stages` lists no stage", expr.span, help="e.g. stages = [warm(epochs=5), joint(epochs=20)]")
         return None
+    if ok and not any(s.name == "joint" for s in stages):
+        # Without a joint stage nothing pushes: the prototypes would never be training patches.
+        ctx.err("E0501", "`stages` has no joint stage, so the prototypes are never pushed", expr.span,
+                help="add joint(epochs=...): it trains the model and pushes the prototypes at its end")
+        return None
     return stages if ok else None
 
 

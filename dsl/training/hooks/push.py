@@ -28,8 +28,8 @@ What we do (decisions):
   chosen as the run's best (and so be what ``dsl eval``, ``predict``,
   ``export --best`` and the test split see): the epoch of a push, and the
   epochs after it that leave the prototypes as pushed (ProtoPNet's
-  last-layer stage). Until the first push no epoch is selectable; a run whose
-  validation never ran on pushed weights is tested on its last (pushed) ones.
+  last-layer stage). Until the first push no epoch is selectable. An early stop
+  (also inside a joint stage) pushes once more and offers those weights too.
 * Record: after a push the epoch's evaluation is redone, so the metrics of
   the epoch describe the saved (pushed) weights; the record's ``push`` key
   holds the metrics before and after and, per head, the mean and largest L2
@@ -361,23 +361,27 @@ class PushHook(Hook):
             self.push(trainer, record)
 
     def selectable(self, trainer: Any, record: dict[str, Any]) -> bool:
-        if "push" in record:
-            return True
+        return "push" in record or self._as_pushed(trainer.model)
+
+    def _as_pushed(self, model: nn.Module) -> bool:
+        """Whether the prototypes are still those the last push left (the last-layer stage)."""
         if not self.pushed:
             return False
-        now = _prototypes(trainer.model)
+        now = _prototypes(model)
         return now.keys() == self.pushed.keys() and all(now[n].equal(p) for n, p in self.pushed.items())
 
     def on_fit_end(self, trainer: Any) -> None:
-        # An early stop ends the run before its last epoch: push once more so the
-        # final weights hold real examples, then rewrite that epoch's record and checkpoint.
-        if not trainer.stopped or trainer.epoch == self.last_push or not trainer.history or self.epochs is not None:
+        # An early stop ends the run before its last epoch (or a joint stage before its end): push
+        # once more so the final weights hold real examples, rewrite that epoch's record and
+        # checkpoint, and offer the pushed weights as the run's best.
+        if not trainer.stopped or not trainer.history or self._as_pushed(trainer.model):
             return
         record = trainer.history[-1]
         self.push(trainer, record)
         if trainer.run is not None:
             trainer.run.truncate_metrics(trainer.epoch - 1)
             trainer.run.append_metrics(record)
+        trainer.reconsider_best(record)
         trainer.checkpoint()
 
     def summary(self, trainer: Any) -> list[str]:
@@ -394,10 +398,19 @@ class PushHook(Hook):
                 "pushed": dict(self.pushed)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        import torch
+
+        from dsl.training.rundir import INVALID
+
+        index, pushed = state.get("index") or {}, state.get("pushed") or {}
+        for name, value in (("index", index), ("pushed", pushed)):
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                      for k, v in value.items()):
+                raise RunError(f"the checkpoint's push state has a `{name}` of the wrong type: it is not a dsl "
+                               "checkpoint", INVALID)
         self.last_push = int(state.get("last_push", 0))
         self.count = int(state.get("count", 0))
-        self.index = dict(state.get("index") or {})
-        self.pushed = dict(state.get("pushed") or {})
+        self.index, self.pushed = dict(index), dict(pushed)
 
 
 def _prototypes(model: nn.Module) -> dict[str, Tensor]:
