@@ -37,7 +37,7 @@ def spec(stages: str = STAGES, extra: str = "") -> str:
     return SPEC.replace("STAGES", stages + ("\n    " + extra if extra else ""))
 
 
-def trainer(text: str, tmp: Path, run: RunDir | None = None):
+def trainer(text: str, tmp: Path, run: RunDir | None = None, verbose: bool = False):
     from dsl.building.model import build_for_training
     from dsl.training.session import load_data, prepare
     from dsl.training.trainer import Trainer
@@ -48,7 +48,7 @@ def trainer(text: str, tmp: Path, run: RunDir | None = None):
     torch.manual_seed(0)
     model, step = build_for_training(p.analysis)
     return Trainer(model, step, p.cfg, p.analysis.objective.metrics, load_data(p.cfg), run=run,
-                   meta={"run_dir": run.path} if run else None, verbose=False)
+                   meta={"run_dir": run.path} if run else None, verbose=verbose)
 
 
 def parts(model) -> dict[str, list[torch.Tensor]]:
@@ -103,6 +103,13 @@ def test_last_layer_stage_adds_the_l1_of_wrong_class_connections(tmp_path: Path)
     t.fit()
     after = head.last_layer.weight.detach()[wrong].abs().sum()
     assert after < 0.8 * before
+
+
+def test_each_epoch_line_names_its_stage_and_marks_a_push(tmp_path: Path, capsys) -> None:
+    trainer(spec(), tmp_path, verbose=True).fit()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[2] for line in lines] == ["[warm]", "[joint]", "[joint]", "[last_layer]"]
+    assert ["(pushed)" in line for line in lines] == [False, True, True, False]  # push_every=1 in the joint stage
 
 
 def test_resume_across_a_stage_boundary_matches_a_straight_run(tmp_path: Path) -> None:

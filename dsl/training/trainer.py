@@ -651,12 +651,14 @@ class Trainer:
         return self.test
 
     def _line(self, r: dict[str, Any], last: int) -> str:
-        parts = [f"epoch {r['epoch']}/{last}"]
+        parts = [f"epoch {r['epoch']}/{last}" + (f" [{r['stage']}]" if r.get("stage") else "")]
         parts += [f"{k} {_fmt(v)}" for k, v in r["train"].items() if k != "throughput"]
         for split in ("val", "graph"):
             if r.get(split):
                 parts.append(f"{split}: " + " ".join(f"{k} {_fmt(v)}" for k, v in r[split].items()))
         parts.append(f"{r['train']['throughput']:.0f} ex/s")
+        if "push" in r:  # the validation numbers above are the pushed prototypes'
+            parts.append("(pushed)")
         if self.stopped:
             parts.append("(early stop)")
         return "  ".join(parts)
