@@ -86,6 +86,7 @@ def test_a_table_with_a_string_column_trains(tables, data, tmp_path) -> None:
     assert meta["test"]["accuracy"] >= 0.85, meta["test"]
     preprocess = json.loads((out / "preprocess.json").read_text())
     assert preprocess["vocabularies"] == {"color": ["blue", "green", "red"]}
+    assert preprocess["columns"] == {"x": ["a", "b"]}  # x's features, in order, by column name
     # predictions from raw rows: text categories, no label
     import pandas as pd
 
@@ -95,7 +96,18 @@ def test_a_table_with_a_string_column_trains(tables, data, tmp_path) -> None:
     rows.to_csv(inputs, index=False) if suffix == ".csv" else rows.to_parquet(inputs)
     code, _, err = run_cli("predict", str(out), "--data", str(inputs), "--out", str(tmp_path / "p.csv"))
     assert code == 0, err
-    assert len(pd.read_csv(tmp_path / "p.csv")) == 6
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert len(predicted) == 6
+    # columns are matched by name: another order predicts the same; a renamed one is an error
+    reordered = rows[["b", "color", "a"]]
+    reordered.to_csv(inputs, index=False) if suffix == ".csv" else reordered.to_parquet(inputs)
+    code, _, err = run_cli("predict", str(out), "--data", str(inputs), "--out", str(tmp_path / "r.csv"))
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r.csv"), predicted)
+    renamed = rows.rename(columns={"b": "zzz"})
+    renamed.to_csv(inputs, index=False) if suffix == ".csv" else renamed.to_parquet(inputs)
+    code, _, err = run_cli("predict", str(out), "--data", str(inputs), "--out", str(tmp_path / "s.csv"))
+    assert code == 1 and "E0703" in err and "lacks the numeric column(s) `b`" in err and "`zzz`" in err, err
     rows.loc[2, "color"] = "purple"
     rows.to_csv(inputs, index=False) if suffix == ".csv" else rows.to_parquet(inputs)
     code, _, err = run_cli("predict", str(out), "--data", str(inputs), "--out", str(tmp_path / "q.csv"))

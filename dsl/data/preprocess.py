@@ -10,7 +10,9 @@ maps each value to an index) describes the transform here, so that ``dsl predict
   per-channel image normalisation);
 * ``vocabularies``: the values of a categorical field, in index order (value ``v`` becomes
   ``vocabulary.index(v)``); strings become indices before any tensor exists, so exports
-  write them beside the artefact for the caller to apply.
+  write them beside the artefact for the caller to apply;
+* ``columns``: for a field made of a table's columns (``x``), their names in the order of
+  its last axis, so that new rows are read by column name, never by position.
 
 It is saved in a run directory as ``preprocess.json`` and read back from there, so
 exporting needs neither the data nor its source. The file is untrusted input: it is read
@@ -76,8 +78,9 @@ class Preprocessing(_Strict):
     version: int = 1
     standardize: dict[str, Standardize] = Field(default_factory=dict)
     vocabularies: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    columns: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
-    @field_validator("standardize", "vocabularies")
+    @field_validator("standardize", "vocabularies", "columns")
     @classmethod
     def _identifiers(cls, fields: dict[str, Any]) -> dict[str, Any]:
         for name in fields:
@@ -85,13 +88,13 @@ class Preprocessing(_Strict):
                 raise ValueError(f"field name {name!r} is not an identifier")
         return fields
 
-    @field_validator("vocabularies")
+    @field_validator("vocabularies", "columns")
     @classmethod
-    def _unique(cls, vocabularies: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for name, values in vocabularies.items():
+    def _unique(cls, lists: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name, values in lists.items():
             if len(values) > MAX_VALUES or len(set(values)) != len(values):
-                raise ValueError(f"the vocabulary of `{name}` repeats a value or has over {MAX_VALUES:,}")
-        return vocabularies
+                raise ValueError(f"the list of `{name}` repeats a value or has over {MAX_VALUES:,}")
+        return lists
 
     @property
     def empty(self) -> bool:
@@ -130,4 +133,5 @@ def of_dataset(dataset: Any) -> Preprocessing:
         for name, (mean, std) in (getattr(dataset, "scaling", None) or {}).items()
     }
     vocabularies = {k: tuple(v) for k, v in (getattr(dataset, "vocabularies", None) or {}).items()}
-    return Preprocessing(standardize=standardize, vocabularies=vocabularies)
+    columns = {k: tuple(v) for k, v in (getattr(dataset, "columns", None) or {}).items()}
+    return Preprocessing(standardize=standardize, vocabularies=vocabularies, columns=columns)

@@ -49,7 +49,7 @@ def codes(info: TableInfo, name: str, frame: Any, vocab: tuple[str, ...] | None 
         from dsl.data.parquet import _open, read_column, text_values
 
         text = text_values(read_column(_open(info.path), name, info.path))
-    out = pd.Categorical(text, categories=list(vocab)).codes.astype(np.int64)
+    out = pd.Index(list(vocab)).get_indexer(text).astype(np.int64)  # -1: a value not in the vocabulary
     if (out < 0).any():
         row = int(np.argmax(out < 0))
         raise DataError(f"row {row} of {info.path}: column `{name}` holds {str(text[row])!r}, a category the "
@@ -83,16 +83,41 @@ def table_tensors(info: TableInfo, frame: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def input_tensors(path: str, p: TableParams, vocabularies: dict[str, Any]) -> dict[str, torch.Tensor]:
+def input_tensors(path: str, p: TableParams, vocabularies: dict[str, Any],
+                  columns: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """``dsl predict``'s raw inputs from a table file like the training one (the label may be
-    missing): ``x`` unscaled and each categorical column as indices into the training vocabulary."""
+    missing): ``x`` unscaled, its columns taken by name in the training order ``columns``
+    (a run from before they were saved: file order), and each categorical column as indices
+    into the training vocabulary."""
     info = describe(p, path, labelled=False)
+    numeric = info.numeric if columns is None else _same_columns(info, columns)
     inputs = {k: v for k, v in info.vocab.items() if k != info.label}
-    frame = read_frame(TableInfo(info.path, info.numeric, inputs, info.label, 0, info.rows))  # no label read
-    out = table_tensors(TableInfo(info.path, info.numeric, {}, info.label, 0, info.rows), frame)
+    frame = read_frame(TableInfo(info.path, numeric, inputs, info.label, 0, info.rows))  # no label read
+    out = table_tensors(TableInfo(info.path, numeric, {}, info.label, 0, info.rows), frame)
     for name, own in inputs.items():
         out[name] = torch.from_numpy(codes(info, name, frame, tuple(vocabularies.get(name, own))))
     return out
+
+
+def _same_columns(info: TableInfo, trained: tuple[str, ...]) -> tuple[str, ...]:
+    """The training columns of ``x``, each found by name in the new file: a column renamed,
+    missing or added is an error, since reading by position would silently mix features."""
+    missing = [c for c in trained if c not in info.numeric]
+    extra = [c for c in info.numeric if c not in trained]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"it lacks the numeric column(s) {_names(missing)}")
+        if extra:
+            problems.append(f"it has numeric column(s) {_names(extra)} that training did not")
+        raise DataError(f"{info.path} does not have the columns the model was trained on: {'; '.join(problems)} "
+                        f"(training's, in order: {_names(trained)}; columns are matched by name)", info.path)
+    return trained
+
+
+def _names(columns: Any) -> str:
+    shown = ", ".join(f"`{c}`" for c in list(columns)[:12])
+    return shown + (", ..." if len(columns) > 12 else "")
 
 
 def load_table(p: TableParams, seed: int) -> LoaderDataset:
@@ -106,5 +131,6 @@ def load_table(p: TableParams, seed: int) -> LoaderDataset:
     dataset = LoaderDataset(rows, p.batch, s, kind="table", collate=whole)
     dataset.scaling = scaling  # `dsl predict` scales new inputs the same way
     dataset.vocabularies = {("y" if k == info.label else k): list(v) for k, v in info.vocab.items()}
+    dataset.columns = {"x": list(info.numeric)} if info.numeric else {}
     return dataset
 

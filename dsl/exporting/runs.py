@@ -10,7 +10,8 @@ and gives what ``dsl predict`` gives:
   ``<stem>.safetensors`` beside it (the weights and the statistics).
 
 Categorical vocabularies map strings to indices before any tensor exists: they are written
-beside the artefact as ``<stem>.preprocess.json``. Each artefact is loaded back and run next
+beside the artefact as ``<stem>.preprocess.json``, with the names of a table's numeric
+columns in the order of ``x``'s last axis. Each artefact is loaded back and run next
 to the run's module on random inputs of other sizes than the traced ones; a difference over
 :func:`tolerance` (1e-4, relative above 1) at any output removes every file written and raises an
 :class:`~dsl.exporting.formats.ExportError` naming the output and the difference.
@@ -96,10 +97,10 @@ def export_trained(module: fx.GraphModule, prog: Program, prep: Preprocessing, f
             actual = onnx_outputs(path, inputs)
         else:
             actual = _write_python(module, prog, path, source, done.files, inputs)
-        if prep.vocabularies:
+        if prep.vocabularies or prep.columns:  # what the caller applies: values to indices, columns in order
             vocab = companion(path, ".preprocess.json")
             done.files.append(vocab)
-            atomic_text(vocab, Preprocessing(vocabularies=prep.vocabularies).to_json())
+            atomic_text(vocab, Preprocessing(vocabularies=prep.vocabularies, columns=prep.columns).to_json())
         if actual is not None:
             expected = dict(zip(prog.outputs, reference_outputs(module, inputs), strict=True))
             done.diffs = {n: abs_diff(e, a) for (n, e), a in zip(expected.items(), actual, strict=True)}

@@ -81,7 +81,8 @@ def file_batches(path: str, opened: Any) -> list[dict[str, Tensor]]:
         if cfg.source is not None and cfg.source.name == "table":  # text categories -> the training indices
             from dsl.data.table_load import input_tensors
 
-            return [input_tensors(path, cfg.source_params, dict(opened.preprocessing.vocabularies))]
+            prep = opened.preprocessing
+            return [input_tensors(path, cfg.source_params, dict(prep.vocabularies), prep.columns.get("x"))]
         return [_read_tensors(path, cfg.source_params, inputs_only=True)]
     except DataError as exc:
         raise SpecError([Diagnostic(exc.code, exc.message, exc.span or Span(file=path))]) from None
