@@ -195,6 +195,29 @@ def test_a_sweep_trains_the_grid_into_one_folder_and_one_table(spec, tmp_path) -
     assert len(body) == 4 and "* best by validation:" in stdout
 
 
+def test_the_command_line_takes_section_dot_argument(spec, tmp_path) -> None:
+    code, out, err = run_cli("check", spec, "--json", "--set", "optimizer=sgd", "--set", "optimizer.lr=0.3",
+                             "--set", "schedule=onecycle(max_lr=0.1)", "--set", "schedule.pct_start=0.2")
+    assert code == 0, err
+    code, _, err = run_cli("check", spec, "--set", "optimizer.lr.x=1")
+    assert code == 2 and "SECTION.ARG=VALUE" in err
+
+
+def test_sweep_mistakes_stop_it_before_anything_trains(spec, tmp_path) -> None:
+    code, _, err = train(spec, "--out", str(tmp_path / "a"), "--set", "hidden=4,")
+    assert code == 2 and "--set hidden=4, has an empty value" in err
+    code, _, err = train(spec, "--out", str(tmp_path / "b"), "--set", "hiden=4,8")
+    assert code == 1 and err.count("E0404") == 1 and "did you mean `hidden`" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_epochs_given_two_ways_is_refused(spec, tmp_path) -> None:
+    for sets in (["epochs=1"], ["epochs=1,2"]):
+        code, _, err = train(spec, "--out", str(tmp_path / "r"), "--epochs", "3", *[f"--set={s}" for s in sets])
+        assert code == 2 and "--epochs and --set epochs=" in err and "give one of them" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_sweep_value_in_brackets_is_one_value(spec, tmp_path) -> None:
     code, stdout, err = train(spec, "--out", str(tmp_path / "r"), "--set", "loggers=[csv, tensorboard]",
                               "--set", "epochs=1")

@@ -128,13 +128,15 @@ def _add_plugin_commands(sub: Any) -> None:
         p.set_defaults(_run=module.run)
 
 
-def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
+def parse_assignments(items: Sequence[str], what: str, dotted: bool = False) -> dict[str, str]:
+    """``NAME=VALUE`` pairs; with ``dotted``, NAME may also be ``SECTION.ARG`` (``optimizer.lr``)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key.isidentifier():
-            raise UsageError(f"{what} expects NAME=VALUE, got {item!r}")
+        parts = key.split(".") if dotted else [key]
+        if not sep or len(parts) > 2 or not all(part.isidentifier() for part in parts):
+            raise UsageError(f"{what} expects NAME=VALUE{' or SECTION.ARG=VALUE' if dotted else ''}, got {item!r}")
         out[key] = value.strip()
     return out
 
@@ -142,7 +144,7 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, str]:
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     from dsl.language.resolve import parse_override
 
-    return {k: parse_override(v) for k, v in parse_assignments(items, "--set").items()}
+    return {k: parse_override(v) for k, v in parse_assignments(items, "--set", dotted=True).items()}
 
 
 def parse_dims(items: Sequence[str]) -> dict[str, int]:

@@ -39,7 +39,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise UsageError("a sweep trains its runs one after another in one process: drop --nproc")
     if getattr(args, "resume", False):
         raise UsageError("--resume continues one run: pass that run's folder with --out, without a sweep")
-    pairs = list(parse_assignments(args.set or [], "--set").items())
+    pairs = list(parse_assignments(args.set or [], "--set", dotted=True).items())
+    for key, text in pairs:
+        if "" in split_values(text):
+            raise UsageError(f"--set {key}={text} has an empty value (a stray comma?)")
     combos = grid(pairs)
     if len(combos) > MAX_RUNS:
         raise UsageError(f"the sweep has {len(combos):,} runs; at most {MAX_RUNS:,}")
@@ -49,17 +52,30 @@ def run_sweep(args: argparse.Namespace) -> int:
     folder = args.out or default_dir(f"{spec.model.name if spec.model else 'model'}-sweep")
     if os.path.isdir(folder) and os.listdir(folder):
         raise RunError(f"{folder} is not empty: give the sweep a new --out")
+    train_overrides = {"epochs": getattr(args, "epochs", None), "seed": getattr(args, "seed", None)}
+
+    def prepare(combo: list[tuple[str, str]]) -> Any:
+        try:
+            return session.prepare(path, {k: parse_override(v) for k, v in combo}, parse_dims(args.dim or []),
+                                   train_overrides, getattr(args, "max_params", None))
+        except SpecError as err:
+            return err
+
+    # Every combination is checked before any trains: a mistake that spoils them all (a
+    # misspelt key) is one error now, not a failed run per combination after the others trained.
+    prepared = [prepare(combo) for combo in combos]
+    if all(isinstance(p, SpecError) for p in prepared):
+        raise prepared[0]
     os.makedirs(folder, exist_ok=True)
     rows: list[dict[str, Any]] = []
     mode = "max"
-    train_overrides = {"epochs": getattr(args, "epochs", None), "seed": getattr(args, "seed", None)}
-    for i, combo in enumerate(combos, start=1):
+    for i, (combo, p) in enumerate(zip(combos, prepared, strict=True), start=1):
         name = run_name(i, combo, swept)
         print(f"[{i}/{len(combos)}] {' '.join(f'{k}={v}' for k, v in combo if k in swept)}", file=sys.stderr)
         row: dict[str, Any] = {"run": name, **{k: v for k, v in combo if k in swept}}
         try:
-            p = session.prepare(path, {k: parse_override(v) for k, v in combo}, parse_dims(args.dim or []),
-                                train_overrides, getattr(args, "max_params", None))
+            if isinstance(p, SpecError):
+                raise p
             opts = _options(args)
             opts.out, opts.resume = os.path.join(folder, name), False
             trainer = session.train(p, opts)

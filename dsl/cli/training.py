@@ -83,13 +83,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dsl.training.sweep import is_sweep
 
     nproc = int(getattr(args, "nproc", 1) or 1)
-    if is_sweep(list(parse_assignments(args.set or [], "--set").items())):
+    refused = _guarded(_train_keys_given_once, args)
+    if refused:
+        return refused
+    if is_sweep(list(parse_assignments(args.set or [], "--set", dotted=True).items())):
         from dsl.cli.sweep import run_sweep
 
         return _guarded(run_sweep, args)
     if nproc > 1 and "RANK" not in os.environ:
         return _guarded(_spawn, args)
     return _guarded(_train, args)
+
+
+def _train_keys_given_once(args: argparse.Namespace) -> int:
+    """``--epochs 3 --set epochs=5`` would train one and record the other: refused."""
+    keys = parse_assignments(args.set or [], "--set", dotted=True)
+    for flag in ("epochs", "seed"):
+        if getattr(args, flag, None) is not None and flag in keys:
+            raise UsageError(f"--{flag} and --set {flag}={keys[flag]} both set `{flag}`: give one of them")
+    return 0
 
 
 def _options(args: argparse.Namespace) -> Options:
