@@ -195,6 +195,12 @@ def test_predict_without_data_uses_the_test_split_and_best_weights(iris_run, tmp
     assert np.load(tmp_path / "p.npz")["logits"].shape == (30, 3)  # 20% of 150 rows
     code, _, err = run_cli("predict", str(run), "--out", str(tmp_path / "p.txt"))
     assert code == 1 and ".npz, .csv, .parquet or .pt" in err
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "a.png").write_bytes(b"\x89PNG")
+    for data, words in (("pictures", "is a folder"), ("pictures/a.png", "predict reads .npz, .csv"),
+                        ("nothing.npz", "E0702")):
+        code, _, err = run_cli("predict", str(run), "--data", str(tmp_path / data), "--out", str(tmp_path / "q.npz"))
+        assert code == 1 and words in err and "E07" in err, err
 
 
 def test_predict_csv_of_a_model_with_a_scalar_output(tmp_path: Path, iris_rows) -> None:

@@ -375,3 +375,5 @@ def test_a_python_dataset_of_dicts_trains_through_a_dataloader(tmp_path) -> None
                                      "    metrics = [accuracy(logits, y)]"), file=str(tmp_path / "rows.dsl"))
     run = dsl.train(spec, data=Rows(), out=str(tmp_path / "run"), quiet=True)
     assert run.meta["test"]["accuracy"] >= 0.9
+    code, _, err = run_cli("predict", str(tmp_path / "run"), "--out", str(tmp_path / "p.csv"))
+    assert code == 1 and "E0501" in err and "trained on a Python Dataset" in err and "--data FILE" in err

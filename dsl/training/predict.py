@@ -65,8 +65,14 @@ def _free(name: str, taken: dict[str, Any]) -> str:
 
 def file_batches(path: str, opened: Any) -> list[dict[str, Tensor]]:
     """The raw inputs of a data file, as the batches to predict on."""
+    if os.path.isdir(path):
+        raise RunError(f"--data {path} is a folder: predict reads one file of raw inputs ({', '.join(SUFFIXES)}; "
+                       "images as an array [N, C, H, W] of floats in [0, 1] in an .npz or .pt)", "E0703", path)
     if not os.path.isfile(path):
-        raise RunError(f"data file not found: {path}")
+        raise RunError(f"data file not found: {path}", "E0702", path)
+    if not path.lower().endswith((*SUFFIXES, ".pq")):
+        raise RunError(f"--data {path}: predict reads {', '.join(SUFFIXES)} files (images as an array "
+                       "[N, C, H, W] of floats in [0, 1] in an .npz or .pt)", "E0703", path)
     cfg = opened.prepared.cfg
     kind = cfg.source.kind if cfg.source is not None else "table"
     from dsl.data.files import DataError, _read_tensors
@@ -101,6 +107,9 @@ def split_batches(opened: Any) -> list[dict[str, Tensor]]:
     """The spec's test split (or its one evaluation pass), as its source prepares it."""
     from dsl.training.session import load_data
 
+    if opened.prepared.cfg.source is None:  # trained on a Python Dataset: nothing to read a split from
+        raise RunError(f"{opened.run.path} was trained on a Python Dataset (its spec has no `data =`): give the "
+                       "rows to predict on with --data FILE (.npz, .pt, .csv or .parquet)", "E0501")
     data = load_data(opened.prepared.cfg)
     split = "test" if "test" in data.eval_splits else data.eval_splits[0]
     return list(data.batches(split))
