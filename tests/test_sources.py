@@ -114,11 +114,12 @@ def test_a_table_with_a_string_column_trains(tables, data, tmp_path) -> None:
     assert code == 1 and "E0703" in err and "'purple', a category the training data did not have" in err
 
 
-def _diagnostics(spec: str) -> list[dict]:
-    """The data's diagnostics of ``dsl check --json`` (not the model's names it leaves unbound)."""
-    code, out, _ = run_cli("check", "--json", spec)
+def _diagnostics(spec: str, *args: str) -> list[dict]:
+    """``dsl check --json``'s diagnostics: a data problem is the only one (the sizes the data
+    would declare, `N_color` and `N_y`, are not reported unknown besides it)."""
+    code, out, _ = run_cli("check", "--json", spec, *args)
     assert code == 1
-    return [d for d in json.loads(out) if d["code"] != "E0201"]
+    return json.loads(out)
 
 
 def test_a_string_column_not_declared_categorical_is_refused_at_its_cell(tables) -> None:
@@ -163,8 +164,19 @@ def test_parquet_labels_and_missing_values_are_refused_by_row(tmp_path) -> None:
 
 def test_a_missing_categorical_column_is_named(tables) -> None:
     spec = _spec(tables, "rows.csv", TABLE_SPEC.replace('["color"]', '["colour"]'), "typo.dsl")
-    diags = _diagnostics(spec)
-    assert diags[0]["code"] == "E0703" and "`colour`" in diags[0]["message"] and diags[0]["line"] == 1
+    [d] = _diagnostics(spec)
+    assert d["code"] == "E0703" and "`colour`" in d["message"] and d["line"] == 1
+    assert "did you mean `color`?" in d["message"]
+
+
+def test_splits_that_leave_no_rows_are_refused_by_check(tables, tmp_path) -> None:
+    [d] = _diagnostics(_spec(tables, "rows.csv"), "--set", "val=0.9")
+    assert d["code"] == "E0401" and "val=0.9 and test=0.2" in d["message"] and "below 1" in d["message"]
+    _frame(2).to_csv(tmp_path / "two.csv", index=False)
+    [d] = _diagnostics(_spec(tmp_path, "two.csv"))
+    assert d["code"] == "E0703" and "has 2 rows: too few to split" in d["message"]
+    [d] = _diagnostics(_spec(tables, "rows.csv", TABLE_SPEC.replace("batch=32", "batch=32, stratify=true")))
+    assert d["code"] == "E0402" and "`stratify`" in d["message"]
 
 
 # --------------------------------------------------------------------------- images

@@ -86,7 +86,7 @@ def analyse(
         result = Analysis(spec, res, diagnostics=[*res.diagnostics, *routed])
         if spec.train is not None:
             _train_constants(result, dict(train_overrides or {}), fields)
-        checker = Checker(res, dict(dims or {}), result.feature_dims)
+        checker = Checker(res, dict(dims or {}), result.feature_dims, _data_unread(result))
         result.program = checker.check_model()
         if result.program is not None and result.config is not None:
             _train_section(result, checker)
@@ -122,6 +122,13 @@ def _train_constants(result: Analysis, train_overrides: dict[str, Any],
         _bind_sizes(result, data_sizes(cfg, result.diagnostics))
     result.data_dims = data_dims(result.resolved.model, result.fields, result.constants)
     result.feature_dims = data_dims(result.resolved.model, result.fields, result.constants, features_only=True)
+
+
+def _data_unread(result: Analysis) -> bool:
+    """The train section's source declares sizes (``N_<column>``) but its data could not be read."""
+    cfg = result.config
+    source = None if cfg is None else cfg.source or cfg.refused_source
+    return source is not None and source.sizes is not None and result.fields is None
 
 
 def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:

@@ -81,11 +81,19 @@ def _line_of(span: Span, here: Span | None) -> str:
     return f"{os.path.basename(span.file)}:{span.line}"
 
 
+class UnreadSize(ConstError):
+    """A name the unreadable data would have declared: poisons its use without a second error."""
+
+
 class Checker:
-    def __init__(self, res: Resolved, dims: dict[str, int] | None = None, data_dims: dict[str, int] | None = None):
+    def __init__(self, res: Resolved, dims: dict[str, int] | None = None, data_dims: dict[str, int] | None = None,
+                 data_unread: bool = False):
         """``dims``: sizes the caller gives; ``data_dims``: sizes the train section's data binds
-        (the guard keeps those free, :mod:`dsl.building.guards`)."""
+        (the guard keeps those free, :mod:`dsl.building.guards`); ``data_unread``: the data
+        declares sizes but could not be read (its error is reported)."""
         self.res = res
+        self.data_unread = data_unread
+        self.poisoned_by_data = False  # a value was left unknown for want of the data's sizes
         self.env = DimEnv()
         self.diags: list[Diagnostic] = list(res.diagnostics)
         self.registry = registry.load()
@@ -116,13 +124,25 @@ class Checker:
         size = self.size_value(name, scope)
         if size is not None:
             return size
+        if self.unread_size(name):
+            raise UnreadSize(f"`{name}` is a size the unread data would declare", span, "E0201")
         raise ConstError(
             f"unknown name `{name}`", span, "E0201", help=did_you_mean(name, list(scope.consts) + list(scope.names))
         )
 
+    def unread_size(self, name: str) -> bool:
+        """Whether ``name`` may be a size (``N_<column>``) that the data would have declared had
+        it been readable; the data's own error says what is wrong, so no second one is made."""
+        if self.data_unread and name.startswith("N_"):
+            self.poisoned_by_data = True
+            return True
+        return False
+
     def const(self, expr: ir.Expr, scope: Scope) -> Const | Poison:
         try:
             return eval_const(expr, lambda n, s: self.lookup_const(scope, n, s))
+        except UnreadSize:
+            return POISON
         except ConstError as e:
             d = self.error(e.code, e.message, e.span, help=e.help)
             self._in_block_note(d, scope)
@@ -149,7 +169,7 @@ class Checker:
         self.stack.pop()
         self.model_scope = scope
         prog.bounds.extend(self.pending_bounds)
-        if not prog.outputs and not any(d.severity == "error" for d in self.diags):
+        if not prog.outputs and not self.poisoned_by_data and not any(d.severity == "error" for d in self.diags):
             self.error("E0212", f"model `{model.name}` has no `output`", model.name_span or model.span,
                        help="mark a result with `output name`")
         return prog
@@ -439,6 +459,8 @@ class Checker:
             size = self.size_value(expr.id, scope)
             if size is not None:  # a dim of the inputs used as a value: its size at run time
                 return ConstVal(size, expr.span)
+            if self.unread_size(expr.id):
+                return POISON
             choices = list(scope.names) + list(scope.consts)
             d = self.error("E0201", f"unknown name `{expr.id}`", expr.span, help=did_you_mean(expr.id, choices))
             self._in_block_note(d, scope)

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import Field
 
+from dsl.data.checks import check_rows
 from dsl.data.files import DataError, resolve_path
 from dsl.data.params import SplitParams
 from dsl.data.registry import Source, register_source
@@ -199,7 +200,10 @@ def _jpeg(fh: Any) -> tuple[int, int, bool] | None:
 
 
 def _fields(p: ImagesParams) -> dict[str, TensorType]:
-    return describe(p).fields()
+    found = describe(p)
+    if "all" in found.files:  # one folder, split by the seed: each split needs an image
+        check_rows(len(found.files["all"]), p.val, p.test, resolve_path(p), "images")
+    return found.fields()
 
 
 def _sizes(p: ImagesParams) -> dict[str, int]:

@@ -136,7 +136,12 @@ def _split_indices(n: int, y: np.ndarray | None, val: float, test: float, seed: 
         try:
             a, b = train_test_split(ids, test_size=frac, random_state=seed + salt, stratify=strat)
         except ValueError:  # a class too small to stratify: plain random split
-            a, b = train_test_split(ids, test_size=frac, random_state=seed + salt)
+            try:
+                a, b = train_test_split(ids, test_size=frac, random_state=seed + salt)
+            except ValueError:  # one side would be empty
+                raise DataError(f"the data has {n} row{'s' if n != 1 else ''}: too few to hold out "
+                                f"test={test:g} and val={val:g} and keep at least one row in each split",
+                                "") from None
         return np.sort(a), np.sort(b)
 
     rest, test_idx = cut(idx, test, 0)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from dsl.language.shapes import TensorType
 
@@ -24,6 +24,14 @@ class SourceParams(BaseModel):
     """Base of a source's hyperparameters: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    @model_validator(mode="after")
+    def _rows_left_to_train_on(self) -> SourceParams:
+        val, test = getattr(self, "val", 0) or 0, getattr(self, "test", 0) or 0
+        if val + test >= 1:
+            raise ValueError(f"val={val:g} and test={test:g} hold out {val + test:g} of the rows, leaving none "
+                             "to train on (val + test must be below 1)")
+        return self
 
 
 FieldsFn = Callable[[Any], dict[str, TensorType]]

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from dsl.data.checks import check_rows
 from dsl.data.files import (
     DataError,
     _csv_fields,
@@ -42,6 +43,7 @@ from dsl.data.files import (
 )
 from dsl.data.params import SplitParams
 from dsl.data.registry import Source, register_source
+from dsl.language.diagnostics import did_you_mean
 from dsl.language.shapes import Sym, TensorType
 
 SUFFIXES = (".csv", ".parquet", ".pq")
@@ -130,8 +132,9 @@ def check_columns(names: list[str], label: str, categorical: tuple[str, ...], pa
     needed = [c for c in categorical if c != label] if isinstance(label, Unlabelled) else [label, *categorical]
     missing = [c for c in needed if c not in names]
     if missing:
+        hint = did_you_mean(missing[0], names)
         raise DataError(f"no column {', '.join(f'`{m}`' for m in missing)} in {path} "
-                        f"(columns: {', '.join(names)})", *at(0))
+                        f"(columns: {', '.join(names)}){'; ' + hint if hint else ''}", *at(0))
     for c in categorical:
         if c != label and (not c.isidentifier() or c in RESERVED):
             raise DataError(f"categorical column `{c}` becomes a field of that name, so it must be an identifier "
@@ -240,7 +243,9 @@ class _Scan:
 
 
 def _fields(p: TableParams) -> dict[str, TensorType]:
-    return describe(p).fields()
+    info = describe(p)
+    check_rows(info.rows, p.val, p.test, info.path)
+    return info.fields()
 
 
 def _sizes(p: TableParams) -> dict[str, int]:

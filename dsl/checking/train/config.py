@@ -143,6 +143,7 @@ class TrainConfig:
     source: Source | None = None
     source_params: Any = None
     data_span: Span = NO_SPAN
+    refused_source: Source | None = None  # named, but its arguments were refused (reported)
     loss: Expr | None = None
     metrics: list[Metric] = field(default_factory=list)
     optimizer: tuple[str, Any] = ("adam", Adam())
@@ -219,8 +220,10 @@ class Constants:
                              help=did_you_mean(key, known) or f"arguments: {', '.join(known)}")
                 elif e["type"] == "missing":
                     self.err("E0403", f"`{what}` needs argument `{key}`", call.span)
-                else:
-                    self.err("E0401", f"invalid `{key or what}` for `{what}`: {e['msg']}", span)
+                elif key:
+                    self.err("E0401", f"invalid `{key}` for `{what}`: {e['msg']}", span)
+                else:  # a rule over several arguments (val + test below 1)
+                    self.err("E0401", f"invalid `{what}(...)`: {e['msg'].removeprefix('Value error, ')}", span)
             return None
 
 
@@ -338,6 +341,7 @@ def _data(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
         ctx.err("E0502", f"unknown data source `{value.func}`", span,
                 help=did_you_mean(value.func, source_names()) or f"sources: {', '.join(source_names())}")
         return
+    cfg.refused_source = src  # until its arguments pass
     values = ctx.kwargs(value, value.func)
     if values is None:
         return
@@ -356,7 +360,7 @@ def _data(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
         values.setdefault("base_dir", os.path.dirname(os.path.abspath(ctx.spec.file)) if ctx.spec.file else "")
     params = ctx.validate(src.params, values, value, src.name)
     if params is not None:
-        cfg.source, cfg.source_params = src, params
+        cfg.source, cfg.source_params, cfg.refused_source = src, params, None
 
 
 def _metrics(ctx: Constants, cfg: TrainConfig, e: TrainEntry) -> None:
