@@ -211,6 +211,22 @@ def test_sweep_mistakes_stop_it_before_anything_trains(spec, tmp_path) -> None:
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_an_out_that_holds_a_run_or_no_run_is_a_diagnostic(spec, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert train(spec, "--out", str(out), "--set", "epochs=1")[0] == 0
+    code, _, err = train(spec, "--out", str(out), "--set", "epochs=1")
+    assert code == 1 and "error[E0706]" in err and "already holds a run: pass --resume" in err
+    code, _, err = train(spec, "--out", str(out), "--set", "epochs=1,2")
+    assert code == 1 and "error[E0706]" in err and "is not empty" in err
+    code, _, err = train(spec, "--out", str(tmp_path / "none"), "--resume")
+    assert code == 1 and "error[E0702]" in err and "--resume: no checkpoint" in err
+    for command in ("eval", "predict"):
+        code, _, err = run_cli(command, str(tmp_path / "none"), *(["--out", "p.npz"] if command == "predict" else []))
+        assert code == 1 and "error[E0702]" in err and "no such run directory" in err, (command, err)
+    code, _, err = run_cli("inspect", str(tmp_path / "none"))
+    assert code == 1 and err.startswith("dsl: error:")
+
+
 def test_epochs_given_two_ways_is_refused(spec, tmp_path) -> None:
     for sets in (["epochs=1"], ["epochs=1,2"]):
         code, _, err = train(spec, "--out", str(tmp_path / "r"), "--epochs", "3", *[f"--set={s}" for s in sets])

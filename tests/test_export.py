@@ -252,7 +252,7 @@ def test_onnx_refuses_moe_with_a_diagnostic_at_the_call(tmp_path: Path) -> None:
 def test_onnx_missing_packages_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import dsl.exporting.formats as export
 
-    monkeypatch.setattr(export, "onnx_missing", lambda: "--emit onnx needs onnx: pip install 'dsl[onnx]'")
+    monkeypatch.setattr(export, "onnx_missing", lambda: "ONNX export needs onnx: pip install 'dsl[onnx]'")
     code, _, err = run_cli("compile", str(SPECS / "classifier.dsl"), "--emit", "onnx", "-o", str(tmp_path / "m.onnx"))
     assert code == 2 and "dsl[onnx]" in err
 

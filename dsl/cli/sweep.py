@@ -51,7 +51,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     spec = load(path)
     folder = args.out or default_dir(f"{spec.model.name if spec.model else 'model'}-sweep")
     if os.path.isdir(folder) and os.listdir(folder):
-        raise RunError(f"{folder} is not empty: give the sweep a new --out")
+        raise RunError(f"{folder} is not empty: give the sweep a new --out", "E0706", folder)
     train_overrides = {"epochs": getattr(args, "epochs", None), "seed": getattr(args, "seed", None)}
 
     def prepare(combo: list[tuple[str, str]]) -> Any:

@@ -277,7 +277,7 @@ def onnx_missing() -> str | None:
 
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
-        return f"--emit onnx needs {' and '.join(missing)}: pip install 'dsl[onnx]'"
+        return f"ONNX export needs {' and '.join(missing)}: pip install 'dsl[onnx]'"
     return None
 
 

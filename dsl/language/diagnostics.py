@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "E0703": "invalid data file",
     "E0704": "invalid run directory",
     "E0705": "run directory in use",
+    "E0706": "run directory already holds a run",
     "E0801": "limit exceeded",
     "E0802": "model too large",
     "E0901": "plugin failed",

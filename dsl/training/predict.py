@@ -129,7 +129,8 @@ def predict(module: Any, batches: list[dict[str, Tensor]], device: str = "cpu") 
     for batch in batches:
         missing = [n for n in names if n not in batch]
         if missing:
-            raise RunError(f"the data lacks the model input(s) {', '.join(missing)} (it has: {', '.join(batch)})")
+            raise RunError(f"the data lacks the model input(s) {', '.join(missing)} (it has: {', '.join(batch)})",
+                           "E0703")
         with torch.no_grad():
             out = module(**{n: _on(batch[n], device) for n in names})
         if not isinstance(out, dict):

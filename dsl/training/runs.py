@@ -46,11 +46,12 @@ def locate(path: str | os.PathLike[str], best: bool = False) -> tuple[RunDir, st
         path, name = os.path.dirname(path) or ".", os.path.basename(path)
     run = RunDir(path)
     if not os.path.isdir(path):
-        raise RunError(f"{path}: no such run directory (nothing to load {name} from)")
+        raise RunError(f"{path}: no such run directory (nothing to load {name} from)", "E0702", path)
     if not os.path.lexists(run.file(name)) and not os.path.lexists(run.file(run.committed_file(name))):
         if name == BEST_FILE and os.path.isfile(run.file(MODEL_FILE)):
-            raise RunError(f"{path} has no {BEST_FILE}: no epoch of the run was chosen on a validation split")
-        raise RunError(f"{path}: no {name} (not a run directory, or no epoch finished)")
+            raise RunError(f"{path} has no {BEST_FILE}: no epoch of the run was chosen on a validation split",
+                           "E0702", path)
+        raise RunError(f"{path}: no {name} (not a run directory, or no epoch finished)", "E0702", path)
     return run, name
 
 

@@ -115,7 +115,7 @@ def run_dir(p: Prepared, out: str | None, resume: bool) -> tuple[RunDir, bool]:
     name = p.spec.model.name if p.spec.model is not None else "model"
     path = (out or latest_run(name)) if resume else (out or default_dir(name))
     if resume and (path is None or not RunDir(path).exists()):
-        raise RunError(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}")
+        raise RunError(f"--resume: no checkpoint in {path or 'runs/' + name + '-*'}", "E0702", path)
     assert path is not None
     run = RunDir(path)
     run.lock()  # one writer per directory, before anything is written (the caller unlocks)
@@ -131,7 +131,8 @@ def _check_run_dir(run: RunDir, p: Prepared, resume: bool) -> None:
     """A locked directory fit to start (a new run) or to resume (the same spec's checkpoint)."""
     if not resume:
         if run.exists():
-            raise RunError(f"{run.path} already holds a run: pass --resume to continue it, or another --out")
+            raise RunError(f"{run.path} already holds a run: pass --resume to continue it, or another --out", "E0706",
+                           run.path)
         run.probe()  # an unwritable or full output directory fails here, before any training
         return
     run.probe()
@@ -295,7 +296,7 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
 
     run = RunDir(run_path)
     if not os.path.lexists(run.file(weights_file)) and not os.path.lexists(run.file(run.committed_file(weights_file))):
-        raise RunError(f"{run_path}: no {weights_file} (not a run directory?)")
+        raise RunError(f"{run_path}: no {weights_file} (not a run directory?)", "E0702", run_path)
     meta = run.read_meta() if run.exists() else {}
     settings = run_settings(meta, run.file(META_FILE))
     if spec is None:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _inspect(args)
     except InspectProblem as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"dsl: error: {err}", file=sys.stderr)
         return 1
 
 
