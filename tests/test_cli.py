@@ -67,3 +67,16 @@ def test_console_script_installed():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "ok:" in out.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_internal_error() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "dsl.cli", "blocks", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)  # as `| head -c 10` does, then goes away
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141) and "internal error" not in err and "Traceback" not in err, err
