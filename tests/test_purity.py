@@ -71,7 +71,8 @@ def test_checking_your_own_data_imports_no_torch_pandas_or_pil(tmp_path) -> None
     frame.to_parquet(tmp_path / "t.parquet")
     for label in ("0", "1"):
         (tmp_path / "img" / label).mkdir(parents=True)
-        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "img" / label / "a.png")
+        for name in ("a", "b"):  # two per class: enough to split into train, val and test
+            Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "img" / label / f"{name}.png")
     specs = {
         "csv": BYO_SPEC.format(shape="[B, F]", data='table("t.csv", categorical=["color"])'),
         "png": BYO_SPEC.format(shape="[B, 1, 8, 8]", data='images("img")'),

@@ -231,6 +231,17 @@ def test_a_folder_of_pngs_trains(digit_images, tmp_path) -> None:
     assert json.loads((out / "meta.json").read_text())["test"]["accuracy"] >= 0.85
 
 
+def test_a_folder_too_small_to_split_is_refused_by_check(tmp_path) -> None:
+    from PIL import Image
+
+    for label in ("0", "1"):  # one image per class: nothing left for validation or testing
+        (tmp_path / "digits" / label).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "digits" / label / "a.png")
+    (tmp_path / "spec.dsl").write_text(IMAGES_SPEC)
+    [d] = _diagnostics(str(tmp_path / "spec.dsl"))
+    assert d["code"] == "E0703" and "has 2 images: too few to split" in d["message"]
+
+
 def test_an_image_of_another_size_or_a_stray_file_is_refused(digit_images, tmp_path) -> None:
     import shutil
 
