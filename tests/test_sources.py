@@ -114,6 +114,31 @@ def test_a_table_with_a_string_column_trains(tables, data, tmp_path) -> None:
     assert code == 1 and "E0703" in err and "'purple', a category the training data did not have" in err
 
 
+def test_a_trained_run_predicts_and_exports_without_its_training_data(tmp_path) -> None:
+    """The run records its data's fields and sizes (N_color, N_y): a run shipped without the
+    CSV it learnt from still rebuilds its model; evaluating it needs the data, and says so."""
+    _frame(60).to_csv(tmp_path / "rows.csv", index=False)
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", _spec(tmp_path, "rows.csv", TABLE_SPEC.replace("epochs    = 12", "epochs = 1")),
+                           "--quiet", "--out", str(out))
+    assert code == 0, err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["data_sizes"] == {"N_color": 3, "N_y": 2} and meta["fields"]["x"]["shape"] == ["B", 2]
+    _frame(5, seed=1).drop(columns=["label"]).to_csv(tmp_path / "new.csv", index=False)
+    (tmp_path / "rows.csv").unlink()
+    code, _, err = run_cli("predict", str(out), "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    code, _, err = run_cli("export", str(out), "--to", "python", "-o", str(tmp_path / "m.py"))
+    assert code == 0, err
+    assert dsl.load_run(out)(x=torch.randn(3, 2), color=torch.tensor([0, 1, 2])).shape == (3, 2)
+    code, _, err = run_cli("eval", str(out))
+    assert code == 1 and "E0702" in err and "rows.csv" in err
+    meta["data_sizes"] = {"N_color": "three"}
+    (out / "meta.json").write_text(json.dumps(meta))
+    code, _, err = run_cli("predict", str(out), "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "q.csv"))
+    assert code == 1 and "E0704" in err and "not a valid record of the data" in err
+
+
 def _diagnostics(spec: str, *args: str) -> list[dict]:
     """``dsl check --json``'s diagnostics: a data problem is the only one (the sizes the data
     would declare, `N_color` and `N_y`, are not reported unknown besides it)."""

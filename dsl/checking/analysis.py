@@ -38,6 +38,7 @@ class Analysis:
     config: TrainConfig | None = None  # the train section's constants, when the spec has one
     fields: dict[str, TensorType] | None = None  # the data's fields, when the source declares them
     data_dims: dict[str, int] = field(default_factory=dict)  # sizes the data binds
+    data_sizes: dict[str, int] = field(default_factory=dict)  # constants the data declares (N_<column>)
     feature_dims: dict[str, int] = field(default_factory=dict)  # those of them the model is checked with
     objective: Objective | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -69,6 +70,7 @@ def analyse(
     train_overrides: Mapping[str, Any] | None = None,
     fields: Mapping[str, TensorType] | None = None,
     loader: Callable[[str], ir.Spec] | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> Analysis:
     """Resolve and check ``spec`` once; a model that checks is then sized (:mod:`dsl.checking.budget`).
 
@@ -76,16 +78,17 @@ def analyse(
     and optimizer, schedule or data arguments (:mod:`dsl.checking.train.overrides`);
     ``max_params`` bounds the parameter count (default 1e9); ``train_overrides``
     replaces train keys (``epochs``, ``seed``); ``fields`` gives the data's fields
-    when its source cannot declare them (a ``.pt`` file, read when training starts);
-    ``loader`` reads the files the spec ``use``s (default: from disk; an editor
-    passes its unsaved texts).
+    when its source cannot declare them (a ``.pt`` file, read when training starts)
+    and, with ``sizes`` (the constants it declares, ``N_<column>``), in place of reading
+    the data (a trained run's own record); ``loader`` reads the files the spec ``use``s
+    (default: from disk; an editor passes its unsaved texts).
     """
     with gc_paused():
         spec, params, routed = route_overrides(spec, dict(overrides or {}), _param_names(spec, loader))
         res = resolve(spec, params, loader)
         result = Analysis(spec, res, diagnostics=[*res.diagnostics, *routed])
         if spec.train is not None:
-            _train_constants(result, dict(train_overrides or {}), fields)
+            _train_constants(result, dict(train_overrides or {}), fields, sizes)
         checker = Checker(res, dict(dims or {}), result.feature_dims, _data_unread(result))
         result.program = checker.check_model()
         if result.program is not None and result.config is not None:
@@ -112,14 +115,15 @@ def _param_names(spec: ir.Spec, loader: Callable[[str], ir.Spec] | None) -> Call
 
 
 def _train_constants(result: Analysis, train_overrides: dict[str, Any],
-                     fields: Mapping[str, TensorType] | None) -> None:
+                     fields: Mapping[str, TensorType] | None, sizes: Mapping[str, int] | None) -> None:
     """The train section's config and its data's fields, and the sizes they give the model's dims."""
     cfg, diags = resolve_config(result.spec, result.constants, train_overrides, data_given=fields is not None)
     result.config = cfg
     result.diagnostics.extend(diags)
     result.fields = dict(fields) if fields is not None else data_fields(cfg, result.diagnostics)
     if result.fields is not None:
-        _bind_sizes(result, data_sizes(cfg, result.diagnostics))
+        _bind_sizes(result, dict(sizes) if fields is not None and sizes is not None
+                    else data_sizes(cfg, result.diagnostics))
     result.data_dims = data_dims(result.resolved.model, result.fields, result.constants)
     result.feature_dims = data_dims(result.resolved.model, result.fields, result.constants, features_only=True)
 
@@ -143,6 +147,7 @@ def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
                 cfg.data_span, help=f"rename the param: the data sets `{name}` = {size}"))
             continue
         result.resolved.params[name] = ParamValue(size, cfg.data_span, "data")
+        result.data_sizes[name] = size
 
 
 def _train_section(result: Analysis, checker: Checker) -> None:

@@ -21,6 +21,10 @@ class UsageError(DslError):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--epoch 2` is a typo, not `--epochs`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # exit 2 with a short message, as argparse does
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -28,7 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser, files: str | None = "+", file_help: str = "spec file (.dsl or .yaml)") -> None:
     p.add_argument("file", nargs=files, help=file_help)
-    p.add_argument("--set", action="append", default=[], metavar="K=V", help="override a param")
+    p.add_argument("--set", action="append", default=[], metavar="K=V",
+                   help="override a param, a train key or an argument (lr=0.01, optimizer.lr=0.01); "
+                        "a comma list sweeps (dsl train)")
     p.add_argument("--dim", action="append", default=[], metavar="N=34", help="bind a symbolic dim")
     p.add_argument("--json", action="store_true", help="print diagnostics as JSON")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")

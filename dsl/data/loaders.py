@@ -36,6 +36,8 @@ def load_data(cfg: Any) -> Any:
         return cfg.source.load(cfg.source_params, cfg.seed)
     except DataError as exc:
         raise SpecError([Diagnostic(exc.code, exc.message, exc.span or cfg.data_span)]) from None
+    except FileNotFoundError as exc:  # a run's data moved or deleted since it trained
+        raise SpecError([Diagnostic("E0702", f"data file not found: {exc.filename or exc}", cfg.data_span)]) from None
 
 
 def read_pt(path: str, same_rows: bool = True) -> dict[str, torch.Tensor]:

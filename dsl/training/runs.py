@@ -21,15 +21,13 @@ from dsl.data.preprocess import PREPROCESS_FILE, Preprocessing
 from dsl.data.preprocess import parse as parse_preprocessing
 from dsl.language import ir
 from dsl.language.errors import RunError, SpecError
-from dsl.language.shapes import Sym, TensorType
 from dsl.language.source import load
 from dsl.training.checkpoint import load_into
 from dsl.training.rundir import BEST_FILE, META_FILE, MODEL_FILE, RunDir, run_settings, run_spec
-from dsl.training.session import Options, Prepared, load_data, prepare
+from dsl.training.session import Options, Prepared, load_data, prepare, read_data_record
 
 TRAIN_KEYS = ("epochs", "seed")  # overrides of dsl.train that set train keys, as --epochs and --seed do
 DATA_EXPR = "data_expr"  # meta.json: the data= expression a run was trained with
-FIELDS = "fields"  # meta.json: the fields of a Python Dataset a run was trained on
 
 
 # --------------------------------------------------------------------------- which run, which weights
@@ -103,10 +101,10 @@ def _prepare_run(run: RunDir, meta: dict[str, Any], spec: ir.Spec | str | None,
     spec = load(spec) if isinstance(spec, str) else spec
     if isinstance(meta.get(DATA_EXPR), str):
         spec = with_data(spec, meta[DATA_EXPR])
-    fields = _read_fields(meta.get(FIELDS), run.path) if FIELDS in meta else None
+    fields, sizes = read_data_record(meta, run.file(META_FILE))  # the model is rebuilt without the data
     settings = run_settings(meta, run.file(META_FILE))  # type-checked: the directory is untrusted
     p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
-                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params, fields)
+                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params, fields, sizes)
     if p.analysis.fields is None:  # a source that declares its fields only when loaded (.pt)
         from dsl.training.session import with_loaded_fields
 
@@ -189,8 +187,7 @@ def train(spec: ir.Spec | str | os.PathLike[str], data: Any = None, out: str | o
     if isinstance(data, str):
         spec, extra[DATA_EXPR] = with_data(spec, data), data
     elif data is not None:
-        fields = pydata.fields_of(data)
-        extra[FIELDS] = _write_fields(fields)
+        fields = pydata.fields_of(data)  # meta.json records them, as for every run
     p = prepare(spec, overrides, dict(dims or {}), train_overrides, fields=fields)
     loaded = pydata.adapt(data, p.cfg.batch, p.cfg.seed) if fields is not None else None
     opts = Options(out=None if out is None else os.fspath(out), resume=resume, device=device, quiet=quiet,
@@ -238,33 +235,3 @@ def with_data(spec: ir.Spec, text: str) -> ir.Spec:
     return spec.model_copy(update={"train": spec.train.model_copy(update={"entries": entries})})
 
 
-# --------------------------------------------------------------------------- the fields of a Python Dataset
-
-
-def _write_fields(fields: dict[str, TensorType]) -> dict[str, Any]:
-    return {k: {"shape": [d if isinstance(d, int) else str(d) for d in t.shape], "dtype": t.dtype}
-            for k, t in fields.items()}
-
-
-def _read_fields(value: Any, where: str) -> dict[str, TensorType]:
-    """The fields meta.json records for a Python Dataset run (untrusted: validated)."""
-    bad = RunError(f"{where}: meta.json's `{FIELDS}` is not a valid field list")
-    if not isinstance(value, dict) or len(value) > 1000:
-        raise bad
-    out: dict[str, TensorType] = {}
-    for name, entry in value.items():
-        if not isinstance(name, str) or not name.isidentifier() or not isinstance(entry, dict):
-            raise bad
-        shape, dtype = entry.get("shape"), entry.get("dtype")
-        if dtype not in ("float", "long", "int", "bool") or not isinstance(shape, list) or len(shape) > 16:
-            raise bad
-        dims: list[Any] = []
-        for d in shape:
-            if isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62:
-                dims.append(d)
-            elif isinstance(d, str) and d.isidentifier():
-                dims.append(Sym(d))
-            else:
-                raise bad
-        out[name] = TensorType(tuple(dims), dtype)
-    return out

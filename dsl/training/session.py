@@ -74,15 +74,17 @@ class Options:
 
 def prepare(spec: Spec | str, overrides: dict[str, Any] | None = None, dims: dict[str, int] | None = None,
             train_overrides: dict[str, Any] | None = None, max_params: int | None = None,
-            fields: dict[str, TensorType] | None = None) -> Prepared:
+            fields: dict[str, TensorType] | None = None, sizes: dict[str, int] | None = None) -> Prepared:
     """Load and check the spec, its train section included; SpecError with every problem.
 
-    ``fields``: the data's fields, for a source that declares none before loading (a ``.pt`` file)."""
+    ``fields``: the data's fields, for a source that declares none before loading (a ``.pt``
+    file); with ``sizes`` (what it declares, ``N_<column>``), a trained run's record of its
+    data, so that the run's model is rebuilt without reading the data again."""
     spec = load(spec) if isinstance(spec, str) else spec
     if spec.train is None:
         raise RunError(f"{spec.file} has no `train` section")
     overrides = dict(overrides or {})
-    a = analyse(spec, dims, overrides, max_params, train_overrides, fields)
+    a = analyse(spec, dims, overrides, max_params, train_overrides, fields, sizes=sizes)
     if not a.ok or a.config is None:
         raise SpecError(a.errors or a.diagnostics)
     all_dims = {**a.data_dims, **dict(dims or {})}
@@ -103,6 +105,56 @@ def _dtype_name(t: Any) -> str:
     if t.is_floating_point():
         return "float"
     return {"torch.int64": "long", "torch.int32": "int", "torch.bool": "bool"}.get(str(t.dtype), "long")
+
+
+# --------------------------------------------------------------------------- a run's record of its data
+
+FIELDS = "fields"  # meta.json: the fields of the data a run was trained on
+SIZES = "data_sizes"  # meta.json: the constants its source declared (N_<column>)
+MAX_RECORDED = 1000  # fields or sizes in a record
+
+
+def data_record(a: Analysis) -> dict[str, Any]:
+    """What meta.json keeps of the data: its fields' types and the sizes its source declared,
+    enough to rebuild the model (``dsl predict --data``, ``dsl export``) without the data."""
+    if a.fields is None:
+        return {}
+    fields = {k: {"shape": [d if isinstance(d, int) else str(d) for d in t.shape], "dtype": t.dtype}
+              for k, t in a.fields.items()}
+    return {FIELDS: fields, SIZES: dict(a.data_sizes)}
+
+
+def read_data_record(meta: dict[str, Any], where: str) -> tuple[dict[str, TensorType] | None, dict[str, int] | None]:
+    """(fields, sizes) that meta.json records, validated (the run directory is untrusted input);
+    (None, None) for a run from before they were kept."""
+    if FIELDS not in meta:
+        return None, None
+    bad = RunError(f"{where}: meta.json's `{FIELDS}` or `{SIZES}` is not a valid record of the data", "E0704", where)
+    value, sizes = meta.get(FIELDS), meta.get(SIZES)
+    if not isinstance(value, dict) or len(value) > MAX_RECORDED:
+        raise bad
+    fields: dict[str, TensorType] = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(entry, dict):
+            raise bad
+        shape, dtype = entry.get("shape"), entry.get("dtype")
+        if dtype not in ("float", "long", "int", "bool") or not isinstance(shape, list) or len(shape) > 16:
+            raise bad
+        dims: list[Any] = []
+        for d in shape:
+            if isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62:
+                dims.append(d)
+            elif isinstance(d, str) and d.isidentifier():
+                dims.append(Sym(d))
+            else:
+                raise bad
+        fields[name] = TensorType(tuple(dims), dtype)
+    if sizes is None:
+        return fields, None
+    if not isinstance(sizes, dict) or len(sizes) > MAX_RECORDED or not all(
+            isinstance(k, str) and k.isidentifier() and type(v) is int and 0 <= v < 2**62 for k, v in sizes.items()):
+        raise bad
+    return fields, dict(sizes)
 
 
 def latest_run(model_name: str) -> str | None:
@@ -224,6 +276,7 @@ def _train_in(p: Prepared, opts: Options, run: RunDir | None, resuming: bool, ra
         "epochs": p.cfg.epochs,
         "epoch": 0,
         "data": _source_text(p.cfg),
+        **data_record(p.analysis),
         **({"data_info": dict(data.info)} if data.info else {}),
         "versions": versions(),
         "world_size": world,
@@ -301,8 +354,9 @@ def load_trained(run_path: str, spec: Spec | str | None = None, overrides: dict[
     settings = run_settings(meta, run.file(META_FILE))
     if spec is None:
         spec = run_spec(run, meta)  # the run's own copy: a path meta.json names is never opened
+    fields, sizes = read_data_record(meta, run.file(META_FILE))
     p = prepare(spec, {**settings["overrides"], **dict(overrides or {})},
-                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params)
+                {**settings["dims"], **dict(dims or {})}, {"seed": settings["seed"]}, max_params, fields, sizes)
     if p.analysis.fields is None:
         p = with_loaded_fields(p, load_data(p.cfg), p.dims)
     torch.manual_seed(p.cfg.seed)

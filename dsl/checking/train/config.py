@@ -214,9 +214,10 @@ class Constants:
             for e in exc.errors():
                 key = str(e["loc"][0]) if e["loc"] else ""
                 span = next((k.value.span for k in call.kwargs if k.name == key), call.span)
-                if e["type"] == "extra_forbidden":
+                if e["type"] == "extra_forbidden":  # point at the name written, not its value
                     known = list(getattr(model, "model_fields", {}))
-                    self.err("E0402", f"`{what}` has no argument `{key}`", span,
+                    named = next((k.span for k in call.kwargs if k.name == key and k.span.known), span)
+                    self.err("E0402", f"`{what}` has no argument `{key}`", named,
                              help=did_you_mean(key, known) or f"arguments: {', '.join(known)}")
                 elif e["type"] == "missing":
                     self.err("E0403", f"`{what}` needs argument `{key}`", call.span)
