@@ -42,7 +42,7 @@ def _add_common(p: argparse.ArgumentParser, files: str | None = "+", file_help: 
                    help="refuse a model with more parameters (default 1e9)")
 
 
-def _device(text: str) -> str:
+def device_name(text: str) -> str:
     """``cpu``, ``cuda`` or ``cuda:N`` (argparse: other values exit 2)."""
     kind, colon, index = text.partition(":")
     if text in ("cpu", "cuda") or (kind == "cuda" and colon and index.isdigit()):
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-guards", action="store_true", help="skip the per-call input checks (dsl.building.guards)")
     p.add_argument("--epochs", type=int, default=None, help="override the train section's epochs")
     p.add_argument("--seed", type=int, default=None, help="override the train section's seed")
-    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
+    p.add_argument("--device", type=device_name, default="cpu", metavar="cpu|cuda|cuda:N")
     p.add_argument("--out", default=None, help="run directory (a sweep: the folder of its runs)")
     p.add_argument("--logger", action="append", default=[], choices=["csv", "tensorboard"],
                    help="log per step and per epoch (added to the train section's loggers)")
@@ -119,7 +119,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", default=None, help="run directory (the older form: dsl eval SPEC --ckpt RUN)")
     p.add_argument("--spec", default=None, help="use this spec instead of the run's")
     p.add_argument("--best", action="store_true", help="the weights the validation split chose (best.safetensors)")
-    p.add_argument("--device", type=_device, default="cpu", metavar="cpu|cuda|cuda:N")
+    p.add_argument("--device", type=device_name, default="cpu", metavar="cpu|cuda|cuda:N")
 
 
 def _add_plugin_commands(sub: Any) -> None:

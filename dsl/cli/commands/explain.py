@@ -31,6 +31,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from dsl.cli.main import device_name
 from dsl.language.errors import RunError
 
 NAME = "explain"
@@ -58,7 +59,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default=None, help="spec file (default: the run's own copy, spec.dsl)")
     parser.add_argument("--set", action="append", default=[], metavar="K=V", help="override a param")
     parser.add_argument("--dim", action="append", default=[], metavar="N=34", help="bind a symbolic dim")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--device", type=device_name, default="cpu", metavar="cpu|cuda|cuda:N",
+                        help="where the model runs (as for eval and predict)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 
