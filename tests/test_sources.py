@@ -139,6 +139,27 @@ def test_a_trained_run_predicts_and_exports_without_its_training_data(tmp_path) 
     assert code == 1 and "E0704" in err and "not a valid record of the data" in err
 
 
+def test_predict_names_a_text_label(tmp_path) -> None:
+    import pandas as pd
+
+    frame = _frame(60)
+    frame["label"] = frame["label"].map({0: "no", 1: "yes"})
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    text = TABLE_SPEC.replace('categorical=["color"]', 'categorical=["color", "label"]')
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", _spec(tmp_path, "rows.csv", text.replace("epochs    = 12", "epochs = 1")),
+                           "--quiet", "--out", str(out))
+    assert code == 0, err
+    frame.drop(columns=["label"]).head(8).to_csv(tmp_path / "new.csv", index=False)
+    for suffix in (".csv", ".npz"):
+        target = tmp_path / f"p{suffix}"
+        code, _, err = run_cli("predict", str(out), "--data", str(tmp_path / "new.csv"), "--out", str(target))
+        assert code == 0, err
+        got = pd.read_csv(target) if suffix == ".csv" else dict(np.load(target))
+        labels, classes = list(got["label"]), list(got["class"])
+        assert len(labels) == 8 and labels == [["no", "yes"][c] for c in classes]
+
+
 def _diagnostics(spec: str, *args: str) -> list[dict]:
     """``dsl check --json``'s diagnostics: a data problem is the only one (the sizes the data
     would declare, `N_color` and `N_y`, are not reported unknown besides it)."""

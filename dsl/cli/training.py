@@ -307,6 +307,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:  # the test split, as its source prepared it
         module, batches = opened.model, predict.split_batches(opened)
     result = predict.predict(module, batches, getattr(args, "device", "cpu") or "cpu")
+    result.named(opened.preprocessing.vocabularies.get("y"))
     for note in predict.write(args.out, result):
         print(f"note: {note}", file=sys.stderr)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in result.arrays().items())

@@ -27,7 +27,7 @@ from dsl.language.errors import RunError
 from dsl.language.files import atomic_write
 
 SUFFIXES = (".npz", ".csv", ".parquet", ".pt")
-CLASS, PROBABILITIES = "class", "probabilities"
+CLASS, PROBABILITIES, LABEL = "class", "probabilities", "label"
 
 
 @dataclass
@@ -38,6 +38,19 @@ class Prediction:
     classes: Tensor | None = None
     probabilities: Tensor | None = None
     of: str | None = None
+    names: tuple[str, ...] | None = None  # each class's label as the training data wrote it
+
+    def named(self, vocabulary: Any) -> Prediction:
+        """This prediction with ``label``s: the training vocabulary of ``y`` (text labels, image
+        folders), when it has one name per class."""
+        if self.probabilities is not None and vocabulary and len(vocabulary) == self.probabilities.shape[-1]:
+            self.names = tuple(str(v) for v in vocabulary)
+        return self
+
+    def labels(self) -> list[str] | None:
+        if self.names is None or self.classes is None:
+            return None
+        return [self.names[i] for i in self.classes.reshape(-1).tolist()]
 
     @property
     def rows(self) -> int:
@@ -195,9 +208,14 @@ def write(path: str, pred: Prediction) -> list[str]:
     if suffix == ".npz":
         import numpy as np
 
+        named = {k: v.numpy() for k, v in arrays.items()}
+        labels = pred.labels()
+        if labels is not None and pred.classes is not None:  # text, which loads without pickle
+            named[_free(LABEL, named)] = np.array(labels, dtype=str).reshape(tuple(pred.classes.shape))
+
         def write_npz(tmp: str) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-                np.savez(fh, **{k: v.numpy() for k, v in arrays.items()})
+                np.savez(fh, **named)
 
         atomic_write(path, write_npz)
         return []
@@ -220,6 +238,9 @@ def table(pred: Prediction) -> tuple[dict[str, list[Any]], list[tuple[str, str]]
     left_out: list[tuple[str, str]] = []
     if pred.classes is not None and pred.probabilities is not None:
         _add(columns, CLASS, pred.classes, n)
+        labels = pred.labels()
+        if labels is not None and len(labels) == n:
+            columns[LABEL] = labels
         _add(columns, "prob", pred.probabilities, n, always_suffix=True)
     for k, t in pred.outputs.items():
         if t.dim() == 0:
