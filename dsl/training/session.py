@@ -133,28 +133,33 @@ def read_data_record(meta: dict[str, Any], where: str) -> tuple[dict[str, Tensor
     value, sizes = meta.get(FIELDS), meta.get(SIZES)
     if not isinstance(value, dict) or len(value) > MAX_RECORDED:
         raise bad
-    fields: dict[str, TensorType] = {}
-    for name, entry in value.items():
-        if not isinstance(name, str) or not name.isidentifier() or not isinstance(entry, dict):
-            raise bad
-        shape, dtype = entry.get("shape"), entry.get("dtype")
-        if dtype not in ("float", "long", "int", "bool") or not isinstance(shape, list) or len(shape) > 16:
-            raise bad
-        dims: list[Any] = []
-        for d in shape:
-            if isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62:
-                dims.append(d)
-            elif isinstance(d, str) and d.isidentifier():
-                dims.append(Sym(d))
-            else:
-                raise bad
-        fields[name] = TensorType(tuple(dims), dtype)
-    if sizes is None:
-        return fields, None
-    if not isinstance(sizes, dict) or len(sizes) > MAX_RECORDED or not all(
-            isinstance(k, str) and k.isidentifier() and type(v) is int and 0 <= v < 2**62 for k, v in sizes.items()):
+    fields = {name: _recorded_type(name, entry) for name, entry in value.items()}
+    if any(t is None for t in fields.values()) or (sizes is not None and not _recorded_sizes(sizes)):
         raise bad
-    return fields, dict(sizes)
+    return {k: t for k, t in fields.items() if t is not None}, None if sizes is None else dict(sizes)
+
+
+def _recorded_type(name: Any, entry: Any) -> TensorType | None:
+    """One recorded field's type (``{"shape": ["B", 3], "dtype": "float"}``), None if malformed."""
+    if not isinstance(name, str) or not name.isidentifier() or not isinstance(entry, dict):
+        return None
+    shape, dtype = entry.get("shape"), entry.get("dtype")
+    if dtype not in ("float", "long", "int", "bool") or not isinstance(shape, list) or len(shape) > 16:
+        return None
+    dims: list[Any] = []
+    for d in shape:
+        if isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62:
+            dims.append(d)
+        elif isinstance(d, str) and d.isidentifier():
+            dims.append(Sym(d))
+        else:
+            return None
+    return TensorType(tuple(dims), dtype)
+
+
+def _recorded_sizes(sizes: Any) -> bool:
+    return isinstance(sizes, dict) and len(sizes) <= MAX_RECORDED and all(
+        isinstance(k, str) and k.isidentifier() and type(v) is int and 0 <= v < 2**62 for k, v in sizes.items())
 
 
 def latest_run(model_name: str) -> str | None:
