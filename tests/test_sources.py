@@ -215,6 +215,13 @@ def test_a_missing_categorical_column_is_named(tables) -> None:
     assert "did you mean `color`?" in d["message"]
 
 
+def test_a_field_of_the_wrong_dtype_is_shown_as_the_data_declares_it(tables) -> None:
+    spec = _spec(tables, "rows.csv", TABLE_SPEC.replace("input color: [B] long", "input color: [B]"), "float.dsl")
+    mismatch = [d for d in _diagnostics(spec) if "the data gives long" in d["message"]]
+    assert len(mismatch) == 1 and mismatch[0]["label"] == "the data's `color` is long"
+    assert "data field `color` of table() is [B] long" in mismatch[0]["notes"]  # the data's own B, not a renamed one
+
+
 def test_splits_that_leave_no_rows_are_refused_by_check(tables, tmp_path) -> None:
     [d] = _diagnostics(_spec(tables, "rows.csv"), "--set", "val=0.9")
     assert d["code"] == "E0401" and "val=0.9 and test=0.2" in d["message"] and "below 1" in d["message"]

@@ -102,7 +102,7 @@ def bind_inputs(model: ir.BlockDef | None, cfg: TrainConfig, fields: dict[str, T
         f = fields[name]
         if f.dtype != t.dtype:
             d = Diagnostic("E0302", f"dtype mismatch: model input `{name}` is {t.dtype}, the data gives {f.dtype}",
-                           cfg.data_span, label=f"`{name}` is {f}").note(f.why or "")
+                           cfg.data_span, label=f"the data's `{name}` is {f.dtype}").note(f.why or "")
             if where is not None:
                 d.note(f"`{name}` is declared as {t}", where)
             diags.append(d)
@@ -117,8 +117,8 @@ def bind_inputs(model: ir.BlockDef | None, cfg: TrainConfig, fields: dict[str, T
 
 def _unify_shapes(name: str, t: TensorType, f: TensorType, env: DimEnv, span: Span) -> Diagnostic | None:
     if not t.variadic and not f.variadic and len(t.shape) != len(f.shape):
-        return Diagnostic("E0303", f"rank mismatch for model input `{name}`", span,
-                          label=f"expected {env.resolve_type(t)}, found {f}")
+        return Diagnostic("E0303", f"rank mismatch for model input `{name}`", span,  # f's symbols are renamed
+                          label=f"expected {env.resolve_type(t)}, found {len(f.shape)} dims")
     n = min(len(t.shape), len(f.shape))
     for a, b in zip(t.shape[len(t.shape) - n:], f.shape[len(f.shape) - n:], strict=True):
         try:
