@@ -222,6 +222,14 @@ def test_a_field_of_the_wrong_dtype_is_shown_as_the_data_declares_it(tables) -> 
     assert "data field `color` of table() is [B] long" in mismatch[0]["notes"]  # the data's own B, not a renamed one
 
 
+@pytest.mark.parametrize("column", ["x", "class", "model"])
+def test_a_categorical_column_must_be_able_to_name_a_model_input(tmp_path, column) -> None:
+    _frame(30).rename(columns={"color": column}).to_csv(tmp_path / "rows.csv", index=False)
+    text = TABLE_SPEC.replace('["color"]', f'["{column}"]')
+    [d] = _diagnostics(_spec(tmp_path, "rows.csv", text))
+    assert d["code"] == "E0703" and f"categorical column `{column}` becomes a field" in d["message"]
+
+
 def test_splits_that_leave_no_rows_are_refused_by_check(tables, tmp_path) -> None:
     [d] = _diagnostics(_spec(tables, "rows.csv"), "--set", "val=0.9")
     assert d["code"] == "E0401" and "val=0.9 and test=0.2" in d["message"] and "below 1" in d["message"]

@@ -9,7 +9,6 @@ failed is poisoned so that one mistake is reported once, not at every use.
 
 from __future__ import annotations
 
-import keyword
 import os
 import typing
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
 from dsl.language.printer import expr_to_text as ir_text
 from dsl.language.printer import subscript_text
 from dsl.language.registry import Decl, InstanceRef
+from dsl.language.reserved import NOT_INPUT_NAMES
 from dsl.language.resolve import MAX_REPEAT, Const, ConstError, Resolved, coerce, eval_const
 from dsl.language.shapes import (
     DimConflict,
@@ -60,7 +60,6 @@ from dsl.language.shapes import (
 MAX_NODES = 200_000
 MAX_BLOCK_DEPTH = 32
 # Input names reach generated code as forward() parameters: these would break it.
-NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
 
 
 def _pydantic_message(msg: str) -> str:

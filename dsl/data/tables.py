@@ -44,6 +44,7 @@ from dsl.data.files import (
 from dsl.data.params import SplitParams
 from dsl.data.registry import Source, register_source
 from dsl.language.diagnostics import did_you_mean
+from dsl.language.reserved import NOT_INPUT_NAMES, RESERVED_WORDS
 from dsl.language.shapes import Sym, TensorType
 
 SUFFIXES = (".csv", ".parquet", ".pq")
@@ -136,9 +137,10 @@ def check_columns(names: list[str], label: str, categorical: tuple[str, ...], pa
         raise DataError(f"no column {', '.join(f'`{m}`' for m in missing)} in {path} "
                         f"(columns: {', '.join(names)}){'; ' + hint if hint else ''}", *at(0))
     for c in categorical:
-        if c != label and (not c.isidentifier() or c in RESERVED):
-            raise DataError(f"categorical column `{c}` becomes a field of that name, so it must be an identifier "
-                            f"other than {', '.join(RESERVED)}; rename the column", *at(names.index(c)))
+        if c != label and (not c.isidentifier() or c in RESERVED or c in NOT_INPUT_NAMES or c in RESERVED_WORDS):
+            raise DataError(f"categorical column `{c}` becomes a field of that name, which a model input must "
+                            f"take, so it must be an identifier other than {', '.join(RESERVED)}, a Python "
+                            "keyword or a word of the language; rename the column", *at(names.index(c)))
 
 
 def label_classes(label: str, largest: int, classes: int | None) -> int:

@@ -10,6 +10,7 @@ defines after parsing. A spec is then valid in every front end or in none:
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterator
 
 from dsl.language import ir
@@ -18,6 +19,8 @@ from dsl.language.diagnostics import Diagnostic, Span
 RESERVED_WORDS = frozenset(
     {"param", "use", "block", "model", "input", "output", "repeat", "as", "train", "true", "false", "null"}
 )
+# Names a model input cannot take: inputs become the parameters of the compiled module's forward().
+NOT_INPUT_NAMES = frozenset(keyword.kwlist) | {"self", "torch"}
 
 
 def reserved_names(spec: ir.Spec) -> list[Diagnostic]:
