@@ -70,7 +70,7 @@ def check_masks(call: ShapeCall, batch: Dim | None, queries: Dim | None, keys: D
         if q != k:  # two lengths the spec names apart are two lengths
             raise ShapeError(f"`causal=true` needs queries and keys of the same length, found {q} and {k}",
                              arg="causal", label=f"{q} queries, {k} keys",
-                             help="drop causal=true, or pass an attn_mask of shape [T, S]", code="E0301")
+                             help="drop causal=true, or pass an attn_mask of shape [queries, keys]", code="E0301")
 
 
 def build_mha(call: BuildCall, p: MultiheadAttentionParams) -> nn.Module:

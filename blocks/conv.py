@@ -70,7 +70,7 @@ def out_length(length: Dim | None, kernel: int, stride: int, padding: int, dilat
     reach = dim_add(length, 2 * padding - span)
     if isinstance(reach, int):
         if reach < 0:
-            raise ShapeError(f"the {what} window is larger than the input", arg="x",
+            raise ShapeError(f"the {what} is larger than the input", arg="x",
                              label=f"a span of {span} on a length of {length} + 2*{padding}", code="E0301")
         return reach // stride + 1
     if stride == 1:

@@ -45,12 +45,11 @@ def infer_embedding(call: ShapeCall, p: EmbeddingParams) -> list[TensorType]:
 def build_embedding(call: BuildCall, p: EmbeddingParams) -> nn.Module:
     from torch import nn
 
-    m = nn.Embedding(p.num, p.dim, padding_idx=p.padding_idx)
-    if p.std != 1.0:
-        m.weight.data.normal_(0.0, p.std)
-        if p.padding_idx is not None:
-            m.weight.data[p.padding_idx].zero_()
-    return m
+    if p.std == 1.0:  # torch's own initialisation
+        return nn.Embedding(p.num, p.dim, padding_idx=p.padding_idx)
+    from dsl.blocks.nn.tensors import ScaledEmbedding
+
+    return ScaledEmbedding(p.num, p.dim, padding_idx=p.padding_idx, std=p.std)
 
 
 def count_embedding(call: BuildCall, p: EmbeddingParams) -> int:

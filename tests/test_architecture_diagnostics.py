@@ -124,6 +124,59 @@ CASES = [
     output y
 }
 """, "E0305", "reshape(x, [4, -1])", "do not split into blocks of 4"),
+    ("reshape-changes-the-count-for-every-batch", """model M {
+    input x: [B, 64]
+    y = reshape(x, [B, 65])
+    output y
+}
+""", "E0305", "reshape(x, [B, 65])", "64*B elements cannot become 65*B"),
+    ("reshape-heads-that-lose-features", """param d = 30
+param heads = 4
+model M {
+    input x: [B, T, d]
+    y = reshape(x, [B, T, heads, d // heads])
+    output y
+}
+""", "E0305", "reshape(x, [B, T, heads, d // heads])", "30*B*T elements cannot become 28*B*T"),
+    ("metric-of-one-class", """model M {
+    input x: [B, 64]
+    score = Linear(x, out=1)
+    logits = Linear(x, out=10)
+    output logits
+    output score
+}
+""" + TRAIN.replace("LOSS", "cross_entropy(logits, y)\n    metrics = [accuracy(score, y)]"), "E0401",
+     "accuracy(score, y)", "one class"),
+    ("chunk-that-does-not-split-is-one-error", """model M {
+    input x: [B, 33]
+    a, g = chunk(x, 2, dim=-1)
+    output a
+}
+""", "E0305", "chunk(x, 2, dim=-1)", "33 does not split"),
+    ("pool-window-past-the-input", """model M {
+    input x: [B, 1, 4, 4]
+    y = max_pool2d(x, 5)
+    output y
+}
+""", "E0301", "max_pool2d(x, 5)", "the max_pool2d window is larger than the input"),
+    ("a-bound-says-what-was-given", """model M {
+    input x: [B, 64]
+    y = Linear(x, out=0)
+    output y
+}
+""", "E0401", "out=0", "greater than 0, got 0"),
+    ("slice-past-a-length-the-data-fixes", """model LM {
+    input tokens: [B, T] long
+    pos = Parameter([64, 32], std=0.02)
+    h = Embedding(tokens, num=96, dim=32) + pos[:T]
+    logits = Linear(h, out=96)
+    output logits
+}
+train {
+    data = chars(context=128, batch=16, chars=5000)
+    loss = cross_entropy(logits, next)
+}
+""", "E0307", "pos[:T]", "chars() makes T = 128"),
     ("loss-not-scalar", CLASSIFIER + TRAIN.replace("LOSS", "logits"), "E0501", "loss = logits",
      "must be a float scalar"),
     ("loss-is-a-metric", CLASSIFIER + TRAIN.replace("LOSS", "accuracy(logits, y)"), "E0501", "accuracy(",

@@ -138,6 +138,27 @@ def test_cli_emit_python_checks_the_file(tmp_path: Path) -> None:
     assert code == 2 and "needs -o OUT" in err
 
 
+def test_an_emitted_file_initialises_as_the_compiled_module_does(tmp_path: Path) -> None:
+    """An Embedding with std=0.02 (GPT-2's) starts from N(0, 0.02²) in the emitted file too,
+    so training from the file starts where `dsl train` starts (it used N(0, 1))."""
+    spec = tmp_path / "lm.dsl"
+    spec.write_text("""model LM {
+    input tokens: [B, T] long
+    h = Embedding(tokens, num=500, dim=64, std=0.02)
+    logits = Linear(h, out=500)
+    output logits
+}
+""")
+    target = tmp_path / "lm.py"
+    code, _, err = run_cli("compile", str(spec), "--emit", "python", "-o", str(target))
+    assert code == 0, err
+    torch.manual_seed(0)
+    emitted = load_generated(str(target), "LM")()
+    compiled = dsl.compile(str(spec))
+    std = {name: float(m.weight.std()) for name, m in (("emitted", emitted.h), ("compiled", compiled.h))}
+    assert abs(std["emitted"] - 0.02) < 0.002 and abs(std["compiled"] - 0.02) < 0.002, std
+
+
 # --------------------------------------------------------------------------- hostile names
 
 

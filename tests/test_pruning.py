@@ -416,7 +416,7 @@ train {
         ("[out]", "out", "E0501", "layer `out` has no weights", "shared (tied)"),
         ("[h, h(sparsity=0.5)]", "h(", "E0501", "named twice", None),
         ("[logits(sparsity=1.5)]", "1.5", "E0401", "invalid `sparsity`", None),
-        ("[logits(sparsity=0.4, rate=2)]", "2", "E0402", "has no argument `rate`", "sparsity"),
+        ("[logits(sparsity=0.4, rate=2)]", "rate", "E0402", "has no argument `rate`", "sparsity"),
         ("[logits(sparsity=0.05)]", "logits", "E0401", "below the initial sparsity", "own sparsity"),
     ],
 )

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from conftest import run_cli
 from helpers import command_args, prepared
 from torch import nn
 
@@ -222,3 +223,22 @@ def test_training_a_model_without_weights_is_a_clear_error(tmp_path, capsys) -> 
     assert cmd_train(ns(file=str(p), out=str(tmp_path / "w"), epochs=1)) == 1
     err = capsys.readouterr().err
     assert "no trainable parameters" in err and "Traceback" not in err
+
+
+def test_labels_past_the_classes_of_a_built_in_source_are_a_diagnostic(tmp_path) -> None:
+    """digits() has ten classes; a model that scores five gets E0703 before training starts
+    (it was torch's IndexError from inside the loss)."""
+    spec = tmp_path / "five.dsl"
+    spec.write_text("""model M {
+    input x: [B, 64]
+    logits = Linear(x, out=5)
+    output logits
+}
+train {
+    data = digits(batch=64)
+    loss = cross_entropy(logits, y)
+    epochs = 1
+}
+""")
+    code, _, err = run_cli("train", str(spec), "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 1 and "E0703" in err and "of digits() is outside the 5 classes" in err, err

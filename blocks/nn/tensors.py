@@ -51,3 +51,17 @@ def learned_tensor(shape: list[int], init: str = "normal", mean: float = 0.0, st
         else:
             raise ValueError(f"unknown init {init!r}")
     return nn.Parameter(weight)
+
+
+class ScaledEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose rows start as N(0, std²) instead of torch's N(0, 1) (GPT-2 uses
+    std=0.02); the padding row, if any, starts at zero as torch's does. A class, not a
+    re-initialisation after construction, so that ``--emit python`` writes it too."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 std: float = 1.0) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        with torch.no_grad():
+            self.weight.normal_(0.0, std)
+            if padding_idx is not None:
+                self.weight[padding_idx].zero_()

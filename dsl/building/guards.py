@@ -274,7 +274,8 @@ class InputGuard:
         for size, upper, what in self.bounds:
             value = size.substitute(bound) if isinstance(size, Sym) else size  # type: ignore[arg-type]
             if isinstance(value, int) and value > upper:
-                raise InputError(f"{what}, but the inputs give {size} = {value}", expected=upper, actual=value)
+                given = f"{size} = {value}" if isinstance(size, Sym) else str(value)
+                raise InputError(f"{what}, but the inputs give {given}", expected=upper, actual=value)
         return bound
 
     def check_indices(self, inputs: tuple[Any, ...], bound: dict[str, int]) -> None:

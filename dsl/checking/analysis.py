@@ -23,7 +23,7 @@ from dsl.checking.train.push import check_push, check_push_rows
 from dsl.checking.train.section import bind_inputs, data_dims, data_fields, data_sizes, fresh_fields
 from dsl.checking.train.stages import check_stages
 from dsl.language import ir
-from dsl.language.diagnostics import Diagnostic, sort_diagnostics
+from dsl.language.diagnostics import Diagnostic, Span, sort_diagnostics
 from dsl.language.registry import plugin_diagnostics
 from dsl.language.resolve import ParamValue, Resolved, resolve
 from dsl.language.shapes import TensorType
@@ -135,6 +135,19 @@ def _data_unread(result: Analysis) -> bool:
     return source is not None and source.sizes is not None and result.fields is None
 
 
+def _bounds_the_data_breaks(prog: Program, checker: Checker, data_span: Span, source: str) -> list[Diagnostic]:
+    """A slice such as ``pos[:T]`` whose bound the data fixes past the rows it reads (E0307),
+    found now rather than by the runtime guard on the first batch."""
+    out = []
+    for b in prog.bounds:
+        size = checker.env.resolve(b.size)
+        if isinstance(size, int) and size > b.upper:
+            out.append(Diagnostic("E0307", f"the slice reads past the {b.upper} entries of its dim: {source} "
+                                  f"makes {b.size} = {size}", b.span).note(f"{b.size} is bound by {source} here",
+                                                                           data_span))
+    return out
+
+
 def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
     """Sizes the data declares (``N_color``: the categories of a column) become constants of the model."""
     cfg = result.config
@@ -165,6 +178,7 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     checker.diags.extend(bind_inputs(result.resolved.model, cfg, fields, prog.input_types(), checker.env))
     for name in set(checker.env.value) - bound:  # sizes only the data gives (N, E): the guard leaves them free
         checker.env.origin[name] = "data"
+    checker.diags.extend(_bounds_the_data_breaks(prog, checker, cfg.data_span, source))
     if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)

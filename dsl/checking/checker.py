@@ -361,7 +361,8 @@ class Checker:
             module = prog.unique(names[0])
             scope.names[names[0]] = InstanceVal(bv.value, module, stmt.span, names[0])
             return
-        if len(names) > len(results):
+        failed = bool(results) and all(isinstance(r, Poison) for r in results)  # the call said why
+        if len(names) > len(results) and not failed:
             self.error("E0210", f"{len(names)} names but the right side gives {len(results)} value{'s' if len(results) != 1 else ''}",
                        stmt.targets[len(results)].span)
             results = results + [POISON] * (len(names) - len(results))
@@ -605,7 +606,7 @@ class Checker:
                 return POISON
             if not isinstance(known, int):
                 self.pending_bounds.append(SizeBound(k.stop, d, f"`{ir_text(expr)}` (line {expr.span.line}) "
-                                                     f"reads at most the {d} entries of its dim"))
+                                                     f"reads at most the {d} entries of its dim", expr.span))
         length = dim_add(stop, dim_mul(start, -1))
         if step != 1:
             length = length // step + (1 if length % step else 0) if isinstance(length, int) else self.env.fresh("L")
@@ -927,9 +928,11 @@ class Checker:
                                "the train section's data")
                     continue
                 what = f"invalid value for `{field_name}` of `{decl.name}`" if field_name else f"invalid hyperparameters of `{decl.name}`"
+                wrong_type = e["type"].endswith(("_type", "_parsing"))  # not a bound (gt=0) on the right type
+                found = f" (expected {expected}, found {_kind(got)} {got!r})" if expected and wrong_type else \
+                    f", got {got!r}" if got is not None else ""
                 self.error("E0401", what, kw.value.span if kw is not None else fspan,
-                           label=_pydantic_message(e["msg"])
-                           + (f" (expected {expected}, found {_kind(got)} {got!r})" if expected else ""))
+                           label=_pydantic_message(e["msg"]) + found)
             return POISON
         except Exception as exc:
             self.error("E0401", f"invalid hyperparameters for `{decl.name}`: {exc}", expr.span)

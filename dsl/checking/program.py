@@ -77,6 +77,7 @@ class SizeBound:
     size: Any  # a Sym
     upper: int
     what: str  # "`pos[:T]` (line 14) reads at most the 128 rows of `pos`"
+    span: Span = field(default_factory=Span)  # the slice, for a data that settles it at check time
 
 
 @dataclass

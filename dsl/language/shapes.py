@@ -262,6 +262,9 @@ class DimEnv:
                 if (-const) % coeff == 0 and (-const) // coeff > 0:
                     self._bind(mono[0], (-const) // coeff)
                     return self.resolve(a)
+            signs = {c > 0 for c in diff.terms.values()}
+            if len(signs) == 1:  # every term one sign: a - b is never 0 for positive sizes (64*B vs 65*B)
+                raise DimConflict(a, b)
             # Not decidable statically: accept, and let the runtime check it.
             return a
         raise DimConflict(a, b)

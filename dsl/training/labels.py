@@ -1,10 +1,10 @@
-"""Labels against the classes the loss knows, checked when a data file loads.
+"""Labels against the classes the loss knows, checked when the data loads.
 
 :func:`check_labels` runs the rules of :mod:`dsl.checking.train.labels` over
-every split of a file-backed source (built-in sources are right by
-construction). A label outside the classes is a diagnostic (E0703) at the
-offending line and column of a CSV file, else at the spec's ``data = ...``,
-with a note at the loss that reads it.
+every split of the data (a built-in source's labels are right, but a model may
+score fewer classes than it has: ``digits()`` into ``Linear(out=5)``). A label
+outside the classes is a diagnostic (E0703) at the offending line and column of
+a CSV file, else at the spec's ``data = ...``, with a note at the loss that reads it.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from dsl.language.errors import SpecError
 def check_labels(analysis: Analysis, data: Any) -> None:
     """SpecError (E0703) when a label of the data falls outside the classes of the loss reading it."""
     cfg = analysis.config
-    path = getattr(getattr(cfg, "source_params", None), "path", None) if cfg is not None else None
-    if analysis.objective is None or cfg is None or not isinstance(path, str):
+    if analysis.objective is None or cfg is None:
         return
+    path = getattr(cfg.source_params, "path", None)
+    where = path if isinstance(path, str) else f"{cfg.source.name}()" if cfg.source is not None else "the data"
     for rule in label_rules(analysis.objective):
         bad = _first_bad(rule, data)
         if bad is not None:
-            raise SpecError([_diagnostic(rule, bad, path, cfg)])
+            raise SpecError([_diagnostic(rule, bad, where, cfg, isinstance(path, str))])
 
 
 def _first_bad(rule: LabelRule, data: Any) -> int | None:
@@ -44,11 +45,11 @@ def _first_bad(rule: LabelRule, data: Any) -> int | None:
     return None
 
 
-def _diagnostic(rule: LabelRule, value: int, path: str, cfg: Any) -> Diagnostic:
+def _diagnostic(rule: LabelRule, value: int, path: str, cfg: Any, from_file: bool) -> Diagnostic:
     from dsl.data.checks import find_csv_value
     from dsl.data.files import resolve_path
 
-    file = resolve_path(cfg.source_params)
+    file = resolve_path(cfg.source_params) if from_file else ""
     where = None
     if file.endswith(".csv") and rule.field == "y":
         where = find_csv_value(file, cfg.source_params.label,

@@ -247,6 +247,12 @@ def _metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope
         outputs.append(key)
     scores = checker.env.resolve_type(inputs[decl.args[0].name].type)
     classes = scores.shape[-1] if decl.args[0].pattern.endswith("C") and scores.shape else None
+    if isinstance(classes, int) and classes < 2 and call.func != "perplexity":
+        checker.error("E0401", f"`{call.func}` scores classes along the last dim, but `{decl.args[0].name}` "
+                      f"is {scores}: one class", call.args[0].span,
+                      help="a classifier gives [B, C] scores with C >= 2; for a regression output "
+                           "use mse(...) or mae(...)")
+        return None
     if isinstance(classes, int) and consts.get("top_k", 1) > classes:
         checker.error("E0401", f"`top_k` of `accuracy` is {consts['top_k']}, but there are {classes} classes",
                       next(k.value.span for k in call.kwargs if k.name == "top_k"))
