@@ -177,6 +177,22 @@ train {
     loss = cross_entropy(logits, next)
 }
 """, "E0307", "pos[:T]", "chars() makes T = 128"),
+    ("mask-that-would-merge-batch-and-length", """model M {
+    input tokens: [B, T] long
+    h = Embedding(tokens, num=96, dim=32)
+    pad = tokens == 0
+    y = MultiheadAttention(h, heads=4, attn_mask=pad)
+    output y
+}
+""", "E0301", "attn_mask=pad", "expected [T, T], found [B, T] bool"),
+    ("padding-mask-of-the-queries-not-the-keys", """model M {
+    input q: [B, T, 32]
+    input kv: [B, S, 32]
+    input kpm: [B, T] bool
+    y = MultiheadAttention(q, kv, kv, heads=4, key_padding_mask=kpm)
+    output y
+}
+""", "E0301", "key_padding_mask=kpm", "expected [B, S], found [B, T] bool"),
     ("loss-not-scalar", CLASSIFIER + TRAIN.replace("LOSS", "logits"), "E0501", "loss = logits",
      "must be a float scalar"),
     ("loss-is-a-metric", CLASSIFIER + TRAIN.replace("LOSS", "accuracy(logits, y)"), "E0501", "accuracy(",

@@ -285,6 +285,7 @@ class Checker:
                 scope.names[stmt.name] = POISON
                 return
             t = declared
+            self.env.apart.update(d.name for d in t.shape if isinstance(d, Sym) and d.name is not None)
         node = prog.add(PNode(prog.unique(stmt.name), "input", stmt.name, stmt.span, types=[t], var=stmt.name))
         prog.inputs[stmt.name] = Ref(node.name)
         scope.names[stmt.name] = TensorVal(Ref(node.name), t, stmt.span, stmt.name)

@@ -198,6 +198,9 @@ class DimEnv:
         self.origin: dict[str, str] = {}
         self._fresh = 0
         self.generated: set[str] = set()
+        # Symbols the model's inputs declare: two of them are two sizes, never made equal by a
+        # use (a [B, T] mask where [T, S] belongs would otherwise merge B and T silently).
+        self.apart: set[str] = set()
         for k, v in (bound or {}).items():
             self.value[k] = v
             self.origin[k] = "given"
@@ -275,6 +278,8 @@ class DimEnv:
             oroot = self.find(other.name)
             if oroot == root:
                 return Sym(root)
+            if root in self.apart and oroot in self.apart:
+                raise DimConflict(Sym(root), Sym(oroot))
             # Keep the name a user wrote as the representative, not a generated one.
             if oroot in self.generated and root not in self.generated:
                 root, oroot = oroot, root
