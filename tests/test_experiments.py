@@ -178,6 +178,11 @@ def test_set_mistakes_are_diagnostics(spec) -> None:
     assert "`precision` must be one of" in err
 
 
+def test_a_bad_override_of_a_model_param_is_one_error(spec) -> None:
+    code, out, _ = run_cli("check", spec, "--json", "--set", "classes=1.5")
+    assert code == 1 and [d["code"] for d in json.loads(out)] == ["E0404"]  # its uses are not "unknown"
+
+
 def test_a_sweep_trains_the_grid_into_one_folder_and_one_table(spec, tmp_path) -> None:
     import pandas as pd
 

@@ -166,12 +166,15 @@ def _eval_model_args(res: Resolved, overrides: Mapping[str, Any], used: set[str]
                 res.model_args[decl.name] = ParamValue(
                     coerce(overrides[decl.name], decl.type, decl.span, f"param `{decl.name}`"), decl.span, "override"
                 )
+                continue
             except ConstError as e:
                 res.diagnostics.append(
                     Diagnostic("E0404", f"invalid override for `{decl.name}`: {e.message}", decl.span)
                 )
-            continue
-        if decl.default is None:
+                if decl.default is None:
+                    continue
+                # go on with the default, so its uses are checked and not reported unknown
+        elif decl.default is None:
             res.diagnostics.append(
                 Diagnostic(
                     "E0403",
