@@ -193,6 +193,13 @@ train {
     output y
 }
 """, "E0301", "key_padding_mask=kpm", "expected [B, S], found [B, T] bool"),
+    ("tie-to-a-tensor", """model M {
+    input tokens: [B, T] long
+    h = Embedding(tokens, num=96, dim=32)
+    logits = Linear(h, out=96, tie=h)
+    output logits
+}
+""", "E0207", "tie=h", "`tie` names a block instance, but `h` is a tensor"),
     ("loss-not-scalar", CLASSIFIER + TRAIN.replace("LOSS", "logits"), "E0501", "loss = logits",
      "must be a float scalar"),
     ("loss-is-a-metric", CLASSIFIER + TRAIN.replace("LOSS", "accuracy(logits, y)"), "E0501", "accuracy(",

@@ -643,3 +643,9 @@ def test_blocks_reference_page_covers_every_builtin_block():
         if decl.source == "builtin":
             assert f"\n### {name}\n" in page
     assert main(["--check", str(ROOT / "docs" / "BLOCKS.md")]) == 0
+
+
+def test_the_catalogue_spells_types_as_a_spec_writer_reads_them() -> None:
+    code, out, _ = run_cli("blocks", "sum")
+    assert code == 0 and "int | list[int] | null" in out  # not `Annotated`, and not eaten as markup
+    assert "Annotated" not in (Path(__file__).parents[1] / "docs" / "BLOCKS.md").read_text()

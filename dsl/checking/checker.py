@@ -883,7 +883,12 @@ class Checker:
                 return POISON
             return InstanceRef(e.id, inst.module, inst.value, inst.first_inputs)
         if isinstance(e, ir.Name) and isinstance(scope.names.get(e.id), TensorVal):
-            self.error("E0207", f"`{kw.name}` needs a constant, but `{e.id}` is a tensor", e.span)
+            if accepts_instance:  # tie=: a named block whose weights are shared
+                self.error("E0207", f"`{kw.name}` names a block instance, but `{e.id}` is a tensor", e.span,
+                           help=f"name the block and call it: `emb = Embedding(num=..., dim=...)`, "
+                                f"`h = emb(tokens)`, then `{kw.name}=emb`")
+            else:
+                self.error("E0207", f"`{kw.name}` needs a constant, but `{e.id}` is a tensor", e.span)
             return POISON
         return self.const(e, scope)
 

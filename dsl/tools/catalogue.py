@@ -45,6 +45,8 @@ def _type_text(annotation: Any) -> str:
     import typing
 
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:  # constraints (min_length=1) are for the checker: the type is the first arg
+        return _type_text(args[0])
     if annotation is type(None):
         return "null"
     if origin is typing.Literal:
@@ -108,6 +110,7 @@ def show_blocks(name: str | None, as_json: bool) -> int:
         print(json.dumps([describe(d) for d in decls], indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -119,11 +122,11 @@ def show_blocks(name: str | None, as_json: bool) -> int:
         t.add_column("summary")
         for d in decls:
             first = d.doc.strip().splitlines()[0] if d.doc.strip() else ""
-            t.add_row(d.name, d.kind, d.signature, first)
+            t.add_row(*(escape(c) for c in (d.name, d.kind, d.signature, first)))
         console.print(t)
         return 0
     d = describe(decls[0])
-    console.print(f"[bold]{d['name']}[/bold] ({d['kind']})  {d['signature']}")
+    console.print(f"[bold]{escape(d['name'])}[/bold] ({d['kind']})  {escape(d['signature'])}")
     ins = ", ".join(a["name"] + ("=..." if a["optional"] else "") for a in d["inputs"])
     console.print(f"inputs: {ins}    outputs: {', '.join(d['outputs'])}")
     if d["params"]:
@@ -131,7 +134,7 @@ def show_blocks(name: str | None, as_json: bool) -> int:
         for col in ("name", "type", "default", "doc"):
             t.add_column(col)
         for r in d["params"]:
-            t.add_row(r["name"], r["type"], r["default"], r["doc"])
+            t.add_row(*(escape(r[c]) for c in ("name", "type", "default", "doc")))  # list[int] is no markup
         console.print(t)
     if d["aux_losses"]:
         console.print(f"auxiliary losses: {', '.join(d['aux_losses'])}")
