@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,10 +227,20 @@ def test_training_a_model_without_weights_is_a_clear_error(tmp_path, capsys) -> 
 
 
 def test_labels_past_the_classes_of_a_built_in_source_are_a_diagnostic(tmp_path) -> None:
-    """digits() has ten classes; a model that scores five gets E0703 before training starts
-    (it was torch's IndexError from inside the loss)."""
-    spec = tmp_path / "five.dsl"
-    spec.write_text("""model M {
+    """digits() has ten classes; a model that scores five gets a warning from the check and
+    E0703 from `dsl train` when the data loads, before anything trains (it was torch's
+    IndexError from inside the loss)."""
+    spec = five_class_digits(tmp_path)
+    check = run_cli("check", "--json", str(spec))
+    assert check[0] == 0 and [(d["code"], d["severity"]) for d in json.loads(check[1])] == [("E0703", "warning")]
+    code, _, err = run_cli("train", str(spec), "--quiet", "--out", str(tmp_path / "run"))
+    assert code == 1 and "error[E0703]" in err and "of digits() is outside the 5 classes" in err, err
+
+
+def five_class_digits(folder: Path) -> Path:
+    """A digits classifier that scores five classes (digits has ten)."""
+    path = folder / "five.dsl"
+    path.write_text("""model M {
     input x: [B, 64]
     logits = Linear(x, out=5)
     output logits
@@ -240,5 +251,4 @@ train {
     epochs = 1
 }
 """)
-    code, _, err = run_cli("train", str(spec), "--quiet", "--out", str(tmp_path / "run"))
-    assert code == 1 and "E0703" in err and "of digits() is outside the 5 classes" in err, err
+    return path

@@ -16,11 +16,19 @@ from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
 from dsl.checking.checker import Checker
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
+from dsl.checking.train.labels import label_rules
 from dsl.checking.train.objective import Objective, check_objective
 from dsl.checking.train.overrides import route_overrides
 from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push, check_push_rows
-from dsl.checking.train.section import bind_inputs, data_dims, data_fields, data_sizes, fresh_fields
+from dsl.checking.train.section import (
+    bind_inputs,
+    data_dims,
+    data_fields,
+    data_ranges,
+    data_sizes,
+    fresh_fields,
+)
 from dsl.checking.train.stages import check_stages
 from dsl.language import ir
 from dsl.language.diagnostics import Diagnostic, Span, sort_diagnostics
@@ -148,6 +156,23 @@ def _bounds_the_data_breaks(prog: Program, checker: Checker, data_span: Span, so
     return out
 
 
+def _labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+    """A class loss that scores fewer classes than the data's labels run to (``digits()`` into
+    ``Linear(out=5)``). A warning: the model itself is sound (``dsl.compile(spec, classes=3)``
+    builds a three-class variant), but ``dsl train`` refuses the data when it loads (E0703)."""
+    ranges = data_ranges(cfg)
+    out = []
+    for rule in label_rules(objective):
+        top = ranges.get(rule.field)
+        if top is not None and top > rule.classes:
+            out.append(Diagnostic(
+                "E0703", f"`{rule.loss}` scores {rule.classes} classes, but `{rule.field}` of {source} runs to "
+                f"{top - 1}", rule.span, label=f"{rule.classes} classes",
+                help=f"give the scores a last dim of {top}; training would stop at the first such label",
+                severity="warning").note(f"`{rule.field}` comes from {source} here", cfg.data_span))
+    return out
+
+
 def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
     """Sizes the data declares (``N_color``: the categories of a column) become constants of the model."""
     cfg = result.config
@@ -183,4 +208,5 @@ def _train_section(result: Analysis, checker: Checker) -> None:
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
     if result.objective is not None:
+        checker.diags.extend(_labels_past_the_classes(result.objective, cfg, source))
         checker.diags.extend(check_push_rows(cfg, prog, {**fields, **result.objective.program.input_types()}))

@@ -32,8 +32,9 @@ import torch
 
 from dsl.data.base import TableDataset
 from dsl.data.files import DataError
+from dsl.data.sources import CHARS_VOCAB
 
-VOCAB = 96
+VOCAB = CHARS_VOCAB
 NEWLINE_ID = 95
 UNKNOWN = "?"
 SPLIT_FRACTIONS = {"train": 0.9, "val": 0.05, "test": 0.05}

@@ -51,6 +51,7 @@ class Source:
     doc: str = ""
     positional: tuple[str, ...] = ()  # params that may be given positionally
     sizes: SizesFn | None = None  # sizes it declares besides its fields (N_color), model constants
+    ranges: SizesFn | None = None  # integer fields whose values lie below a known bound ({"y": 10})
 
     def field_types(self, params: Any) -> dict[str, TensorType]:
         return self.fields(params)

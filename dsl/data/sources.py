@@ -67,6 +67,7 @@ def _table_source(name: str, loader: str, features: int, classes: int) -> Source
         load=load,
         doc=f"scikit-learn's bundled `{name}` set: x [B, {features}] standardised, y [B] long in 0..{classes - 1}"
         + ("; with images=true x is [B, 1, 8, 8]" if name == "digits" else ""),
+        ranges=lambda p: {"y": classes},
     )
 
 
@@ -75,6 +76,8 @@ for _name, (_loader, _feat, _cls) in TABLES.items():
 
 
 # --------------------------------------------------------------------------- chars
+
+CHARS_VOCAB = 96  # ids: printable ASCII 0..94 and newline 95 (declared here, where no torch is imported)
 
 
 class CharsParams(SourceParams):
@@ -107,6 +110,7 @@ register_source(
         doc="characters as ids < 96 (printable ASCII 0..94, newline 95): tokens [B, context] long and next "
         "[B, context] long, the character after each; split 90/5/5 in order. Without `path` a generated "
         "corpus whose entropy per character (the best loss possible) is known and kept in meta.json",
+        ranges=lambda p: {"tokens": CHARS_VOCAB, "next": CHARS_VOCAB},
     )
 )
 
@@ -145,6 +149,7 @@ register_source(
         _karate_load,
         doc="Zachary's karate club (PyG KarateClub): 34 nodes, 4 classes; `per_class` seeded "
         "labelled nodes per class form train_mask, a seeded half of the others val_mask, the rest test_mask",
+        ranges=lambda p: {"y": 4},
     )
 )
 
@@ -191,6 +196,7 @@ register_source(
         doc="a stochastic block model graph (Holland et al. 1983): undirected edges with p_in inside and "
         "p_out across communities, noisy community features; masks: per_class training nodes, "
         "the rest split half val, half test",
+        ranges=lambda p: {"y": p.blocks},
     )
 )
 

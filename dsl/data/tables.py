@@ -254,6 +254,11 @@ def _sizes(p: TableParams) -> dict[str, int]:
     return describe(p).sizes()
 
 
+def _ranges(p: TableParams) -> dict[str, int]:
+    """y below N_y, each categorical field below its N_<column>."""
+    return {("y" if k == "N_y" else k.removeprefix("N_")): v for k, v in describe(p).sizes().items()}
+
+
 def _load(p: TableParams, seed: int) -> Any:
     from dsl.data.table_load import load_table
 
@@ -272,5 +277,6 @@ register_source(
         "-> y [B] long with N_y classes; split 60/20/20, stratified",
         positional=("path",),
         sizes=_sizes,
+        ranges=_ranges,
     )
 )

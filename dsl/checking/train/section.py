@@ -48,6 +48,16 @@ def data_sizes(cfg: TrainConfig, diags: list[Diagnostic]) -> dict[str, int]:
         return {}
 
 
+def data_ranges(cfg: TrainConfig) -> dict[str, int]:
+    """The bounds the source declares on its integer fields' values (``digits()``: y < 10)."""
+    if cfg.source is None or cfg.source.ranges is None:
+        return {}
+    try:
+        return cfg.source.ranges(cfg.source_params)
+    except (ValueError, OSError):  # the file's problem is reported where its fields are read
+        return {}
+
+
 def data_dims(model: ir.BlockDef | None, fields: dict[str, TensorType] | None,
               consts: dict[str, Const], features_only: bool = False) -> dict[str, int]:
     """Concrete sizes the data gives the model inputs' symbolic dims, by symbol name.
