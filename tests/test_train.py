@@ -252,3 +252,24 @@ train {
 }
 """)
     return path
+
+
+def test_ids_past_an_embedding_are_a_warning_at_check(tmp_path: Path) -> None:
+    """chars() ids run to 95: an Embedding of 64 rows is named at its call by `dsl check`
+    (the runtime guard refuses the first batch that reaches a row past it)."""
+    spec = tmp_path / "lm.dsl"
+    spec.write_text("""model LM {
+    input tokens: [B, T] long
+    h = Embedding(tokens, num=64, dim=32)
+    logits = Linear(h, out=96)
+    output logits
+}
+train {
+    data = chars(context=32, batch=16, chars=5000)
+    loss = cross_entropy(logits, next)
+}
+""")
+    code, out, _ = run_cli("check", "--json", str(spec))
+    [d] = json.loads(out)
+    assert code == 0 and (d["code"], d["severity"], d["line"]) == ("E0703", "warning", 3)
+    assert "`tokens` of chars() holds values up to 95, but `Embedding` takes indices below 64" in d["message"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
 from dsl.checking.checker import Checker
+from dsl.checking.input_rules import index_rules
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
 from dsl.checking.train.labels import label_rules
@@ -173,6 +174,24 @@ def _labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str
     return out
 
 
+def _indices_past_their_bound(prog: Program, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+    """A data field whose declared range runs past the indices a block takes from it
+    (``chars()`` ids into ``Embedding(num=64)``): a warning, as for labels; the runtime guard
+    refuses the first such batch."""
+    ranges = data_ranges(cfg)
+    spans = {name: prog.node(ref.node).span for name, ref in prog.inputs.items()}
+    out = []
+    for rule in index_rules(prog):
+        top = ranges.get(rule.input)
+        if top is not None and isinstance(rule.bound, int) and rule.rows_of is None and top > rule.bound:
+            out.append(Diagnostic(
+                "E0703", f"`{rule.input}` of {source} holds values up to {top - 1}, but `{rule.block}` takes indices "
+                f"below {rule.bound} ({rule.what})", rule.span or spans.get(rule.input, cfg.data_span),
+                help=f"raise the bound to {top}; the runtime guard would refuse the first batch that reaches it",
+                severity="warning").note(f"`{rule.input}` comes from {source} here", cfg.data_span))
+    return out
+
+
 def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
     """Sizes the data declares (``N_color``: the categories of a column) become constants of the model."""
     cfg = result.config
@@ -207,6 +226,7 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
+    checker.diags.extend(_indices_past_their_bound(prog, cfg, source))
     if result.objective is not None:
         checker.diags.extend(_labels_past_the_classes(result.objective, cfg, source))
         checker.diags.extend(check_push_rows(cfg, prog, {**fields, **result.objective.program.input_types()}))
