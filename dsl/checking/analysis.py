@@ -14,25 +14,25 @@ from typing import Any
 
 from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
 from dsl.checking.checker import Checker
-from dsl.checking.input_rules import index_rules
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
-from dsl.checking.train.labels import label_rules
 from dsl.checking.train.objective import Objective, check_objective
 from dsl.checking.train.overrides import route_overrides
 from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push, check_push_rows
 from dsl.checking.train.section import (
     bind_inputs,
+    bounds_the_data_breaks,
     data_dims,
     data_fields,
-    data_ranges,
     data_sizes,
     fresh_fields,
+    indices_past_their_bound,
+    labels_past_the_classes,
 )
 from dsl.checking.train.stages import check_stages
 from dsl.language import ir
-from dsl.language.diagnostics import Diagnostic, Span, sort_diagnostics
+from dsl.language.diagnostics import Diagnostic, sort_diagnostics
 from dsl.language.registry import plugin_diagnostics
 from dsl.language.resolve import ParamValue, Resolved, resolve
 from dsl.language.shapes import TensorType
@@ -144,54 +144,6 @@ def _data_unread(result: Analysis) -> bool:
     return source is not None and source.sizes is not None and result.fields is None
 
 
-def _bounds_the_data_breaks(prog: Program, checker: Checker, data_span: Span, source: str) -> list[Diagnostic]:
-    """A slice such as ``pos[:T]`` whose bound the data fixes past the rows it reads (E0307),
-    found now rather than by the runtime guard on the first batch."""
-    out = []
-    for b in prog.bounds:
-        size = checker.env.resolve(b.size)
-        if isinstance(size, int) and size > b.upper:
-            out.append(Diagnostic("E0307", f"the slice reads past the {b.upper} entries of its dim: {source} "
-                                  f"makes {b.size} = {size}", b.span).note(f"{b.size} is bound by {source} here",
-                                                                           data_span))
-    return out
-
-
-def _labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str) -> list[Diagnostic]:
-    """A class loss that scores fewer classes than the data's labels run to (``digits()`` into
-    ``Linear(out=5)``). A warning: the model itself is sound (``dsl.compile(spec, classes=3)``
-    builds a three-class variant), but ``dsl train`` refuses the data when it loads (E0703)."""
-    ranges = data_ranges(cfg)
-    out = []
-    for rule in label_rules(objective):
-        top = ranges.get(rule.field)
-        if top is not None and top > rule.classes:
-            out.append(Diagnostic(
-                "E0703", f"`{rule.loss}` scores {rule.classes} classes, but `{rule.field}` of {source} runs to "
-                f"{top - 1}", rule.span, label=f"{rule.classes} classes",
-                help=f"give the scores a last dim of {top}; training would stop at the first such label",
-                severity="warning").note(f"`{rule.field}` comes from {source} here", cfg.data_span))
-    return out
-
-
-def _indices_past_their_bound(prog: Program, cfg: TrainConfig, source: str) -> list[Diagnostic]:
-    """A data field whose declared range runs past the indices a block takes from it
-    (``chars()`` ids into ``Embedding(num=64)``): a warning, as for labels; the runtime guard
-    refuses the first such batch."""
-    ranges = data_ranges(cfg)
-    spans = {name: prog.node(ref.node).span for name, ref in prog.inputs.items()}
-    out = []
-    for rule in index_rules(prog):
-        top = ranges.get(rule.input)
-        if top is not None and isinstance(rule.bound, int) and rule.rows_of is None and top > rule.bound:
-            out.append(Diagnostic(
-                "E0703", f"`{rule.input}` of {source} holds values up to {top - 1}, but `{rule.block}` takes indices "
-                f"below {rule.bound} ({rule.what})", rule.span or spans.get(rule.input, cfg.data_span),
-                help=f"raise the bound to {top}; the runtime guard would refuse the first batch that reaches it",
-                severity="warning").note(f"`{rule.input}` comes from {source} here", cfg.data_span))
-    return out
-
-
 def _bind_sizes(result: Analysis, sizes: dict[str, int]) -> None:
     """Sizes the data declares (``N_color``: the categories of a column) become constants of the model."""
     cfg = result.config
@@ -222,11 +174,11 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     checker.diags.extend(bind_inputs(result.resolved.model, cfg, fields, prog.input_types(), checker.env))
     for name in set(checker.env.value) - bound:  # sizes only the data gives (N, E): the guard leaves them free
         checker.env.origin[name] = "data"
-    checker.diags.extend(_bounds_the_data_breaks(prog, checker, cfg.data_span, source))
+    checker.diags.extend(bounds_the_data_breaks(prog, checker.env, cfg.data_span, source))
     if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
-    checker.diags.extend(_indices_past_their_bound(prog, cfg, source))
+    checker.diags.extend(indices_past_their_bound(prog, cfg, source))
     if result.objective is not None:
-        checker.diags.extend(_labels_past_the_classes(result.objective, cfg, source))
+        checker.diags.extend(labels_past_the_classes(result.objective, cfg, source))
         checker.diags.extend(check_push_rows(cfg, prog, {**fields, **result.objective.program.input_types()}))

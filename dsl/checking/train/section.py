@@ -5,14 +5,22 @@ model is checked, :func:`data_dims` reads the concrete sizes those fields give
 the model's symbolic input dims (``x: [N, F]`` and ``karate()`` give N=34,
 F=34), so shape rules see numbers. After it, :func:`bind_inputs` unifies each
 model input with the field of the same name, reporting any disagreement at the
-``data`` entry with a note at the input's declaration.
+``data`` entry with a note at the input's declaration. Then the values the data
+declares against what the model does with them: a slice bound the data fixes past
+its rows (:func:`bounds_the_data_breaks`), and warnings for labels past a class
+loss's classes and ids past an index bound (:func:`labels_past_the_classes`,
+:func:`indices_past_their_bound`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dsl.checking.input_rules import index_rules
+from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig
+from dsl.checking.train.labels import label_rules
+from dsl.checking.train.objective import Objective
 from dsl.language import ir
 from dsl.language.constants import Const
 from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
@@ -141,3 +149,51 @@ def _unify_shapes(name: str, t: TensorType, f: TensorType, env: DimEnv, span: Sp
 
 def describe_dims(d: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def bounds_the_data_breaks(prog: Program, env: DimEnv, data_span: Span, source: str) -> list[Diagnostic]:
+    """A slice such as ``pos[:T]`` whose bound the data fixes past the rows it reads (E0307),
+    found now rather than by the runtime guard on the first batch."""
+    out = []
+    for b in prog.bounds:
+        size = env.resolve(b.size)
+        if isinstance(size, int) and size > b.upper:
+            out.append(Diagnostic("E0307", f"the slice reads past the {b.upper} entries of its dim: {source} "
+                                  f"makes {b.size} = {size}", b.span).note(f"{b.size} is bound by {source} here",
+                                                                           data_span))
+    return out
+
+
+def labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+    """A class loss that scores fewer classes than the data's labels run to (``digits()`` into
+    ``Linear(out=5)``). A warning: the model itself is sound (``dsl.compile(spec, classes=3)``
+    builds a three-class variant), but ``dsl train`` refuses the data when it loads (E0703)."""
+    ranges = data_ranges(cfg)
+    out = []
+    for rule in label_rules(objective):
+        top = ranges.get(rule.field)
+        if top is not None and top > rule.classes:
+            out.append(Diagnostic(
+                "E0703", f"`{rule.loss}` scores {rule.classes} classes, but `{rule.field}` of {source} runs to "
+                f"{top - 1}", rule.span, label=f"{rule.classes} classes",
+                help=f"give the scores a last dim of {top}; training would stop at the first such label",
+                severity="warning").note(f"`{rule.field}` comes from {source} here", cfg.data_span))
+    return out
+
+
+def indices_past_their_bound(prog: Program, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+    """A data field whose declared range runs past the indices a block takes from it
+    (``chars()`` ids into ``Embedding(num=64)``): a warning, as for labels; the runtime guard
+    refuses the first such batch."""
+    ranges = data_ranges(cfg)
+    spans = {name: prog.node(ref.node).span for name, ref in prog.inputs.items()}
+    out = []
+    for rule in index_rules(prog):
+        top = ranges.get(rule.input)
+        if top is not None and isinstance(rule.bound, int) and rule.rows_of is None and top > rule.bound:
+            out.append(Diagnostic(
+                "E0703", f"`{rule.input}` of {source} holds values up to {top - 1}, but `{rule.block}` takes indices "
+                f"below {rule.bound} ({rule.what})", rule.span or spans.get(rule.input, cfg.data_span),
+                help=f"raise the bound to {top}; the runtime guard would refuse the first batch that reaches it",
+                severity="warning").note(f"`{rule.input}` comes from {source} here", cfg.data_span))
+    return out
