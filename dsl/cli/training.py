@@ -122,6 +122,10 @@ def _train(args: argparse.Namespace) -> int:
         trainer = session.train(_prepare(args), opts, rank, world)
         if rank == 0:
             _finish(args, trainer)
+        if world > 1:  # no rank tears its process group down while another still uses it
+            import torch.distributed as dist
+
+            dist.barrier()
         return 0
     finally:
         if world > 1:
