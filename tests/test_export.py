@@ -138,6 +138,15 @@ def test_cli_emit_python_checks_the_file(tmp_path: Path) -> None:
     assert code == 2 and "needs -o OUT" in err
 
 
+def test_an_emitted_constructor_names_its_arguments_past_the_sizes(tmp_path: Path) -> None:
+    target = tmp_path / "moe.py"
+    code, _, err = run_cli("compile", str(SPECS / "moe_digits.dsl"), "--emit", "python", "-o", str(target))
+    assert code == 0 and "max abs diff 0" in err, err
+    text = target.read_text()
+    assert "NoisyTopKGate(32, 8, k=2, noisy=True, balance=0.01, router='topk', z_loss=0.0)" in text
+    assert "nn.Linear(64, 32, bias=True)" in text  # torch's own: the sizes positional, as written by hand
+
+
 def test_an_emitted_file_initialises_as_the_compiled_module_does(tmp_path: Path) -> None:
     """An Embedding with std=0.02 (GPT-2's) starts from N(0, 0.02²) in the emitted file too,
     so training from the file starts where `dsl train` starts (it used N(0, 1))."""

@@ -277,6 +277,23 @@ class _Call:
         return f"{self.callee}(" + ", ".join(a.flat() if isinstance(a, _Call) else a for a in self.args) + ")"
 
 
+POSITIONAL_KEPT = 2  # `nn.Linear(64, 16, bias=True)`: the sizes stay positional, the rest are named
+
+
+def _by_name(cls: type, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Constructor arguments past the first two as keywords (``NoisyTopKGate(32, 8, k=2,
+    noisy=True, ...)`` rather than a row of bare values), where ``cls.__init__`` names them."""
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return args, {}
+    named = [p for p in params[:len(args)] if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    if len(named) < len(args):  # *args, or positional-only: as recorded
+        return args, {}
+    keep = min(POSITIONAL_KEPT, len(args))
+    return args[:keep], {p.name: a for p, a in zip(named[keep:], args[keep:], strict=True)}
+
+
 def _kw(key: str, value: Any) -> Any:
     if isinstance(value, _Call):
         return _Call(f"{key}={value.callee}", value.args)
@@ -417,8 +434,9 @@ class PythonEmitter:
                 help="its builder must construct every module it returns (not copy or alter one)",
             )
         args, kwargs = record
+        args, named = _by_name(type(m), args)
         parts: list[Any] = [self.value(a) for a in args]
-        parts += [_kw(check_identifier(k, "keyword argument"), self.value(v)) for k, v in kwargs.items()]
+        parts += [_kw(check_identifier(k, "keyword argument"), self.value(v)) for k, v in {**named, **kwargs}.items()]
         return _Call(self.class_ref(type(m)), parts)
 
     def learned_tensor(self, name: str, p: nn.Parameter) -> str:
