@@ -215,7 +215,7 @@ class Constants:
                 key = str(e["loc"][0]) if e["loc"] else ""
                 span = next((k.value.span for k in call.kwargs if k.name == key), call.span)
                 if e["type"] == "extra_forbidden":  # point at the name written, not its value
-                    known = list(getattr(model, "model_fields", {}))
+                    known = [f for f in getattr(model, "model_fields", {}) if f != "base_dir"]  # dsl sets it
                     named = next((k.span for k in call.kwargs if k.name == key and k.span.known), span)
                     self.err("E0402", f"`{what}` has no argument `{key}`", named,
                              help=did_you_mean(key, known) or f"arguments: {', '.join(known)}")
