@@ -182,3 +182,24 @@ def test_a_metric_is_not_a_loss() -> None:
 def test_a_loss_that_does_not_reach_the_model_is_refused() -> None:
     (d,) = run_check(GOOD.replace("cross_entropy(logits, y)", "mse(x, x)"))
     assert d.code == "E0501" and "differentiabl" in d.message
+
+
+def test_a_misspelt_loss_is_reported_beside_the_model_or_data_errors_that_stop_the_check(tmp_path) -> None:
+    """The objective is checked once the model and data are; its function names are not kept
+    waiting: every mistake of one `dsl check` shows at once."""
+    text = """model M {
+    input x: [B, 64]
+    logits = Linear(x, out=10)
+    output logits: OUT
+}
+train {
+    data = DATA
+    loss = crossentropy(logits, y)
+    metrics = [acuracy(logits, y)]
+}
+"""
+    for out, data, first in (("[B, 10]", "digitz()", "E0502"), ("[B, 11]", "digits()", "E0304")):
+        path = tmp_path / "spec.dsl"
+        path.write_text(text.replace("OUT", out).replace("DATA", data))
+        codes = [d.code for d in dsl.check(str(path))]
+        assert codes == [first, "E0201", "E0503"], codes

@@ -16,7 +16,7 @@ from dsl.checking.budget import DEFAULT_MAX_PARAMS, check_budget
 from dsl.checking.checker import Checker
 from dsl.checking.program import Program
 from dsl.checking.train.config import TrainConfig, resolve_config
-from dsl.checking.train.objective import Objective, check_objective
+from dsl.checking.train.objective import Objective, check_objective, unknown_functions
 from dsl.checking.train.overrides import route_overrides
 from dsl.checking.train.prune import check_prune
 from dsl.checking.train.push import check_push, check_push_rows
@@ -166,8 +166,9 @@ def _train_section(result: Analysis, checker: Checker) -> None:
     checker.diags.extend(check_push(cfg, prog))
     checker.diags.extend(check_stages(cfg, prog))
     checker.diags.extend(check_prune(cfg, prog))
-    if result.fields is None:
-        return  # fields unknown until load time (a .pt file): only the constant parts are checked
+    if result.fields is None:  # unknown until load time (a .pt file), or the data has errors
+        checker.diags.extend(unknown_functions(cfg, checker.registry))
+        return
     source = f"{cfg.source.name}()" if cfg.source else "the data"
     fields = fresh_fields(result.fields, checker.env, source)
     bound = set(checker.env.value)
@@ -176,6 +177,7 @@ def _train_section(result: Analysis, checker: Checker) -> None:
         checker.env.origin[name] = "data"
     checker.diags.extend(bounds_the_data_breaks(prog, checker.env, cfg.data_span, source))
     if any(d.severity == "error" for d in checker.diags) or checker.model_scope is None:
+        checker.diags.extend(unknown_functions(cfg, checker.registry))  # the objective waits for the rest
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
     checker.diags.extend(indices_past_their_bound(prog, cfg, source))

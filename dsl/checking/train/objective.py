@@ -25,7 +25,7 @@ from dsl.checking.train.config import TrainConfig
 from dsl.checking.train.metrics import AVERAGES, METRICS, MetricDecl, lookup_metric
 from dsl.language import ir
 from dsl.language.constants import ConstError, eval_const
-from dsl.language.diagnostics import Span, did_you_mean
+from dsl.language.diagnostics import Diagnostic, Span, did_you_mean
 from dsl.language.shapes import ShapeCall, ShapeError, TensorType
 
 if TYPE_CHECKING:
@@ -202,6 +202,29 @@ def _metric_call_in(expr: ir.Expr, functions: Any) -> ir.Call | None:
         if isinstance(node, ir.Call) and node.func in METRICS and node.func not in functions:
             return node
     return None
+
+
+def unknown_functions(cfg: TrainConfig, known: Any) -> list[Diagnostic]:
+    """The loss's and metrics' unknown function names, found without the model's types: when the
+    model or the data has errors the objective is not checked, and a misspelt loss must not wait
+    for them to be fixed. ``known``: the block registry."""
+    out: list[Diagnostic] = []
+
+    def unknown(call: ir.Call, kind: str, code: str, choices: list[str]) -> None:
+        span = call.func_span if call.func_span.known else call.span
+        out.append(Diagnostic(code, f"unknown {kind} `{call.func}`", span,
+                              help=did_you_mean(call.func, choices)))
+
+    tops = [m.expr for m in cfg.metrics]
+    for call in tops:
+        if call.func not in METRICS and known.get(call.func) is None:
+            unknown(call, "metric", "E0503", [*METRICS, *known])
+    for expr in [*([cfg.loss] if cfg.loss is not None else []), *tops]:
+        for node in expr.walk():
+            if isinstance(node, ir.Call) and node not in tops and known.get(node.func) is None \
+                    and node.func not in METRICS and not node.func[:1].isupper():
+                unknown(node, "block or function", "E0201", list(known))
+    return out
 
 
 def _metric(checker: Checker, index: int, name: str, call: ir.Call, scope: Scope, obj: Program) -> MetricUse | None:
