@@ -200,6 +200,15 @@ train {
     output logits
 }
 """, "E0207", "tie=h", "`tie` names a block instance, but `h` is a tensor"),
+    ("metric-on-one-score-per-row", """model M {
+    input x: [B, 64]
+    logits = Linear(x, out=10)
+    s = sum(logits, dim=-1)
+    output logits
+    output s
+}
+""" + TRAIN.replace("LOSS", "cross_entropy(logits, y)\n    metrics = [accuracy(s, y)]"), "E0303",
+     "accuracy(s, y)", "reads scores with the classes last"),
     ("loss-not-scalar", CLASSIFIER + TRAIN.replace("LOSS", "logits"), "E0501", "loss = logits",
      "must be a float scalar"),
     ("loss-is-a-metric", CLASSIFIER + TRAIN.replace("LOSS", "accuracy(logits, y)"), "E0501", "accuracy(",

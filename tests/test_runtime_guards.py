@@ -77,6 +77,11 @@ def test_wrong_dtype(classifier):
     assert e.actual == "int64"
 
 
+def test_integers_where_floats_belong_say_how_to_convert(classifier):
+    e = _error(classifier, x=torch.randint(0, 255, (2, 64), dtype=torch.uint8))
+    assert "should be float32" in str(e) and "got uint8" in str(e) and "x.float()" in str(e)
+
+
 def test_float_follows_the_parameters_dtype():
     model = dsl.compile(SPECS / "classifier.dsl").double()
     assert model(x=torch.randn(2, 64, dtype=torch.float64)).dtype == torch.float64

@@ -198,7 +198,10 @@ def _check_dtype(rule: InputRule, t: Any, weight: Any) -> None:
         else:
             expected, why = _DTYPES[rule.dtype], f" (declared `{rule.dtype}`)"
         actual = str(t.dtype).replace("torch.", "")
-        raise InputError(f"input `{rule.name}` should be {expected}{why}, got {actual}",
+        hint = ""
+        if rule.dtype == "float" and not t.is_floating_point():  # pixels 0..255 in an integer array, say
+            hint = f"; convert it (`{rule.name}.float()`, scaled as in training: images as floats in [0, 1])"
+        raise InputError(f"input `{rule.name}` should be {expected}{why}, got {actual}{hint}",
                          input=rule.name, expected=expected, actual=actual)
     if weight is not None and t.dim() > 0 and t.device != weight.device:
         raise InputError(f"input `{rule.name}` is on {t.device}, the model on {weight.device}; move it with .to()",

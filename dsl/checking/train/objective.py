@@ -345,7 +345,11 @@ def _metric_shapes(checker: Checker, decl: MetricDecl, call: ir.Call, inputs: di
             m = shape_call.type("mask")
             _unify_lead(shape_call, "mask", lead[: len(m.shape)], m.shape, m)
     except ShapeError as exc:
-        d = checker.error(exc.code, exc.message, spans.get(exc.arg or "", call.span), label=exc.label, help=exc.help)
+        why = exc.help
+        if why is None and exc.code == "E0303" and decl.args[0].pattern.endswith("C"):
+            why = (f"`{call.func}` reads scores with the classes last: [B, C] for targets [B] (two classes: "
+                   "[B, 2]); one number per row is a regression output, for mse(...) or mae(...)")
+        d = checker.error(exc.code, exc.message, spans.get(exc.arg or "", call.span), label=exc.label, help=why)
         if exc.arg in inputs:
             checker.explain(d, inputs[exc.arg])
         return False
