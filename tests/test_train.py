@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import SPECS, run_cli
 from helpers import command_args, prepared
 from torch import nn
 
@@ -226,32 +226,15 @@ def test_training_a_model_without_weights_is_a_clear_error(tmp_path, capsys) -> 
     assert "no trainable parameters" in err and "Traceback" not in err
 
 
-def test_labels_past_the_classes_of_a_built_in_source_are_a_diagnostic(tmp_path) -> None:
-    """digits() has ten classes; a model that scores five gets a warning from the check and
-    E0703 from `dsl train` when the data loads, before anything trains (it was torch's
-    IndexError from inside the loss)."""
-    spec = five_class_digits(tmp_path)
-    check = run_cli("check", "--json", str(spec))
-    assert check[0] == 0 and [(d["code"], d["severity"]) for d in json.loads(check[1])] == [("E0703", "warning")]
-    code, _, err = run_cli("train", str(spec), "--quiet", "--out", str(tmp_path / "run"))
+def test_labels_past_the_classes_of_a_built_in_source_are_a_diagnostic(tmp_path: Path) -> None:
+    """digits() has ten classes; the classifier made to score five gets a warning from the
+    check and E0703 from `dsl train` when the data loads, before anything trains (it was
+    torch's IndexError from inside the loss)."""
+    spec, five = str(SPECS / "classifier.dsl"), ("--set", "classes=5")
+    code, out, _ = run_cli("check", "--json", spec, *five)
+    assert code == 0 and [(d["code"], d["severity"]) for d in json.loads(out)] == [("E0703", "warning")]
+    code, _, err = run_cli("train", spec, *five, "--epochs", "1", "--quiet", "--out", str(tmp_path / "run"))
     assert code == 1 and "error[E0703]" in err and "of digits() is outside the 5 classes" in err, err
-
-
-def five_class_digits(folder: Path) -> Path:
-    """A digits classifier that scores five classes (digits has ten)."""
-    path = folder / "five.dsl"
-    path.write_text("""model M {
-    input x: [B, 64]
-    logits = Linear(x, out=5)
-    output logits
-}
-train {
-    data = digits(batch=64)
-    loss = cross_entropy(logits, y)
-    epochs = 1
-}
-""")
-    return path
 
 
 def test_ids_past_an_embedding_are_a_warning_at_check(tmp_path: Path) -> None:

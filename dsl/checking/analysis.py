@@ -25,6 +25,7 @@ from dsl.checking.train.section import (
     bounds_the_data_breaks,
     data_dims,
     data_fields,
+    data_ranges,
     data_sizes,
     fresh_fields,
     indices_past_their_bound,
@@ -180,7 +181,8 @@ def _train_section(result: Analysis, checker: Checker) -> None:
         checker.diags.extend(unknown_functions(cfg, checker.registry))  # the objective waits for the rest
         return
     result.objective = check_objective(checker, cfg, prog, checker.model_scope, fields)
-    checker.diags.extend(indices_past_their_bound(prog, cfg, source))
+    ranges = data_ranges(cfg)
+    checker.diags.extend(indices_past_their_bound(prog, ranges, cfg, source))
     if result.objective is not None:
-        checker.diags.extend(labels_past_the_classes(result.objective, cfg, source))
+        checker.diags.extend(labels_past_the_classes(result.objective, ranges, cfg, source))
         checker.diags.extend(check_push_rows(cfg, prog, {**fields, **result.objective.program.input_types()}))

@@ -92,7 +92,6 @@ class Checker:
         declares sizes but could not be read (its error is reported)."""
         self.res = res
         self.data_unread = data_unread
-        self.poisoned_by_data = False  # a value was left unknown for want of the data's sizes
         self.env = DimEnv()
         self.diags: list[Diagnostic] = list(res.diagnostics)
         self.registry = registry.load()
@@ -132,10 +131,7 @@ class Checker:
     def unread_size(self, name: str) -> bool:
         """Whether ``name`` may be a size (``N_<column>``) that the data would have declared had
         it been readable; the data's own error says what is wrong, so no second one is made."""
-        if self.data_unread and name.startswith("N_"):
-            self.poisoned_by_data = True
-            return True
-        return False
+        return self.data_unread and name.startswith("N_")
 
     def const(self, expr: ir.Expr, scope: Scope) -> Const | Poison:
         try:
@@ -168,7 +164,8 @@ class Checker:
         self.stack.pop()
         self.model_scope = scope
         prog.bounds.extend(self.pending_bounds)
-        if not prog.outputs and not self.poisoned_by_data and not any(d.severity == "error" for d in self.diags):
+        # without the data's sizes a value may be left unknown: its output is missing for that reason
+        if not prog.outputs and not self.data_unread and not any(d.severity == "error" for d in self.diags):
             self.error("E0212", f"model `{model.name}` has no `output`", model.name_span or model.span,
                        help="mark a result with `output name`")
         return prog

@@ -228,6 +228,6 @@ register_source(
         "train/val/test give their own splits, otherwise 60/20/20, stratified",
         positional=("folder",),
         sizes=_sizes,
-        ranges=lambda p: {"y": _sizes(p)["N_y"]},
+        ranges=lambda p: {"y": len(describe(p).classes)},
     )
 )

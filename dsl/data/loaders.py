@@ -131,6 +131,8 @@ def _split_indices(n: int, y: np.ndarray | None, val: float, test: float, seed: 
     """Seeded train/val/test indices, stratified by label when every class allows it."""
     from sklearn.model_selection import train_test_split
 
+    from dsl.data.checks import check_rows
+
     idx = np.arange(n)
 
     def cut(ids: np.ndarray, frac: float, salt: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,14 +140,10 @@ def _split_indices(n: int, y: np.ndarray | None, val: float, test: float, seed: 
         try:
             a, b = train_test_split(ids, test_size=frac, random_state=seed + salt, stratify=strat)
         except ValueError:  # a class too small to stratify: plain random split
-            try:
-                a, b = train_test_split(ids, test_size=frac, random_state=seed + salt)
-            except ValueError:  # one side would be empty
-                raise DataError(f"the data has {n} row{'s' if n != 1 else ''}: too few to hold out "
-                                f"test={test:g} and val={val:g} and keep at least one row in each split",
-                                "") from None
+            a, b = train_test_split(ids, test_size=frac, random_state=seed + salt)
         return np.sort(a), np.sort(b)
 
+    check_rows(n, val, test, "the data")  # sources whose files check_rows has not seen (a .pt, a folder)
     rest, test_idx = cut(idx, test, 0)
     if val > 0:
         train_idx, val_idx = cut(rest, val / (1 - test), 1)

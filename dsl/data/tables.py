@@ -89,8 +89,12 @@ class TableInfo:
         return out
 
     def sizes(self) -> dict[str, int]:
-        out = {f"N_{name}": len(v) for name, v in self.vocab.items() if name != self.label}
-        out["N_y"] = self.classes
+        return {f"N_{field}": n for field, n in self.ranges().items()}
+
+    def ranges(self) -> dict[str, int]:
+        """Each integer field's values lie below: a category's vocabulary size, y's classes."""
+        out = {name: len(v) for name, v in self.vocab.items() if name != self.label}
+        out["y"] = self.classes
         return out
 
 
@@ -255,8 +259,7 @@ def _sizes(p: TableParams) -> dict[str, int]:
 
 
 def _ranges(p: TableParams) -> dict[str, int]:
-    """y below N_y, each categorical field below its N_<column>."""
-    return {("y" if k == "N_y" else k.removeprefix("N_")): v for k, v in describe(p).sizes().items()}
+    return describe(p).ranges()
 
 
 def _load(p: TableParams, seed: int) -> Any:

@@ -164,11 +164,11 @@ def bounds_the_data_breaks(prog: Program, env: DimEnv, data_span: Span, source: 
     return out
 
 
-def labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+def labels_past_the_classes(objective: Objective, ranges: dict[str, int], cfg: TrainConfig,
+                            source: str) -> list[Diagnostic]:
     """A class loss that scores fewer classes than the data's labels run to (``digits()`` into
     ``Linear(out=5)``). A warning: the model itself is sound (``dsl.compile(spec, classes=3)``
     builds a three-class variant), but ``dsl train`` refuses the data when it loads (E0703)."""
-    ranges = data_ranges(cfg)
     out = []
     for rule in label_rules(objective):
         top = ranges.get(rule.field)
@@ -181,11 +181,11 @@ def labels_past_the_classes(objective: Objective, cfg: TrainConfig, source: str)
     return out
 
 
-def indices_past_their_bound(prog: Program, cfg: TrainConfig, source: str) -> list[Diagnostic]:
+def indices_past_their_bound(prog: Program, ranges: dict[str, int], cfg: TrainConfig,
+                             source: str) -> list[Diagnostic]:
     """A data field whose declared range runs past the indices a block takes from it
     (``chars()`` ids into ``Embedding(num=64)``): a warning, as for labels; the runtime guard
     refuses the first such batch."""
-    ranges = data_ranges(cfg)
     spans = {name: prog.node(ref.node).span for name, ref in prog.inputs.items()}
     out = []
     for rule in index_rules(prog):
